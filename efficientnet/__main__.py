@@ -1,0 +1,7 @@
+"""``python -m efficientnet``: see :mod:`efficientnet.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

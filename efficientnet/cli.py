@@ -1,0 +1,164 @@
+"""Command line: ``python -m efficientnet {profile,predict} ...``.
+
+Each subcommand is one function ``cmd_<name>(args) -> int``; errors the user can fix are raised as
+:class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from .spec import ArchSpec, SpecError, resolve_arch
+from .weights import WeightsError
+
+__all__ = ["CLIError", "main", "arch_from_args", "add_arch_arguments"]
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def command(name: str, help_text: str):
+    """Register ``cmd_<name>`` with its argument builder ``build``."""
+
+    def wrap(build: Callable[[argparse.ArgumentParser], None]):
+        def register(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (build, run, help_text)
+            return run
+
+        return register
+
+    return wrap
+
+
+def add_arch_arguments(p: argparse.ArgumentParser, default: str = "b0") -> None:
+    """``--arch`` plus compound (``--alpha --beta --gamma --phi``) or explicit (``--width --depth``) scaling."""
+    p.add_argument("--arch", default=default, help="preset (b0..b7, lite0), spec string or JSON (default %(default)s)")
+    g = p.add_argument_group("compound scaling of --arch (depth alpha^phi, width beta^phi, resolution gamma^phi)")
+    g.add_argument("--alpha", type=float)
+    g.add_argument("--beta", type=float)
+    g.add_argument("--gamma", type=float)
+    g.add_argument("--phi", type=float, default=1.0)
+    e = p.add_argument_group("explicit scaling (instead of compound)")
+    e.add_argument("--width", type=float, help="width multiplier")
+    e.add_argument("--depth", type=float, help="depth multiplier")
+    p.add_argument("--resolution", type=int, help="input resolution in pixels")
+
+
+def arch_from_args(args: argparse.Namespace) -> ArchSpec:
+    """The architecture the ``add_arch_arguments`` flags describe."""
+    spec = resolve_arch(args.arch)
+    compound = [args.alpha, args.beta, args.gamma]
+    if any(v is not None for v in compound):
+        if args.width is not None or args.depth is not None:
+            raise CLIError("give either --alpha/--beta/--gamma or --width/--depth, not both")
+        a, b, g = (1.0 if v is None else v for v in compound)
+        spec = ArchSpec.from_compound(a, b, g, args.phi, base=spec, base_resolution=args.resolution)
+    else:
+        changes = {k: getattr(args, k) for k in ("width", "depth", "resolution") if getattr(args, k) is not None}
+        spec = spec.replace(**changes) if changes else spec
+    return spec
+
+
+def _build_profile(p: argparse.ArgumentParser) -> None:
+    add_arch_arguments(p)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--latency", action="store_true", help="also measure batch-1 CPU latency")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("profile", "params, MACs, model size and peak memory of an architecture")(_build_profile)
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Print the profile of the architecture described by the flags."""
+    from .profiler import profile
+
+    spec = arch_from_args(args)
+    prof = profile(spec, num_classes=args.num_classes, latency=args.latency)
+    if args.json:
+        print(json.dumps({"arch": str(spec), "spec": spec.to_dict(), **prof.to_dict()}, indent=2))
+    else:
+        print(f"arch: {spec}\n{prof}")
+    return 0
+
+
+def _build_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", default="lite0", help="lite0, efficientnet-bN (online), URL or .pth path")
+    p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet class names (shipped with torchvision's weight metadata; no download)."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@command("predict", "classify images with pretrained ImageNet weights")(_build_predict)
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Top-k ImageNet classes for each image."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from .builder import build_model
+    from .preprocess import eval_transform
+    from .weights import load_weights
+
+    if args.topk < 1:
+        raise CLIError(f"--topk must be at least 1, got {args.topk}")
+    state, spec = load_weights(args.weights, weights_spec=resolve_arch(args.arch) if args.arch else None)
+    num_classes = state["_fc.weight"].shape[0] if "_fc.weight" in state else 1000
+    model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval()
+    names = imagenet_categories() if num_classes == 1000 else None
+    transform = eval_transform(spec)
+    results = []
+    for path in args.images:
+        try:
+            with Image.open(path) as img:
+                x = transform(img).unsqueeze(0)
+        except (FileNotFoundError, IsADirectoryError):
+            raise CLIError(f"image {path!r} does not exist") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CLIError(f"cannot read image {path!r} ({type(exc).__name__}): is it a JPEG/PNG file?") from None
+        with torch.inference_mode():
+            probs = model(x).softmax(-1)[0]
+        top = probs.topk(min(args.topk, num_classes))
+        preds = [
+            {"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(p), 6)}
+            for p, i in zip(top.values, top.indices)
+        ]
+        results.append({"image": path, "predictions": preds})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(r["image"])
+            for p in r["predictions"]:
+                print(f"  {p['probability']:7.2%}  {p['class_id']:4d}  {p['name'] or ''}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (build, _, help_text) in COMMANDS.items():
+        build(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (CLIError, SpecError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
