@@ -228,12 +228,11 @@ def inherit_weights(
         if src is None:
             report.new.append(key)
             continue
-        used.add(src_key)
         if src.shape == dst.shape:
             new_state[key] = src.to(dst.dtype)
             report.copied.append(key)
             n = dst.numel()
-        elif key.startswith("_fc.") or src.dim() == 0:
+        elif src.dim() == 0 or (key.startswith("_fc.") and src.shape[0] != dst.shape[0]):  # other classes
             report.skipped.append(key)
             continue
         else:
@@ -243,6 +242,7 @@ def inherit_weights(
                 continue
             new_state[key], n = fitted
             report.adapted.append(key)
+        used.add(src_key)
         if key in param_names:
             report.inherited_params += n
         if extra:

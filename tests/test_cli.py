@@ -1,0 +1,71 @@
+"""``python -m efficientnet``: real subprocesses, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from efficientnet import ArchSpec
+from efficientnet.cli import main
+
+
+def run(root, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "efficientnet", *args], cwd=root, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_profile_json_for_compound_coefficients(root):
+    out = run(root, "profile", "--arch", "lite0", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    spec = ArchSpec.parse(data["arch"])
+    assert spec.compound.alpha == 1.2 and spec.resolution == 256 and spec.activation == "relu6"
+    assert ArchSpec.from_dict(data["spec"]) == spec
+    assert 5e6 < data["params"] < 7e6 and data["macs"] > 0.385e9
+
+
+def test_profile_text_with_explicit_multipliers(root):
+    out = run(root, "profile", "--arch", "b0", "--width", "0.5", "--depth", "0.5", "--resolution", "128")
+    assert out.returncode == 0, out.stderr
+    assert "w=0.5,d=0.5,r=128" in out.stdout and "MACs" in out.stdout
+
+
+def test_predict_names_the_imagenet_classes(root, sample_photos):
+    out = run(root, "predict", "--weights", "lite0", "--topk", "3", "--json", str(sample_photos["flower"]))
+    assert out.returncode == 0, out.stderr
+    [result] = json.loads(out.stdout)
+    preds = result["predictions"]
+    assert len(preds) == 3 and preds[0]["probability"] >= preds[1]["probability"] >= preds[2]["probability"]
+    assert "daisy" in [p["name"] for p in preds]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["profile", "--arch", "b9"], "unknown preset 'b9'"),
+        (["profile", "--arch", "b0", "--alpha", "1.2", "--width", "2"], "either --alpha/--beta/--gamma or --width"),
+        (["profile", "--arch", "b0", "--alpha", "-1"], "alpha must be a positive number"),
+        (["predict", "missing.jpg"], "image 'missing.jpg' does not exist"),
+        (["predict", "--weights", "missing.pth", "x.jpg"], "weights file 'missing.pth' does not exist"),
+        (["predict", "--topk", "0", "x.jpg"], "--topk must be at least 1"),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_status_2(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+
+
+def test_unreadable_image_exits_2_from_the_command_line(root, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    out = run(root, "predict", str(bad))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: cannot read image {str(bad)!r} (UnidentifiedImageError): is it a JPEG/PNG file?"
+    ]
