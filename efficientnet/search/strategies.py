@@ -1,0 +1,169 @@
+"""Search strategies: one small ask/tell protocol, shared by grid, random and regularized evolution.
+
+A strategy proposes candidates of a :class:`~efficientnet.search.candidates.CandidateSpace` and learns from their
+results. It does not check budgets or duplicates itself beyond skipping candidates that ``is_free`` rejects; the
+tuner does the shared feasibility/dedupe work and marks every candidate it has used (proposed, imported or found
+over budget) as no longer free. Values are *scores*: higher is better (the tuner negates them when minimizing).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from .candidates import Candidate, CandidateSpace
+
+__all__ = [
+    "Strategy",
+    "GridStrategy",
+    "RandomStrategy",
+    "EvolutionStrategy",
+    "STRATEGIES",
+    "register_strategy",
+    "make_strategy",
+]
+
+IsFree = Callable[[Candidate], bool]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the tuner needs from a search strategy."""
+
+    def ask(self) -> Candidate | None:
+        """A free candidate to try next, or None when the strategy has nothing left (the space is exhausted)."""
+
+    def tell(self, candidate: Candidate, value: float | None) -> None:
+        """The score of ``candidate`` (higher is better); None means its trial failed and it must never be a parent,
+        even if a score was told earlier."""
+
+
+def _scan(space: CandidateSpace, is_free: IsFree, start: int) -> Candidate | None:
+    """The first free candidate at or after index ``start`` (wrapping around), or None."""
+    for offset in range(space.size):
+        candidate = space.at((start + offset) % space.size)
+        if is_free(candidate):
+            return candidate
+    return None
+
+
+class GridStrategy:
+    """Every candidate once, in index order (coefficient points lexicographically, then block choices)."""
+
+    def __init__(self, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, **_: object) -> None:
+        self.space, self.is_free, self._next = space, is_free, 0
+
+    def ask(self) -> Candidate | None:
+        while self._next < self.space.size:
+            candidate = self.space.at(self._next)
+            self._next += 1
+            if self.is_free(candidate):
+                return candidate
+        return None
+
+    def tell(self, candidate: Candidate, value: float | None) -> None:
+        """Grid search ignores results."""
+
+
+class RandomStrategy:
+    """Uniform random candidates; near exhaustion, a scan from a random index finds the remaining free ones."""
+
+    def __init__(
+        self, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, tries: int = 64, **_: object
+    ) -> None:
+        self.space, self.rng, self.is_free, self.tries = space, rng, is_free, tries
+
+    def ask(self) -> Candidate | None:
+        for _ in range(self.tries):
+            candidate = self.space.sample(self.rng)
+            if self.is_free(candidate):
+                return candidate
+        return _scan(self.space, self.is_free, int(self.rng.integers(self.space.size)))
+
+    def tell(self, candidate: Candidate, value: float | None) -> None:
+        """Random search ignores results."""
+
+
+class EvolutionStrategy:
+    """Regularized (aging) evolution, Real et al. 2019.
+
+    Until ``population_size`` results have arrived, candidates are random (the seed population). After that, each
+    ask runs a tournament: ``sample_size`` members drawn at random, the best is the parent, and the child is one
+    mutation of it: one coefficient moved one grid step (the other two then restore the product constraint) or one
+    block choice changed. Each result joins the population and the oldest member leaves. Failed trials never join;
+    one that fails after reporting is removed.
+    """
+
+    def __init__(
+        self,
+        space: CandidateSpace,
+        rng: np.random.Generator,
+        is_free: IsFree,
+        population_size: int = 20,
+        sample_size: int = 5,
+        mutation_tries: int = 50,
+        **_: object,
+    ) -> None:
+        if population_size < 2:
+            raise ValueError(f"classArg population_size must be >= 2, got {population_size!r}")
+        if not 1 <= sample_size <= population_size:
+            raise ValueError(f"classArg sample_size must be in 1..population_size, got {sample_size!r}")
+        self.space, self.rng, self.is_free = space, rng, is_free
+        self.population_size, self.sample_size, self.mutation_tries = population_size, sample_size, mutation_tries
+        self.population: deque[tuple[Candidate, float]] = deque()
+        self._random = RandomStrategy(space, rng, is_free)
+        self._kinds = [("coefficient", k) for k in space.searched_coefficients()] + [
+            ("choice", d) for d, dim in enumerate(space.choice_dims) if len(dim.values) > 1
+        ]
+
+    def ask(self) -> Candidate | None:
+        if len(self.population) < self.population_size or not self._kinds:
+            return self._random.ask()
+        for _ in range(self.mutation_tries):
+            child = self.mutate(self.select())
+            if child is not None and self.is_free(child):
+                return child
+        return self._random.ask()
+
+    def select(self) -> Candidate:
+        """Tournament selection: the best of ``sample_size`` random members of the population."""
+        picks = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
+        return max((self.population[int(i)] for i in picks), key=lambda member: member[1])[0]
+
+    def mutate(self, parent: Candidate) -> Candidate | None:
+        """One random mutation of ``parent`` (None when the drawn mutation is impossible)."""
+        kind, which = self._kinds[int(self.rng.integers(len(self._kinds)))]
+        if kind == "coefficient":
+            return self.space.move_coefficient(parent, which, 1 if self.rng.random() < 0.5 else -1, self.rng)
+        return self.space.change_choice(parent, which, self.rng)
+
+    def tell(self, candidate: Candidate, value: float | None) -> None:
+        if value is None:
+            self.population = deque(m for m in self.population if m[0] != candidate)
+            return
+        self.population.append((candidate, float(value)))
+        while len(self.population) > self.population_size:
+            self.population.popleft()
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "grid": GridStrategy,
+    "random": RandomStrategy,
+    "evolution": EvolutionStrategy,
+}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make ``factory(space, rng, is_free, **options)`` available as classArg ``strategy: name``."""
+    STRATEGIES[name] = factory
+
+
+def make_strategy(
+    name: str, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, **options: object
+) -> Strategy:
+    """Build the strategy called ``name``; a ValueError naming the choices when it is unknown."""
+    if name not in STRATEGIES:
+        raise ValueError(f"classArg strategy {name!r} is unknown: use one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](space, rng, is_free, **options)
