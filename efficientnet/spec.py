@@ -220,14 +220,17 @@ class ArchSpec:
         base: "ArchSpec | str" = "b0",
         base_resolution: int | None = None,
     ) -> "ArchSpec":
-        """Scale ``base`` by compound coefficients: depth alpha**phi, width beta**phi, resolution gamma**phi."""
-        base_spec = preset(base) if isinstance(base, str) else base
+        """Scale ``base`` by compound coefficients: its depth times alpha**phi, its width times beta**phi and its
+        resolution (or ``base_resolution``) times gamma**phi. Presets b0/lite0 have width = depth = 1, so for them
+        the multipliers are exactly alpha**phi and beta**phi; a smaller base (say width 0.25) gives a smaller family.
+        """
+        base_spec = resolve_arch(base) if isinstance(base, str) else base
         c = Compound(alpha, beta, gamma, phi)
         res0 = base_spec.resolution if base_resolution is None else base_resolution
         return replace(
             base_spec,
-            depth=round(c.alpha**c.phi, 6),
-            width=round(c.beta**c.phi, 6),
+            depth=round(base_spec.depth * c.alpha**c.phi, 6),
+            width=round(base_spec.width * c.beta**c.phi, 6),
             resolution=round_resolution(res0 * c.gamma**c.phi),
             compound=c,
         )
