@@ -31,13 +31,12 @@ from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from efficientnet.search.space import parse_search_space
 from efficientnet.search.strategies import STRATEGIES, make_strategy
-from efficientnet.spec import ArchSpec, preset
+from efficientnet.spec import ArchSpec, SpecError, resolve_arch
 
 __all__ = ["EfficientNetTuner", "FixedProductTuner"]
 
 _logger = logging.getLogger(__name__)
 
-BASES = ("b0", "lite0")
 
 
 class EfficientNetTuner(Tuner):
@@ -46,7 +45,7 @@ class EfficientNetTuner(Tuner):
     classArgs: ``product`` (2.0) and absolute ``tolerance`` (0.1); ``phi`` (1.0); ``strategy`` (``grid``,
     ``random`` or ``evolution``, the default); ``population_size`` (20) and ``sample_size`` (5) for evolution;
     ``seed``; ``optimize_mode`` (``maximize``, the default, or ``minimize``); ``base`` (``lite0`` or ``b0``, the
-    pretrained weights' family); ``base_resolution`` (input size before gamma scaling; default the base's 224);
+    pretrained weights' family, or any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma scaling; default the base's 224);
     ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``, ``max_macs``, ``max_model_size_mb``,
     ``max_peak_memory_mb`` and ``max_latency_ms`` (measured on this machine's CPU; slow, off by default).
     ``profiler`` is for tests and benchmarks only: a ``(spec, num_classes) -> Profile`` replacing the meta profiler.
@@ -84,9 +83,10 @@ class EfficientNetTuner(Tuner):
             self.optimize_mode = OptimizeMode(optimize_mode)
         except ValueError:
             raise ValueError(f"classArg optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}") from None
-        if str(base).lower() not in BASES:
-            raise ValueError(f"classArg base must be one of {', '.join(BASES)} (the pretrained weights), got {base!r}")
-        self.base = preset(str(base).lower())
+        try:
+            self.base = resolve_arch(str(base))
+        except SpecError as exc:
+            raise ValueError(f"classArg base: {exc} (use lite0 or b0 to match the pretrained weights)") from None
         if base_resolution is not None and (not isinstance(base_resolution, int) or base_resolution < 16):
             raise ValueError(f"classArg base_resolution must be an integer >= 16 or null, got {base_resolution!r}")
         self.base_resolution = base_resolution

@@ -94,7 +94,7 @@ def test_infeasible_peak_memory_is_found_with_the_profiler():
 
 
 def test_bad_class_args_name_the_argument():
-    for kwargs, word in [({"strategy": "anneal"}, "strategy"), ({"base": "b3"}, "base"),
+    for kwargs, word in [({"strategy": "anneal"}, "strategy"), ({"base": "b9"}, "base"),
                          ({"optimize_mode": "max"}, "optimize_mode"), ({"max_params": -1}, "max_params"),
                          ({"tolerance": -0.1}, "tolerance"), ({"population_size": 1}, "population_size")]:
         with pytest.raises(ValueError, match=word):
