@@ -145,6 +145,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="trial checkpoint (.pth.tar), state dict, or lite0")
+    p.add_argument("--format", default="onnx", help="onnx or torchscript (default %(default)s)")
+    p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--arch", help="architecture of a checkpoint that does not record it (preset, spec or JSON)")
+    p.add_argument("--exporter", default="dynamo", help="ONNX exporter: dynamo or legacy (default %(default)s)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed logit difference (default %(default)g)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("export", "export a checkpoint to ONNX or TorchScript with its spec and preprocessing")(_build_export)
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the exported model and its JSON sidecar; the export is checked against PyTorch."""
+    from .export import ExportError, export_checkpoint
+
+    try:
+        result = export_checkpoint(
+            args.checkpoint, args.format, out_dir=args.out, arch=resolve_arch(args.arch) if args.arch else None,
+            opset=args.opset, exporter=args.exporter, tolerance=args.tolerance,
+        )
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"wrote {result.model_path} and {result.sidecar_path} ({result.exporter}, {result.seconds:.1f} s)")
+        print(f"check: max |logit difference| {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
