@@ -1,0 +1,139 @@
+"""Trial checkpoints: one dict per file, written atomically, read back with ``torch.load(weights_only=True)``.
+
+A checkpoint holds only tensors, dicts, lists, numbers, strings and ``None``, so it loads without unpickling code::
+
+    {"format": "efficientnet-nni-trial/1", "spec": spec.to_dict(), "arch": str(spec), "num_classes": 10,
+     "classes": [...], "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
+     "epoch": completed epochs, "best_top1": ..., "best_epoch": ..., "history": [per-epoch metrics],
+     "rng": {...}, "args": {...}}
+
+Files are written to a temporary file in the destination directory and moved into place with ``os.replace``, so a
+trial killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "FORMAT",
+    "CheckpointError",
+    "atomic_save",
+    "atomic_copy",
+    "save_checkpoint",
+    "load_checkpoint",
+    "is_trial_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+CHECKPOINT_NAME = "checkpoint.pth.tar"
+BEST_NAME = "model_best.pth.tar"
+FORMAT = "efficientnet-nni-trial/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or not one of this trainer's; the message names the fix."""
+
+
+def _temp_in(directory: Path, name: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_in(path.parent, path.name)
+    try:
+        torch.save(obj, tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s directory."""
+    dst = Path(dst)
+    tmp = _temp_in(dst.parent, dst.name)
+    try:
+        shutil.copyfile(src, tmp)
+        _fsync(tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, is_best: bool) -> Path:
+    """Write ``directory/checkpoint.pth.tar`` and, when ``is_best``, ``directory/model_best.pth.tar``."""
+    directory = Path(directory)
+    path = atomic_save(dict(state, format=FORMAT), directory / CHECKPOINT_NAME)
+    if is_best:
+        atomic_copy(path, directory / BEST_NAME)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU with a one-line :class:`CheckpointError` on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated files, foreign pickles, text files...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"cannot read checkpoint {path} ({first}); it is damaged or not a PyTorch "
+                              "checkpoint: delete it or give another path") from None
+
+
+def is_trial_checkpoint(obj: Any) -> bool:
+    """True for a checkpoint written by this trainer (a full training state with its spec)."""
+    return isinstance(obj, Mapping) and obj.get("format") == FORMAT and isinstance(obj.get("spec"), Mapping) \
+        and isinstance(obj.get("model"), Mapping)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states in ``weights_only``-loadable types."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "python": [py_version, list(py_internal), py_gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (missing parts are left alone)."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

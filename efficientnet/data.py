@@ -1,0 +1,350 @@
+"""Image-folder datasets for a trial: the embedded digits demo, validation, stratified splits, transforms.
+
+A dataset is a directory in torchvision's ``ImageFolder`` layout, either already split::
+
+    DIR/train/<class>/*.png   DIR/val/<class>/*.png
+
+or as one folder of class sub-folders (``DIR/<class>/*.jpg``) that is split into train and validation here,
+stratified by class and seeded, so every trial of an experiment sees the same split.
+
+``--data digits`` is the offline demo: scikit-learn's real 8x8 handwritten digits (1,797 images, 10 classes)
+upscaled and exported once as PNGs to an ``ImageFolder`` cache. The export goes to a temporary directory that is
+renamed into place, so concurrent trials never see a half-written cache.
+
+Every problem a user can fix (a missing or empty directory, a class folder without images, a single class,
+unreadable images, a class-count mismatch) raises :class:`DataError` with one line naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from .preprocess import eval_transform, normalization
+from .spec import ArchSpec
+
+__all__ = [
+    "DataError",
+    "DatasetSplit",
+    "DIGITS_NAME",
+    "default_cache_dir",
+    "export_digits",
+    "stratified_sample",
+    "stratified_split",
+    "scan_class_folders",
+    "load_dataset",
+    "train_transform",
+    "make_loaders",
+]
+
+log = logging.getLogger("efficientnet.trial")
+
+DIGITS_NAME = "digits"
+DIGITS_SIZE = 32
+DIGITS_VAL_FRACTION = 0.2
+MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not a warning
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message names the problem and the fix."""
+
+
+def default_cache_dir() -> Path:
+    """Where the digits demo is exported: ``$EFFICIENTNET_NNI_CACHE`` or ``~/.cache/efficientnet-nni``."""
+    return Path(os.environ.get("EFFICIENTNET_NNI_CACHE") or Path.home() / ".cache" / "efficientnet-nni")
+
+
+# ------------------------------------------------------------------------------------------------ splitting
+def stratified_sample(labels: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Indices of a seeded, class-stratified ``fraction`` of ``labels`` (at least one per class)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = min(len(idx), max(1, int(round(len(idx) * fraction))))
+        picked.extend(rng.permutation(idx)[:n].tolist())
+    return sorted(picked)
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded class-stratified split into ``(train indices, val indices)``.
+
+    Each class with at least two images gives ``round(n * val_fraction)`` of them (at least one, at most n - 1)
+    to validation; a class with a single image stays in training.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    val: list[int] = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, int(round(len(idx) * val_fraction))))
+        val.extend(idx[:n_val].tolist())
+        train.extend(idx[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+# ------------------------------------------------------------------------------------------------ digits demo
+def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS_SIZE, seed: int = 0) -> Path:
+    """Export scikit-learn's digits once as an ImageFolder (``train/`` and ``val/``) and return its root.
+
+    The images (8x8, 17 grey levels) are upscaled bilinearly to ``size`` pixels and saved as PNGs; 20 % of each
+    class goes to ``val/``. Writing happens in a temporary directory renamed into place at the end, so a
+    concurrent or killed export never leaves a partial cache behind.
+    """
+    from sklearn.datasets import load_digits
+
+    root = Path(cache_dir or default_cache_dir()) / f"digits-{size}px"
+    if (root / ".complete").is_file():
+        return root
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".digits-export-", dir=root.parent))
+    except OSError as exc:
+        raise DataError(f"cannot write the digits cache under {root.parent} ({exc.strerror}); "
+                        "pass a writable --download-dir") from None
+    try:
+        digits = load_digits()
+        pixels = np.clip(np.round(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+        train, val = stratified_split(digits.target, DIGITS_VAL_FRACTION, seed)
+        for split, indices in (("train", train), ("val", val)):
+            for i in indices:
+                folder = tmp / split / str(int(digits.target[i]))
+                folder.mkdir(parents=True, exist_ok=True)
+                img = Image.fromarray(pixels[i], mode="L").resize((size, size), Image.BILINEAR)
+                img.save(folder / f"{i:04d}.png")
+        (tmp / ".complete").write_text(f"scikit-learn digits, {size}px, seed {seed}\n")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / ".complete").is_file():  # not a concurrent exporter that won the race
+                raise DataError(f"{root} exists but is not a complete digits export; delete it and rerun") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ scanning
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+@dataclass
+class ClassFolders:
+    """What :func:`scan_class_folders` found: class names and image files, with unreadable files set aside."""
+
+    root: Path
+    classes: list[str]
+    files: dict[str, list[Path]]
+    corrupt: list[Path] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # PIL raises many types for damaged files
+        return False
+
+
+def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
+    """Check one ImageFolder directory: class folders exist, each holds readable images; list the files."""
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist; pass --data DIR with one sub-folder per class "
+                        "(or train/ and val/), or --data digits for the demo")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"dataset directory {root} has no class sub-folders; put the images of each class in "
+                        f"{root}/<class name>/")
+    files: dict[str, list[Path]] = {}
+    corrupt: list[Path] = []
+    for c in classes:
+        found = sorted(Path(d) / f for d, _, names in os.walk(root / c, followlinks=True) for f in names
+                       if _is_image(f))
+        if not found:
+            raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
+                            "images or remove the folder")
+        good = [p for p in found if _readable(p)] if verify else found
+        corrupt += sorted(set(found) - set(good))
+        if not good:
+            raise DataError(f"class folder {root / c} has no readable images ({len(found)} damaged files); "
+                            "replace them or remove the folder")
+        files[c] = good
+    return ClassFolders(root, classes, files, corrupt)
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+@dataclass
+class DatasetSplit:
+    """Train and validation datasets (each a torchvision ``ImageFolder`` or a ``Subset`` of one)."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    root: Path
+    layout: str  # "train/val" or "split"
+    train_targets: list[int]
+    corrupt: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5) -> transforms.Compose:
+    """Random resized crop at the spec's resolution, optional horizontal flip, normalisation of the weights."""
+    steps: list = [
+        transforms.Lambda(_to_rgb),
+        transforms.RandomResizedCrop(spec.resolution, scale=(min_scale, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC),
+    ]
+    if hflip > 0:
+        steps.append(transforms.RandomHorizontalFlip(hflip))
+    steps += [transforms.ToTensor(), normalization(spec)]
+    return transforms.Compose(steps)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    return img.convert("RGB")
+
+
+class CheckedImageFolder(ImageFolder):
+    """torchvision's ``ImageFolder`` restricted to what :func:`scan_class_folders` accepted.
+
+    Hidden folders are not classes and unreadable files are left out.
+    """
+
+    def __init__(self, scan: ClassFolders, transform=None) -> None:
+        self._scan = scan
+        allowed = {os.fspath(p) for ps in scan.files.values() for p in ps}
+        super().__init__(os.fspath(scan.root), transform=transform, is_valid_file=lambda p: os.fspath(p) in allowed)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return list(self._scan.classes), {c: i for i, c in enumerate(self._scan.classes)}
+
+
+def _image_folder(scan: ClassFolders, transform) -> ImageFolder:
+    return CheckedImageFolder(scan, transform)
+
+
+def _check_corrupt(scans: Sequence[ClassFolders]) -> int:
+    bad = [p for s in scans for p in s.corrupt]
+    total = sum(s.num_images for s in scans) + len(bad)
+    if bad and len(bad) > MAX_CORRUPT_FRACTION * total:
+        raise DataError(f"{len(bad)} of {total} image files cannot be read (e.g. {bad[0]}); "
+                        "the dataset looks damaged: re-copy it")
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
+        log.warning("warning: skipping %d unreadable image file(s) of %d: %s", len(bad), total, shown)
+    return len(bad)
+
+
+def load_dataset(
+    data: str,
+    spec: ArchSpec,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    num_classes: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    hflip: float | None = None,
+    min_scale: float = 0.5,
+) -> DatasetSplit:
+    """Resolve ``data`` (a directory or ``digits``), validate it and build train/val datasets.
+
+    ``hflip`` defaults to 0.5, or 0 for the digits demo (mirrored digits are other digits).
+    """
+    if data == DIGITS_NAME:
+        root = export_digits(cache_dir)
+        hflip = 0.0 if hflip is None else hflip
+    else:
+        root = Path(data).expanduser()
+        hflip = 0.5 if hflip is None else hflip
+    train_tf = train_transform(spec, hflip=hflip, min_scale=min_scale)
+    eval_tf = eval_transform(spec)
+    if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "validation").is_dir()):
+        val_root = root / "val" if (root / "val").is_dir() else root / "validation"
+        train_scan, val_scan = scan_class_folders(root / "train"), scan_class_folders(val_root)
+        if train_scan.classes != val_scan.classes:
+            only = sorted(set(train_scan.classes) ^ set(val_scan.classes))
+            raise DataError(f"train/ and {val_root.name}/ of {root} have different class folders ({', '.join(only)}); "
+                            "give both the same classes")
+        corrupt = _check_corrupt([train_scan, val_scan])
+        classes = train_scan.classes
+        train_ds = _image_folder(train_scan, train_tf)
+        val_ds: Dataset = _image_folder(val_scan, eval_tf)
+        train_targets = list(train_ds.targets)
+        layout = "train/val"
+    else:
+        if (root / "train").is_dir():  # a train/ folder alone is split like a flat one
+            root = root / "train"
+        scan = scan_class_folders(root)
+        corrupt = _check_corrupt([scan])
+        classes = scan.classes
+        full_train = _image_folder(scan, train_tf)
+        full_eval = _image_folder(scan, eval_tf)
+        train_idx, val_idx = stratified_split(full_train.targets, val_split, seed)
+        if not val_idx:
+            raise DataError(f"{root} has too few images to hold out a validation split; add images or a val/ folder")
+        train_ds = Subset(full_train, train_idx)
+        val_ds = Subset(full_eval, val_idx)
+        train_targets = [full_train.targets[i] for i in train_idx]
+        layout = "split"
+    if len(classes) < 2:
+        raise DataError(f"dataset {root} has only one class ({classes[0]}); a classifier needs at least two class "
+                        "folders")
+    if num_classes is not None and num_classes != len(classes):
+        names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise DataError(f"--num-classes is {num_classes} but {root} has {len(classes)} class folders ({names}); "
+                        "fix --num-classes or the dataset")
+    return DatasetSplit(train_ds, val_ds, classes, root, layout, train_targets, corrupt)
+
+
+def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:
+    """Keep a seeded, class-stratified ``fraction`` of the training set (proxy training)."""
+    if fraction >= 1.0:
+        return split
+    keep = stratified_sample(split.train_targets, fraction, seed)
+    split.train = Subset(split.train, keep)
+    split.train_targets = [split.train_targets[i] for i in keep]
+    return split
+
+
+def make_loaders(
+    split: DatasetSplit, batch_size: int, workers: int = 0, pin_memory: bool = False
+) -> tuple[DataLoader, DataLoader, torch.Generator]:
+    """Train/val loaders. Shuffling draws from the returned generator: seed it per epoch for reproducible order."""
+    generator = torch.Generator()
+    n = len(split.train)
+    train = DataLoader(
+        split.train,
+        batch_size=batch_size,
+        sampler=RandomSampler(split.train, generator=generator),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=n > batch_size,  # never a last batch of one (BatchNorm cannot train on it)
+        persistent_workers=workers > 0,
+        generator=generator,
+    )
+    val = DataLoader(split.val, batch_size=batch_size * 2, shuffle=False, num_workers=workers,
+                     pin_memory=pin_memory, persistent_workers=workers > 0)
+    return train, val, generator

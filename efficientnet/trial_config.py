@@ -1,0 +1,311 @@
+"""Configuration of one trial: defaults, command line, environment YAML and the NNI proposal, in that order.
+
+Later sources override earlier ones: the :class:`TrialConfig` defaults, then an optional YAML of environment
+settings (``--env FILE``), then command-line flags, then the hyperparameters of the tuner's proposal.
+
+The old seed's command line keeps working::
+
+    python main_efficientnet.py custom --download-dir DIR -j 0 -a efficientnet --batch-size 16 --lr 0.048 \\
+        --wd 1e-5 --epochs 5 --request-from-nni --resume ./model_best.pth.tar --resolution 300 --num-classes 2 --gpu 0
+
+``custom`` means "the ImageFolder in --download-dir"; ``-a efficientnet`` is the default base architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .cli import CLIError, add_arch_arguments, arch_from_args
+from .data import DIGITS_NAME
+from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
+from .spec import ArchSpec, resolve_arch
+
+__all__ = ["ConfigError", "TrialConfig", "make_parser", "parse_config", "apply_hyperparameters", "resolve_spec",
+           "output_dir_for", "ENV_KEYS"]
+
+DEFAULT_ARCH = "lite0"
+ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the seed's ``-a efficientnet``
+
+
+class ConfigError(ValueError):
+    """A bad flag, environment file or proposal value; the message names it."""
+
+
+@dataclass
+class TrialConfig:
+    """Every setting of a trial, with its default."""
+
+    # data
+    data: str | None = None  # ImageFolder directory or "digits"
+    download_dir: str | None = None  # the seed's dataset dir for "custom"; also the digits cache
+    val_split: float = 0.2
+    subset: float = 1.0
+    num_classes: int | None = None  # checked against the class folders
+    workers: int = 0
+    hflip: float | None = None  # None: 0.5, or 0 for digits
+    min_scale: float = 0.5  # RandomResizedCrop's smallest area fraction
+    # model
+    arch: str = DEFAULT_ARCH
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
+    phi: float = 1.0
+    width: float | None = None
+    depth: float | None = None
+    resolution: int | None = None
+    weights: str = "lite0"  # lite0 | PATH | none
+    weights_arch: str | None = None  # architecture of a weights file that does not record it
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    clip_grad: float = 5.0
+    amp: str = "auto"
+    channels_last: str = "auto"
+    bn_momentum: float = 0.1
+    seed: int = 0
+    # run
+    threads: int = 0  # CPU threads for torch (0: PyTorch's default)
+    device: str = "auto"
+    gpu: int | None = None
+    output_dir: str | None = None
+    resume: str | None = None
+    auto_resume: bool = True
+    request_from_nni: bool = False
+    latency: bool = True
+    progress: str = "auto"  # tqdm bars: auto (terminal and not under NNI), on, off
+    env: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON- and checkpoint-safe)."""
+        return dataclasses.asdict(self)
+
+
+# keys of the environment YAML -> config fields (the seed's names first, then every field by name)
+ENV_KEYS = {
+    "download-dir": "download_dir",
+    "download_dir": "download_dir",
+    "worker_num": "workers",
+    "workers": "workers",
+    "base_resolution": "resolution",
+    "gpu": "gpu",
+    "resume": "resume",
+    "batch_size": "batch_size",
+    "num_classes": "num_classes",
+}
+# proposal keys -> config fields
+HYPERPARAMETER_KEYS = {
+    "lr": "lr",
+    "learning_rate": "lr",
+    "batch_size": "batch_size",
+    "weight_decay": "weight_decay",
+    "wd": "weight_decay",
+    "epochs": "epochs",
+    "label_smoothing": "label_smoothing",
+    "subset": "subset",
+    "momentum": "momentum",
+    "optimizer": "optimizer",
+    "warmup_epochs": "warmup_epochs",
+    "clip_grad": "clip_grad",
+    "seed": "seed",
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The trial's argument parser (modern flags plus the old seed's)."""
+    p = argparse.ArgumentParser(
+        prog="main_efficientnet.py",
+        description="Fine-tune one EfficientNet on an image folder: an NNI trial or a hand run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = TrialConfig()
+    p.add_argument("dataset", nargs="?", help="the seed's positional dataset: 'custom' (= --download-dir), "
+                   "'digits' or a directory; --data is the modern form")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="ImageFolder directory (train/ + val/, or class folders to split) or 'digits'")
+    g.add_argument("--download-dir", help="dataset directory for 'custom'; cache directory for 'digits'")
+    g.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction when splitting")
+    g.add_argument("--subset", type=float, default=d.subset, help="train on a stratified fraction (proxy)")
+    g.add_argument("--num-classes", type=int, help="expected class count (checked against the folders)")
+    g.add_argument("-j", "--workers", type=int, default=d.workers, help="data-loading worker processes")
+    g.add_argument("--hflip", type=float, help="horizontal-flip probability (default 0.5; 0 for digits)")
+    g.add_argument("--min-scale", type=float, default=d.min_scale, help="smallest random-crop area fraction")
+    m = p.add_argument_group("model")
+    add_arch_arguments(m, default=d.arch)
+    m.add_argument("-a", dest="arch", help=argparse.SUPPRESS)
+    m.add_argument("--image-size", "--image_size", dest="resolution", type=int, help=argparse.SUPPRESS)
+    m.add_argument("--weights", default=d.weights, help="pretrained weights to inherit: lite0, a .pth path or none")
+    m.add_argument("--weights-arch", help="preset or spec of a --weights file that does not record its architecture")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, default=d.epochs)
+    o.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
+    o.add_argument("--opt", "--optimizer", dest="optimizer", choices=["sgd", "adamw", "rmsprop"], default=d.optimizer)
+    o.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help="peak learning rate")
+    o.add_argument("--momentum", type=float, default=d.momentum)
+    o.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
+    o.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up (<= 1/4 of training)")
+    o.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    o.add_argument("--clip-grad", type=float, default=d.clip_grad, help="gradient-norm clip (0: off)")
+    o.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=d.amp,
+                   help="mixed precision; auto = on for CUDA, off on the CPU")
+    o.add_argument("--channels-last", choices=["auto", "on", "off"], default=d.channels_last)
+    o.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
+                   help="BatchNorm running-stats momentum for fine-tuning (the library's is 0.01)")
+    o.add_argument("--seed", type=int, default=d.seed)
+    r = p.add_argument_group("run")
+    r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--threads", type=int, default=d.threads,
+                   help="CPU threads for torch (0: PyTorch's default; 1 is faster when trials share a small CPU)")
+    r.add_argument("--gpu", type=int, help="the seed's GPU index (= --device cuda:N; CPU with a warning if absent)")
+    r.add_argument("--output-dir", help="where checkpoints, logs and result.json go (default: $NNI_OUTPUT_DIR under "
+                   "NNI, else runs/<data>-<arch hash>)")
+    r.add_argument("--resume", help="read a checkpoint: same arch resumes, another inherits its weights")
+    r.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
+                   help="start over even if the output dir holds a checkpoint")
+    r.add_argument("--request-from-nni", action="store_true", help="take the architecture from the NNI tuner")
+    r.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency measurement")
+    r.add_argument("--progress", choices=["auto", "on", "off"], default=d.progress, help="tqdm progress bars")
+    r.add_argument("--env", "--env-config", dest="env", help="YAML of environment settings (download-dir, "
+                   "worker_num, batch_size, base_resolution, num_classes, gpu, resume)")
+    return p
+
+
+def load_env_file(path: str) -> dict[str, Any]:
+    """Read the environment YAML into config-field defaults."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"environment file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read environment file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"environment file {path} must be a mapping of settings, e.g. 'batch_size: 16'")
+    names = {f.name for f in fields(TrialConfig)}
+    out = {}
+    for key, value in raw.items():
+        name = ENV_KEYS.get(str(key), str(key).replace("-", "_"))
+        if name not in names or name == "env":
+            raise ConfigError(f"unknown setting {key!r} in {path}; known: {', '.join(sorted(ENV_KEYS))} or any flag")
+        out[name] = value
+    return out
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrialConfig:
+    """Flags (over an optional environment YAML, over the defaults) -> :class:`TrialConfig`."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.env:
+        parser.set_defaults(**load_env_file(args.env))
+        args = parser.parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if k != "dataset"}
+    if not values.get("data"):
+        ds = args.dataset
+        if ds in (None, ""):
+            values["data"] = None
+        elif ds == "custom":
+            if not values.get("download_dir"):
+                raise ConfigError("dataset 'custom' needs --download-dir DIR (the ImageFolder to train on)")
+            values["data"] = values["download_dir"]
+        else:
+            values["data"] = ds
+    cfg = TrialConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrialConfig) -> None:
+    """Range checks with one-line messages."""
+    if not cfg.data:
+        raise ConfigError("no dataset given: pass --data DIR (an ImageFolder) or --data digits for the demo")
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"--wd must be >= 0, got {cfg.weight_decay}"),
+        (0 < cfg.val_split < 1, f"--val-split must be in (0, 1), got {cfg.val_split}"),
+        (0 < cfg.subset <= 1, f"--subset must be in (0, 1], got {cfg.subset}"),
+        (cfg.num_classes is None or cfg.num_classes >= 2, f"--num-classes must be at least 2, got {cfg.num_classes}"),
+        (cfg.threads >= 0, f"--threads must be >= 0, got {cfg.threads}"),
+        (0 < cfg.bn_momentum <= 1, f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}"),
+        (cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}"),
+        (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
+        (0 < cfg.min_scale <= 1, f"--min-scale must be in (0, 1], got {cfg.min_scale}"),
+        (cfg.optimizer in ("sgd", "adamw", "rmsprop"), f"unknown optimizer {cfg.optimizer!r}: use sgd, adamw, rmsprop"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def apply_hyperparameters(cfg: TrialConfig, params: Mapping[str, Any]) -> tuple[TrialConfig, list[str]]:
+    """Override config fields with the proposal's hyperparameters; return the new config and ignored keys."""
+    changes: dict[str, Any] = {}
+    ignored = []
+    types = {f.name: f.type for f in fields(TrialConfig)}
+    for key, value in hyperparameters(params).items():
+        name = HYPERPARAMETER_KEYS.get(key)
+        if name is None:
+            ignored.append(key)
+            continue
+        kind = str(types[name])
+        try:
+            changes[name] = int(value) if kind.startswith("int") else float(value) if kind.startswith("float") \
+                else str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"the tuner sent {key}={value!r}, which is not a valid {name}") from None
+    cfg = dataclasses.replace(cfg, **changes)
+    validate(cfg)
+    return cfg, ignored
+
+
+def _arch_args(cfg: TrialConfig) -> argparse.Namespace:
+    arch = ARCH_ALIASES.get(cfg.arch.strip().lower(), cfg.arch)
+    return argparse.Namespace(arch=arch, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, phi=cfg.phi,
+                              width=cfg.width, depth=cfg.depth, resolution=cfg.resolution)
+
+
+def resolve_spec(cfg: TrialConfig, params: Mapping[str, Any] | None = None) -> ArchSpec:
+    """The architecture to train: the proposal's (``arch``, or coefficients on ``--arch`` at ``--resolution``),
+    else the flags' (``--arch`` scaled by ``--alpha/--beta/--gamma`` or ``--width/--depth``)."""
+    ns = _arch_args(cfg)
+    try:
+        flag_spec = arch_from_args(ns)
+    except CLIError as exc:
+        raise ConfigError(str(exc)) from None
+    params = params or {}
+    if params.get("arch") or any(k in params for k in COEFFICIENT_KEYS[:3]):
+        return spec_from_parameters(params, base=resolve_arch(ns.arch), base_resolution=cfg.resolution)
+    return spec_from_parameters(params, base=flag_spec)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:40] or "data"
+
+
+def output_dir_for(cfg: TrialConfig, spec: ArchSpec, nni_output_dir: str | None) -> Path:
+    """``--output-dir``, else ``$NNI_OUTPUT_DIR`` under NNI, else ``runs/<data>-<8 hex of the arch>``.
+
+    The default by hand depends only on the data and the architecture, so rerunning a killed command resumes it.
+    """
+    if cfg.output_dir:
+        return Path(cfg.output_dir).expanduser()
+    if nni_output_dir:
+        return Path(nni_output_dir)
+    digest = hashlib.sha1(f"{spec}|{cfg.seed}".encode()).hexdigest()[:8]
+    name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(Path(str(cfg.data)).name)
+    return Path("runs") / f"{name}-{digest}"
+

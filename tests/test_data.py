@@ -1,0 +1,160 @@
+"""Datasets: the digits export, stratified splits, folder validation and loaders (real files, real PIL, no mocks)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders, stratified_sample,
+                               stratified_split, subset_train)
+from efficientnet.spec import preset
+
+SPEC = preset("lite0").replace(width=0.15, resolution=32)
+
+
+def write_images(folder: Path, n: int, size: int = 12, seed: int = 0) -> None:
+    """``n`` random RGB PNGs in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+def test_stratified_split_is_seeded_disjoint_and_keeps_class_proportions():
+    labels = [0] * 50 + [1] * 30 + [2] * 20 + [3]
+    train, val = stratified_split(labels, 0.2, seed=7)
+    assert stratified_split(labels, 0.2, seed=7) == (train, val)
+    assert stratified_split(labels, 0.2, seed=8) != (train, val)
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(len(labels)))
+    counts = collections.Counter(labels[i] for i in val)
+    assert counts == {0: 10, 1: 6, 2: 4}  # the one-image class stays in training
+    assert 100 in train
+
+
+def test_stratified_sample_keeps_every_class():
+    labels = [0] * 100 + [1] * 3
+    picked = stratified_sample(labels, 0.1, seed=0)
+    counts = collections.Counter(labels[i] for i in picked)
+    assert counts == {0: 10, 1: 1}
+
+
+def test_digits_export_is_a_complete_image_folder_written_once(digits_root: Path):
+    assert (digits_root / ".complete").is_file()
+    for split in ("train", "val"):
+        assert sorted(p.name for p in (digits_root / split).iterdir()) == [str(d) for d in range(10)]
+    n_train = sum(1 for _ in (digits_root / "train").rglob("*.png"))
+    n_val = sum(1 for _ in (digits_root / "val").rglob("*.png"))
+    assert n_train + n_val == 1797 and 350 <= n_val <= 370
+    with Image.open(next((digits_root / "val" / "3").iterdir())) as img:
+        assert img.size == (32, 32) and img.mode == "L"
+        assert np.asarray(img).max() > 128  # a real digit, not a blank image
+    mtime = (digits_root / ".complete").stat().st_mtime_ns
+    assert export_digits(digits_root.parent) == digits_root
+    assert (digits_root / ".complete").stat().st_mtime_ns == mtime
+    assert not [p for p in digits_root.parent.iterdir() if p.name.startswith(".digits-export-")]
+
+
+def test_load_digits_gives_normalised_tensors_at_the_spec_resolution(digits_root: Path):
+    split = load_dataset("digits", SPEC, cache_dir=digits_root.parent, num_classes=10)
+    assert split.layout == "train/val" and split.num_classes == 10 and split.classes[0] == "0"
+    x, y = split.val[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
+    assert x.min() >= -1.0 - 1e-6 and x.max() <= 1.0 + 1e-6 and x.min() < -0.9  # lite0 normalisation: mean/std 0.5
+    train, val, gen = make_loaders(split, batch_size=64)
+    gen.manual_seed(1)
+    first = next(iter(train))[1]
+    gen.manual_seed(1)
+    assert torch.equal(next(iter(train))[1], first)  # the shuffle order follows the generator seed
+    assert next(iter(val))[0].shape == (128, 3, 32, 32)
+
+
+def test_flat_folder_is_split_stratified_and_subset(tmp_path: Path):
+    for c, n in (("cat", 20), ("dog", 10), ("eel", 5)):
+        write_images(tmp_path / c, n)
+    split = load_dataset(str(tmp_path), SPEC, val_split=0.2, seed=3)
+    assert split.layout == "split" and split.classes == ["cat", "dog", "eel"]
+    assert len(split.train) + len(split.val) == 35 and len(split.val) == 7
+    again = load_dataset(str(tmp_path), SPEC, val_split=0.2, seed=3)
+    assert again.val.indices == split.val.indices
+    small = subset_train(split, 0.5, seed=0)
+    assert collections.Counter(small.train_targets) == {0: 8, 1: 4, 2: 2}
+    x, _ = small.train[0]
+    assert x.shape == (3, 32, 32)  # small images are resized to the spec's resolution
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "does not exist"),
+        ("no_classes", "has no class sub-folders"),
+        ("empty_class", "has no images"),
+        ("single_class", "has only one class"),
+        ("class_mismatch", "different class folders"),
+    ],
+)
+def test_bad_datasets_raise_one_line_errors(tmp_path: Path, layout: str, message: str):
+    root = tmp_path / "data"
+    if layout == "no_classes":
+        root.mkdir()
+        (root / "readme.txt").write_text("no images here")
+    elif layout == "empty_class":
+        write_images(root / "a", 3)
+        (root / "b").mkdir()
+        (root / "b" / "notes.txt").write_text("x")
+    elif layout == "single_class":
+        write_images(root / "only", 5)
+    elif layout == "class_mismatch":
+        write_images(root / "train" / "a", 3)
+        write_images(root / "train" / "b", 3)
+        write_images(root / "val" / "a", 2)
+        write_images(root / "val" / "c", 2)
+    with pytest.raises(DataError) as info:
+        load_dataset(str(root), SPEC)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_class_count_mismatch_names_both_counts(tmp_path: Path):
+    write_images(tmp_path / "a", 3)
+    write_images(tmp_path / "b", 3)
+    with pytest.raises(DataError, match=r"--num-classes is 5 but .* has 2 class folders \(a, b\)"):
+        load_dataset(str(tmp_path), SPEC, num_classes=5)
+
+
+def test_a_few_corrupt_images_are_skipped_with_a_counted_warning(tmp_path: Path, caplog):
+    write_images(tmp_path / "a", 20)
+    write_images(tmp_path / "b", 20)
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (tmp_path / "b" / "empty.jpg").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.corrupt == 2 and len(split.train) + len(split.val) == 40
+    assert "skipping 2 unreadable image file(s) of 42" in caplog.text
+
+
+def test_mostly_corrupt_dataset_is_an_error(tmp_path: Path):
+    write_images(tmp_path / "a", 3)
+    write_images(tmp_path / "b", 3)
+    for i in range(3):
+        (tmp_path / "b" / f"bad{i}.png").write_bytes(os.urandom(64))
+    with pytest.raises(DataError, match="3 of 9 image files cannot be read"):
+        load_dataset(str(tmp_path), SPEC)
+
+
+def test_a_class_of_only_corrupt_images_is_an_error(tmp_path: Path):
+    write_images(tmp_path / "a", 30)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bad.png").write_bytes(b"junk")
+    with pytest.raises(DataError, match="has no readable images"):
+        load_dataset(str(tmp_path), SPEC)
