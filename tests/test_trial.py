@@ -1,0 +1,208 @@
+"""main_efficientnet.py by hand: real training on the digits demo, resume semantics, and every bad input.
+
+Runs go through ``main(argv)`` in this process (real torch, real files); ``--threads 1`` keeps them quick on a
+small shared CPU. One test runs the script as a real process to check the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_efficientnet
+from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
+from efficientnet.data import export_digits
+from efficientnet.spec import ArchSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--width", "0.25", "--resolution", "32", "--threads", "1", "--no-latency"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main_efficientnet.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def digits_args(digits: Path, out: Path, *extra) -> list[str]:
+    return ["--data", "digits", "--download-dir", digits.parent, "--output-dir", out, *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(digits: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    code = main_efficientnet.main([str(a) for a in digits_args(digits, out, "--epochs", "2")])
+    assert code == 0
+    return out
+
+
+def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Path):
+    result = json.loads((trained / "result.json").read_text())
+    assert result["default"] == result["top1"] > 20.0  # 10 classes: chance is 10 %
+    assert result["epochs"] == 2 and result["best_epoch"] in (1, 2)
+    for key in ("top5", "f1", "precision", "recall", "loss", "params", "macs"):
+        assert isinstance(result[key], (int, float)), key
+    assert ArchSpec.from_dict(result["spec"]) == ArchSpec.parse(result["arch"])
+    assert ArchSpec.parse(result["arch"]).width == 0.25 and result["classes"] == [str(d) for d in range(10)]
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    lines = (trained / "log.txt").read_text().splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+    assert any("val_top1" in line and "val_top5" in line and "val_f1" in line for line in lines)
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    ckpt = load_checkpoint(trained / CHECKPOINT_NAME)  # weights_only=True
+    assert ckpt["epoch"] == 2 and ckpt["num_classes"] == 10 and ckpt["args"]["width"] == 0.25
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_top1", "best_epoch"} <= set(ckpt)
+    assert load_checkpoint(trained / BEST_NAME)["epoch"] == result["best_epoch"]
+
+
+def test_rerunning_a_finished_run_resumes_and_trains_no_further(trained: Path, digits: Path, capsys, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    code, stdout, _ = run(digits_args(digits, out, "--epochs", "2"), capsys)
+    assert code == 0
+    assert "resumed at epoch 3" in stdout and "\nepoch " not in stdout
+    assert json.loads((out / "result.json").read_text())["top1"] == json.loads(
+        (trained / "result.json").read_text())["top1"]
+
+
+def test_resume_of_the_same_spec_continues_training(trained: Path, digits: Path, capsys, tmp_path):
+    code, stdout, _ = run(digits_args(digits, tmp_path, "--epochs", "3", "--subset", "0.2", "--resume",
+                                      trained / CHECKPOINT_NAME), capsys)
+    assert code == 0
+    assert "resumed at epoch 3" in stdout and "epoch 3/3" in stdout and "epoch 1/3" not in stdout
+    history = json.loads((tmp_path / "result.json").read_text())["history"]
+    assert history[:2] == json.loads((trained / "result.json").read_text())["history"]
+    assert not (trained / "result.json").read_text() == (tmp_path / "result.json").read_text()
+
+
+def test_resume_of_another_spec_inherits_weights_with_a_warning(trained: Path, digits: Path, capsys, tmp_path):
+    args = digits_args(digits, tmp_path, "--epochs", "1", "--subset", "0.1", "--resume", trained / BEST_NAME)
+    args[args.index("--width") + 1] = "0.3"
+    code, stdout, _ = run(args, capsys)
+    assert code == 0
+    assert "warning: --resume" in stdout and "is another architecture" in stdout and "epoch 1/1" in stdout
+    assert ArchSpec.parse(json.loads((tmp_path / "result.json").read_text())["arch"]).width == 0.3
+
+
+def test_resume_with_another_class_count_reinitialises_only_the_head(trained: Path, digits: Path, capsys,
+                                                                     tmp_path):
+    data = tmp_path / "three"
+    for split in ("train", "val"):
+        for c in ("0", "1", "2"):
+            shutil.copytree(digits / split / c, data / split / c)
+    args = ["--data", data, "--output-dir", tmp_path / "out", *TINY, "--epochs", "1", "--resume",
+            trained / CHECKPOINT_NAME]
+    code, stdout, _ = run(args, capsys)
+    assert code == 0
+    assert "has 10 classes, this dataset 3: only the classifier head is re-initialised" in stdout
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["classes"] == ["0", "1", "2"] and "top5" not in result  # top-5 needs at least 5 classes
+
+
+def make_folder(root: Path, classes: dict[str, int]) -> Path:
+    from PIL import Image
+
+    for c, n in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (i * 20 % 255, 40, 90)).save(root / c / f"{i}.png")
+    return root
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no_data", "no dataset given"),
+        ("missing", "does not exist"),
+        ("empty", "has no class sub-folders"),
+        ("empty_class", "has no images"),
+        ("single_class", "has only one class"),
+        ("class_count", "--num-classes is 3 but"),
+        ("unreadable_resume", "cannot read checkpoint"),
+        ("foreign_resume", "is not a checkpoint of this trainer nor a state dict"),
+        ("bad_arch", "unknown preset"),
+    ],
+)
+def test_bad_input_prints_one_error_line_and_exits_2(case: str, expected: str, tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    extra: list = []
+    if case == "empty":
+        data.mkdir()
+    elif case == "empty_class":
+        make_folder(data, {"a": 4})
+        (data / "b").mkdir()
+    elif case == "single_class":
+        make_folder(data, {"a": 6})
+    elif case in ("class_count", "unreadable_resume", "foreign_resume", "bad_arch"):
+        make_folder(data, {"a": 6, "b": 6})
+        if case == "class_count":
+            extra = ["--num-classes", "3"]
+        elif case == "unreadable_resume":
+            (tmp_path / "bad.pth.tar").write_bytes(b"\x80\x02garbage")
+            extra = ["--resume", tmp_path / "bad.pth.tar"]
+        elif case == "foreign_resume":
+            torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "foreign.pth")
+            extra = ["--resume", tmp_path / "foreign.pth"]
+        else:
+            extra = ["--arch", "resnet50"]
+    args = ([] if case == "no_data" else ["--data", data]) + ["--output-dir", tmp_path / "out", *TINY, *extra]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    assert expected in one_error_line(err)
+    assert not (tmp_path / "out" / CHECKPOINT_NAME).exists()
+
+
+def test_errors_never_damage_an_earlier_checkpoint(trained: Path, digits: Path, capsys, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {name: (out / name).read_bytes() for name in (CHECKPOINT_NAME, BEST_NAME)}
+    code, _, err = run(digits_args(digits, out, "--epochs", "3", "--num-classes", "4"), capsys)
+    assert code == 2 and "--num-classes is 4 but" in one_error_line(err)
+    args = digits_args(digits, out, "--epochs", "3")
+    args[args.index("--width") + 1] = "0.5"  # another architecture into the same directory
+    code, _, err = run(args, capsys)
+    assert code == 2 and "holds a checkpoint of another architecture" in one_error_line(err)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_foreign_file_in_the_output_dir_is_reported_not_overwritten(digits: Path, capsys, tmp_path):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    code, _, err = run(digits_args(digits, tmp_path, "--epochs", "1"), capsys)
+    assert code == 2 and "cannot read checkpoint" in one_error_line(err)
+    assert (tmp_path / CHECKPOINT_NAME).read_bytes() == b"not a checkpoint"
+
+
+def test_nan_loss_stops_with_an_error_and_writes_no_checkpoint(digits: Path, capsys, tmp_path):
+    code, _, err = run(digits_args(digits, tmp_path, "--epochs", "1", "--subset", "0.2", "--lr", "1e30"), capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "loss became nan at epoch 1" in line and "lower --lr" in line
+    assert not (tmp_path / CHECKPOINT_NAME).exists() and not (tmp_path / "result.json").exists()
+
+
+def test_a_real_process_exits_with_status_2_and_one_line(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "main_efficientnet.py"), "--data", str(tmp_path / "nope"),
+                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in one_error_line(proc.stderr)
