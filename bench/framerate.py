@@ -183,7 +183,7 @@ def plot(rows: list[Row], path: Path, title: str) -> bool:
         ]
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(models))]
         bars = ax.bar(xs, values, width, label=f"{backend}, batch {batch}")
-        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+        ax.bar_label(bars, labels=[f"{v:.3g}" if v else "" for v in values], fontsize=7, padding=1)
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels([f"{m}\n{next(r.resolution for r in rows if r.model == m)} px" for m in models])
     ax.set_ylabel("images / s")

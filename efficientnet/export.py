@@ -315,7 +315,7 @@ def export_torchscript(
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, x)
+            traced = torch.jit.trace(model, x, check_trace=False)  # checked below, on the reloaded file
             torch.jit.save(traced, str(path))
     except Exception as exc:
         raise ExportError(f"torch.jit.trace failed: {_first_line(exc)}") from None

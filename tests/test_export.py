@@ -149,15 +149,17 @@ def one_error_line(code: int, stderr: str) -> str:
     return lines[0]
 
 
-def test_cli_missing_checkpoint_exits_2_with_one_line(root, tmp_path):
-    out = run_cli(root, str(tmp_path / "nope.pth.tar"))
-    line = one_error_line(out.returncode, out.stderr)
-    assert "does not exist" in line and "nope.pth.tar" in line and out.stdout == ""
-
-
 def cli(capsys, *args: str) -> str:
+    """``main(["export", ...])`` in-process (``python -m efficientnet`` exits with its return value)."""
     code = main(["export", *args])
-    return one_error_line(code, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    return one_error_line(code, err)
+
+
+def test_cli_missing_checkpoint(capsys, tmp_path):
+    line = cli(capsys, str(tmp_path / "nope.pth.tar"))
+    assert "does not exist" in line and "nope.pth.tar" in line
+    assert not (tmp_path / "nope.json").exists()
 
 
 def test_cli_file_that_is_not_a_checkpoint(capsys, tmp_path):
@@ -181,3 +183,23 @@ def test_cli_unknown_format_and_missing_spec(capsys, lite_ckpt, tmp_path):
     assert "--arch" in cli(capsys, str(bare), "--format", "torchscript")
     assert "do not fit" in cli(capsys, str(bare), "--format", "torchscript", "--arch", "b0")
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.onnx"))
+
+
+def test_framerate_benchmark_smoke(root, tmp_path):
+    """bench/framerate.py end to end on one tiny configuration: table, CSV rows for both backends, PNG."""
+    import csv
+
+    out = subprocess.run(
+        [sys.executable, "bench/framerate.py", "--models", "found", "--spec", str(tiny("lite0")),
+         "--resolution-override", "32", "--runs", "3", "--warmup", "0", "--batch", "2", "--exporter", "legacy",
+         "--out", str(tmp_path)],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "framerate.csv").open()))
+    assert [(r["model"], r["backend"], r["batch"]) for r in rows] == [
+        ("found", b, n) for b in ("eager", "onnxruntime-cpu") for n in ("1", "2")
+    ]
+    assert all(float(r["images_per_s"]) > 0 and float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)
+    assert {r["resolution"] for r in rows} == {"32"} and float(rows[0]["params_m"]) < 2.0  # the tiny spec given (B0: 5.3)
+    assert "| found | 32 |" in out.stdout and (tmp_path / "framerate.png").stat().st_size > 10_000
