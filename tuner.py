@@ -29,6 +29,9 @@ from efficientnet.profiler import Profile
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
+from efficientnet.search.costs import estimate_costs
+from efficientnet.search.pareto import MultiObjective, nsga2_fitness
+from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
 from efficientnet.search.strategies import STRATEGIES, make_strategy
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
@@ -48,6 +51,13 @@ class EfficientNetTuner(Tuner):
     pretrained weights' family, or any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma scaling; default the base's 224);
     ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``, ``max_macs``, ``max_model_size_mb``,
     ``max_peak_memory_mb`` and ``max_latency_ms`` (measured on this machine's CPU; slow, off by default).
+
+    Strategy ``predictor`` (a surrogate model picks evolution's children): ``pool_size`` (200), ``explore`` (0.2),
+    ``warmup`` (random trials before the first fit). Multi-objective: ``objectives`` (``[accuracy]``, or accuracy
+    with ``latency_ms``, ``macs`` and/or ``params``), ``multi_objective`` (``pareto``: NSGA-II rank and crowding pick
+    the parents; ``weighted``: MnasNet's reward ``acc · (cost / target) ** reward_exponent`` with ``target_latency_ms``
+    or ``target_macs``; ``reward_exponent`` -0.07). Proxy training: ``proxy_subset``, ``proxy_epochs``,
+    ``proxy_trials``, ``promote_top`` (3) and ``full_epochs`` (see :mod:`efficientnet.search.proxy`).
     ``profiler`` is for tests and benchmarks only: a ``(spec, num_classes) -> Profile`` replacing the meta profiler.
     """
 
@@ -69,6 +79,19 @@ class EfficientNetTuner(Tuner):
         max_model_size_mb: float | None = None,
         max_peak_memory_mb: float | None = None,
         max_latency_ms: float | None = None,
+        pool_size: int = 200,
+        explore: float = 0.2,
+        warmup: int | None = None,
+        objectives: list[str] | None = None,
+        multi_objective: str | None = None,
+        target_latency_ms: float | None = None,
+        target_macs: float | None = None,
+        reward_exponent: float = -0.07,
+        proxy_subset: float | None = None,
+        proxy_epochs: int | None = None,
+        proxy_trials: int | None = None,
+        promote_top: int | None = None,
+        full_epochs: int | None = None,
         profiler: Callable[[ArchSpec, int], Profile] | None = None,
     ) -> None:
         self.constraint = CompoundConstraint(float(product), float(tolerance))
@@ -78,7 +101,9 @@ class EfficientNetTuner(Tuner):
         if strategy not in STRATEGIES:
             raise ValueError(f"classArg strategy {strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
         self.strategy_name = strategy
-        self.strategy_options = {"population_size": int(population_size), "sample_size": int(sample_size)}
+        self.strategy_options: dict[str, Any] = {"population_size": int(population_size), "sample_size": int(sample_size)}
+        if strategy == "predictor":
+            self.strategy_options.update(pool_size=pool_size, explore=explore, warmup=warmup)
         try:
             self.optimize_mode = OptimizeMode(optimize_mode)
         except ValueError:
@@ -93,6 +118,15 @@ class EfficientNetTuner(Tuner):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"classArg num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
+        self.strategy_options["num_classes"] = num_classes
+        self.objectives = MultiObjective.from_class_args(
+            objectives, multi_objective, target_latency_ms, target_macs, reward_exponent
+        )
+        if self.objectives.mode != "single" and self.optimize_mode is not OptimizeMode.Maximize:
+            raise ValueError("classArg objectives: accuracy is maximised; use optimize_mode maximize")
+        if self.objectives.mode == "pareto":
+            self.strategy_options["fitness"] = self._pareto_fitness
+        self.proxy = ProxySchedule.from_class_args(proxy_subset, proxy_epochs, proxy_trials, promote_top, full_epochs)
         self.budgets = Budgets(max_params, max_macs, max_model_size_mb, max_peak_memory_mb, max_latency_ms)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
@@ -103,11 +137,20 @@ class EfficientNetTuner(Tuner):
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
         self._used: set[Candidate] = set()                   # proposed, imported or over budget: never proposed again
-        self._by_id: dict[int, Candidate] = {}                # parameter id -> candidate
-        self._results: dict[Candidate, float] = {}            # successful results, as scores (higher is better)
-        self._failed: set[Candidate] = set()
-        _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s",
-                     strategy, self.seed, self.constraint, self.budgets.active() or "none")
+        self._by_id: dict[int, tuple[Candidate, str]] = {}    # parameter id -> (candidate, training budget)
+        self._params: dict[int, Mapping[str, Any]] = {}      # parameter id -> proposal (for its profiled costs)
+        # successful results per training budget, as scores the strategy ranks (higher is better); proxy and full
+        # results are never mixed: the strategy only ever hears results of its own budget
+        self._results: dict[tuple[Candidate, str], float] = {}
+        self._failed: set[tuple[Candidate, str]] = set()
+        self._costs: dict[Candidate, tuple[float, ...]] = {}   # observed cost objectives (multi-objective)
+        self._ms_per_mac: list[float] = []                     # observed latency per closed-form MAC
+        self.strategy_budget = self.proxy.next_budget()
+        _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s)%s",
+                     strategy, self.seed, self.constraint, self.budgets.active() or "none",
+                     list(self.objectives.names), self.objectives.mode,
+                     f", proxy {self.proxy.parameters(PROXY)} for {self.proxy.trials} trials, top "
+                     f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
 
     # ------------------------------------------------------------------------------------------ search space
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
@@ -117,26 +160,62 @@ class EfficientNetTuner(Tuner):
         checker = FeasibilityChecker(space, self.budgets, self.num_classes, self._profiler)
         checker.assert_feasible()
         self.space, self.checker = space, checker
-        self.strategy = make_strategy(
-            self.strategy_name, space, self.rng, self._is_free, **self.strategy_options
-        )
-        for candidate, score in self._results.items():  # a new search space keeps what was learnt in it
-            if candidate in space:
-                self.strategy.tell(candidate, score)
+        self._new_strategy(self.strategy_budget)  # a new search space keeps what was learnt in it
         _logger.info(
             "search space: %d coefficient points meet the constraint, %d block-choice combinations, "
             "%d candidates, hyperparameters %s",
             len(space.points), space.choice_count, space.size, sorted(parsed.hyperparameters) or "none",
         )
 
+    def _new_strategy(self, budget: str) -> None:
+        """A fresh strategy for ``budget``, told every result of that budget (and only those)."""
+        assert self.space is not None
+        self.strategy = make_strategy(self.strategy_name, self.space, self.rng, self._is_free, **self.strategy_options)
+        self.strategy_budget = budget
+        for (candidate, b), score in self._results.items():
+            if b == budget and candidate in self.space:
+                self.strategy.tell(candidate, score)
+
     def _is_free(self, candidate: Candidate) -> bool:
         return candidate not in self._used
+
+    def _pareto_fitness(self, members: Any) -> list[float]:
+        """NSGA-II fitness of (candidate, accuracy score) members over (accuracy, cost objectives...)."""
+        points = [(score, *self._cost_of(candidate)) for candidate, score in members]
+        return nsga2_fitness(points, self.objectives.maximize)
+
+    def _cost_of(self, candidate: Candidate) -> tuple[float, ...]:
+        """Observed costs, else closed-form params/MACs, and latency scaled from MACs by the observed ms per MAC."""
+        known = self._costs.get(candidate)
+        if known is not None:
+            return known
+        assert self.space is not None
+        est = estimate_costs(self.space.spec(candidate), self.num_classes)
+        out = []
+        for k, name in enumerate(self.objectives.costs):
+            if name == "latency_ms":
+                out.append(est.macs * (float(np.median(self._ms_per_mac)) if self._ms_per_mac else 1e-6))
+            else:
+                out.append(float(getattr(est, name)))
+        return tuple(out)
 
     # ------------------------------------------------------------------------------------------ proposals
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
         """The next proposal; ``nni.NoMoreTrialError`` once every candidate has been used."""
         if self.space is None or self.strategy is None or self.checker is None:
             raise RuntimeError("update_search_space must be called before generate_parameters")
+        budget = self.proxy.next_budget()
+        if budget != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
+            _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
+                         self.proxy.proposed_proxy, self.proxy.promote_top)
+            self._new_strategy(budget)
+        for candidate in self.proxy.promotions():
+            self.proxy.promoted.add(candidate)
+            prof, _ = self.checker.check(candidate)
+            if prof is not None:
+                _logger.info("promoting %s (proxy score %.4g) to the full budget", candidate,
+                             self.proxy.results[PROXY][candidate])
+                return self._register(parameter_id, candidate, FULL, prof)
         while True:
             if len(self._used) >= self.space.size:
                 raise nni.NoMoreTrialError("every candidate of the search space has been proposed or is over budget")
@@ -151,8 +230,16 @@ class EfficientNetTuner(Tuner):
             if prof is None:
                 _logger.debug("over budget %s: %s", candidate, broken)
                 continue
-            self._by_id[parameter_id] = candidate
-            return self._proposal(candidate, prof)
+            if budget == PROXY:
+                self.proxy.proposed_proxy += 1
+            return self._register(parameter_id, candidate, budget, prof)
+
+    def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
+        self._by_id[parameter_id] = (candidate, budget)
+        params = self._proposal(candidate, prof)
+        params.update(self.proxy.parameters(budget))
+        self._params[parameter_id] = params
+        return params
 
     def _proposal(self, candidate: Candidate, prof: Profile) -> dict[str, Any]:
         assert self.space is not None
@@ -176,33 +263,57 @@ class EfficientNetTuner(Tuner):
         reward = float(extract_scalar_reward(value))
         return reward if self.optimize_mode is OptimizeMode.Maximize else -reward
 
-    def _candidate_of(self, parameter_id: int | None, parameters: Any) -> Candidate | None:
-        candidate = self._by_id.get(parameter_id) if parameter_id is not None else None
-        if candidate is None and self.space is not None and isinstance(parameters, Mapping):
+    def _candidate_of(self, parameter_id: int | None, parameters: Any) -> tuple[Candidate, str] | None:
+        known = self._by_id.get(parameter_id) if parameter_id is not None else None
+        if known is None and self.space is not None and isinstance(parameters, Mapping):
             candidate = self.space.candidate_from_parameters(parameters)
-        return candidate
+            known = None if candidate is None else (candidate, self.proxy.budget_of(parameters))
+        return known
+
+    def _record(self, candidate: Candidate, budget: str, value: Any, parameters: Any) -> None:
+        """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it under its
+        budget; the strategy hears it only when it searches that budget."""
+        score = self._score(value)
+        if isinstance(value, str):
+            value = json.loads(value)
+        if self.objectives.mode != "single":
+            costs = self.objectives.cost_values(value if isinstance(value, Mapping) else None,
+                                                parameters if isinstance(parameters, Mapping) else None)
+            if costs is not None:
+                self._costs[candidate] = costs
+                if "latency_ms" in self.objectives.costs and self.space is not None:
+                    macs = estimate_costs(self.space.spec(candidate), self.num_classes).macs
+                    self._ms_per_mac.append(costs[self.objectives.costs.index("latency_ms")] / max(macs, 1))
+            elif self.objectives.mode == "weighted":
+                _logger.warning("result of %s has no %s: its plain accuracy is used", candidate, self.objectives.costs)
+            score = self.objectives.scalar(score, costs)
+        self._used.add(candidate)
+        self._results[(candidate, budget)] = score
+        self.proxy.record(candidate, budget, score)
+        if budget == self.strategy_budget and self.strategy is not None:
+            self.strategy.tell(candidate, score)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Record a final result (a number, or a dict with ``default``); results may arrive in any order."""
-        candidate = self._candidate_of(parameter_id, parameters)
-        if candidate is None or self.strategy is None:
+        known = self._candidate_of(parameter_id, parameters)
+        if known is None or self.strategy is None:
             _logger.warning("result for unknown parameters %s ignored", parameter_id)
             return
-        score = self._score(value)
-        if candidate in self._failed:
+        self._score(value)  # a result without a usable number is an error before anything is recorded
+        if known in self._failed:
             return
-        self._used.add(candidate)
-        self._results[candidate] = score
-        self.strategy.tell(candidate, score)
+        self._record(*known, value, self._params.get(parameter_id, parameters))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        """A failed (or killed) trial's architecture is never used as a parent."""
-        candidate = self._by_id.get(parameter_id)
-        if success or candidate is None or self.strategy is None:
+        """A failed (or killed) trial's architecture is never used as a parent (within its budget)."""
+        known = self._by_id.get(parameter_id)
+        if success or known is None or self.strategy is None:
             return
-        self._failed.add(candidate)
-        self._results.pop(candidate, None)
-        self.strategy.tell(candidate, None)
+        self._failed.add(known)
+        self._results.pop(known, None)
+        self.proxy.record(*known, None)
+        if known[1] == self.strategy_budget:
+            self.strategy.tell(known[0], None)
 
     def import_data(self, data: Any) -> None:
         """Replay finished trials (``nnictl resume`` / ``experiment import``): ``[{"parameter", "value"}, ...]``."""
@@ -217,17 +328,20 @@ class EfficientNetTuner(Tuner):
             parameters = record.get("parameter")
             if isinstance(parameters, str):
                 parameters = json.loads(parameters)
-            candidate = self._candidate_of(None, parameters)
+            known = self._candidate_of(None, parameters)
             try:
-                score = self._score(record.get("value"))
+                self._score(record.get("value"))
             except (RuntimeError, TypeError, ValueError):
-                score = None
-            if candidate is None or score is None:
+                known = None
+            if known is None:
                 skipped += 1
                 continue
-            self._used.add(candidate)
-            self._results[candidate] = score
-            self.strategy.tell(candidate, score)
+            candidate, budget = known
+            if budget == PROXY:
+                self.proxy.proposed_proxy += 1
+            elif self.proxy.enabled and (candidate, PROXY) in self._results:
+                self.proxy.promoted.add(candidate)
+            self._record(candidate, budget, record.get("value"), parameters)
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
                      imported, skipped)

@@ -21,7 +21,7 @@ from efficientnet.spec import ArchSpec, preset
 from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ["grid", "random", "evolution"]
+STRATEGIES = ["grid", "random", "evolution", "predictor"]
 SEED_SPACE = json.loads((ROOT / "search_space_seed.json").read_text())
 DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 

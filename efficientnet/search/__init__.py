@@ -6,6 +6,9 @@ from .candidates import Candidate, CandidateSpace
 from .constraint import CompoundConstraint, feasible_points
 from .costs import CostEstimate, estimate_costs
 from .space import SearchSpaceError, parse_search_space
+from .pareto import MultiObjective, crowding_distance, non_dominated_sort, nsga2_fitness, pareto_front
+from .predictor import PredictorStrategy, SurrogatePredictor, kendall_tau
+from .proxy import ProxySchedule
 from .strategies import STRATEGIES, EvolutionStrategy, GridStrategy, RandomStrategy, Strategy, make_strategy, register_strategy
 
 __all__ = [
@@ -17,6 +20,15 @@ __all__ = [
     "CostEstimate",
     "EvolutionStrategy",
     "FeasibilityChecker",
+    "MultiObjective",
+    "PredictorStrategy",
+    "ProxySchedule",
+    "SurrogatePredictor",
+    "crowding_distance",
+    "kendall_tau",
+    "non_dominated_sort",
+    "nsga2_fitness",
+    "pareto_front",
     "GridStrategy",
     "RandomStrategy",
     "STRATEGIES",

@@ -9,7 +9,7 @@ over budget) as no longer free. Values are *scores*: higher is better (the tuner
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 IsFree = Callable[[Candidate], bool]
+# Multi-objective parent selection: (candidate, score) members -> one fitness each, higher is better.
+Fitness = Callable[[Sequence[tuple[Candidate, float]]], Sequence[float]]
 
 
 @runtime_checkable
@@ -93,7 +95,8 @@ class EvolutionStrategy:
     ask runs a tournament: ``sample_size`` members drawn at random, the best is the parent, and the child is one
     mutation of it: one coefficient moved one grid step (the other two then restore the product constraint) or one
     block choice changed. Each result joins the population and the oldest member leaves. Failed trials never join;
-    one that fails after reporting is removed.
+    one that fails after reporting is removed. With ``fitness`` (multi-objective search), the tournament compares
+    the members' fitness (e.g. NSGA-II rank and crowding) instead of their scores.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class EvolutionStrategy:
         population_size: int = 20,
         sample_size: int = 5,
         mutation_tries: int = 50,
+        fitness: Fitness | None = None,
         **_: object,
     ) -> None:
         if population_size < 2:
@@ -112,6 +116,7 @@ class EvolutionStrategy:
             raise ValueError(f"classArg sample_size must be in 1..population_size, got {sample_size!r}")
         self.space, self.rng, self.is_free = space, rng, is_free
         self.population_size, self.sample_size, self.mutation_tries = population_size, sample_size, mutation_tries
+        self.fitness = fitness
         self.population: deque[tuple[Candidate, float]] = deque()
         self._random = RandomStrategy(space, rng, is_free)
         self._kinds = [("coefficient", k) for k in space.searched_coefficients()] + [
@@ -130,7 +135,9 @@ class EvolutionStrategy:
     def select(self) -> Candidate:
         """Tournament selection: the best of ``sample_size`` random members of the population."""
         picks = self.rng.choice(len(self.population), size=self.sample_size, replace=False)
-        return max((self.population[int(i)] for i in picks), key=lambda member: member[1])[0]
+        members = list(self.population)
+        keys = self.fitness(members) if self.fitness is not None else [v for _, v in members]
+        return members[int(max(picks, key=lambda i: keys[int(i)]))][0]
 
     def mutate(self, parent: Candidate) -> Candidate | None:
         """One random mutation of ``parent`` (None when the drawn mutation is impossible)."""
