@@ -176,6 +176,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+from . import report as _report  # noqa: E402,F401  (registers the ``report`` subcommand)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])

@@ -1,0 +1,288 @@
+"""``python -m efficientnet report``: the best trials, the Pareto fronts and a plot of an NNI experiment.
+
+Reads the trials through NNI's REST API (``--experiment ID``, whose port ``nnictl`` remembers, or ``--port``) or
+from ``nnictl experiment export ID --filename F --type json`` (``--from-export F``). Writes to ``--output-dir``:
+``report.md`` (the tables), ``trials.csv`` (every finished trial), ``pareto.png`` (accuracy against MACs and against
+latency, the B0–B3 presets profiled as reference points) and ``best_spec.json`` (the best architecture's spec and
+metrics). Results of proxy-budget trials (``budget: proxy``) are listed apart and never ranked against full ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .cli import CLIError, command
+from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
+from .search.pareto import pareto_front
+from .spec import ArchSpec, SpecError, preset
+
+__all__ = ["Row", "load_trials", "rows_of", "build_report"]
+
+COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "arch")
+
+
+@dataclass
+class Row:
+    """One finished trial with a numeric ``default``."""
+
+    trial: str
+    status: str
+    budget: str
+    default: float
+    top5: float | None
+    params: float | None
+    macs: float | None
+    latency_ms: float | None
+    arch: str | None
+    final: dict[str, Any]
+
+    def cells(self) -> list[str]:
+        def num(v: float | None, fmt: str) -> str:
+            return "" if v is None else format(v, fmt)
+
+        return [self.trial, self.status, self.budget, num(self.default, ".3f"), num(self.top5, ".3f"),
+                num(None if self.params is None else self.params / 1e6, ".3f") + ("M" if self.params else ""),
+                num(None if self.macs is None else self.macs / 1e6, ".1f") + ("M" if self.macs else ""),
+                num(self.latency_ms, ".2f"), self.arch or ""]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _experiment_port(experiment: str) -> int:
+    from nni.tools.nnictl.config_utils import Experiments
+
+    known = Experiments().get_all_experiments()
+    if experiment not in known:
+        ids = ", ".join(sorted(known)) or "none"
+        raise CLIError(f"unknown experiment {experiment!r} (nnictl knows: {ids})")
+    port = known[experiment].get("port")
+    if not port:
+        raise CLIError(f"experiment {experiment!r} has no REST port on record; pass --port or --from-export")
+    return int(port)
+
+
+def load_trials(experiment: str | None = None, port: int | None = None, export: str | None = None) -> list[Trial]:
+    """Every trial of the experiment (from its REST API, or from an export file)."""
+    if export:
+        try:
+            records = json.loads(Path(export).read_text())
+        except FileNotFoundError:
+            raise CLIError(f"export file {export!r} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CLIError(f"export file {export!r} is not JSON: {exc}") from None
+        if not isinstance(records, list):
+            raise CLIError(f"export file {export!r} is not an 'nnictl experiment export --type json' list")
+        trials = []
+        for i, r in enumerate(records):
+            if not isinstance(r, dict):
+                continue
+            params = decode_metric(r.get("parameter")) or {}
+            trials.append(Trial(str(r.get("trialJobId", i)), "SUCCEEDED", params if isinstance(params, dict) else {},
+                                r.get("id"), decode_metric(r.get("value"))))
+        return trials
+    if port is None:
+        if not experiment:
+            raise CLIError("give --experiment ID, --port PORT or --from-export FILE")
+        port = _experiment_port(experiment)
+    try:
+        client = NNIClient(port, timeout=15)
+        if experiment:
+            found = client.profile().get("id")
+            if found and found != experiment:
+                raise CLIError(f"port {port} serves experiment {found}, not {experiment}")
+        return client.trials()
+    except NNIUnavailable:
+        name = experiment or f"on port {port}"
+        raise CLIError(
+            f"experiment {name} is not running: start it read-only with 'nnictl view {experiment or 'ID'}', "
+            "or export it and pass --from-export FILE"
+        ) from None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def rows_of(trials: Sequence[Trial]) -> list[Row]:
+    """The trials with a numeric final ``default``, costs from the result dict or else from the proposal."""
+    rows = []
+    for t in trials:
+        final = t.final if isinstance(t.final, dict) else {"default": t.final}
+        default = _number(final.get("default"))
+        if default is None:
+            continue
+        params = t.parameters or {}
+
+        def cost(key: str) -> float | None:
+            return _number(final.get(key)) if _number(final.get(key)) is not None else _number(params.get(key))
+
+        rows.append(Row(t.id, t.status, "proxy" if params.get("budget") == "proxy" else "full", default,
+                        _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
+                        final.get("arch") or params.get("arch"), final))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _table(rows: Sequence[Row]) -> list[str]:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return lines + ["| " + " | ".join(r.cells()) + " |" for r in rows]
+
+
+def _front(rows: Sequence[Row], cost: str) -> list[Row]:
+    usable = [r for r in rows if getattr(r, cost) is not None]
+    idx = pareto_front([(r.default, getattr(r, cost)) for r in usable], (True, False))
+    return sorted((usable[i] for i in idx), key=lambda r: getattr(r, cost))
+
+
+def _presets(names: Sequence[str], rows: Sequence[Row], num_classes: int, latency: bool) -> list[dict[str, Any]]:
+    """B0–B3 (or ``names``) profiled; with the accuracy of a trial that trained exactly that preset, if any."""
+    from .profiler import measure_latency
+    from .search.costs import estimate_costs
+
+    out = []
+    for name in names:
+        spec = preset(name)
+        est = estimate_costs(spec, num_classes)
+        ref: dict[str, Any] = {"name": name, "macs": est.macs, "params": est.params, "latency_ms": None,
+                               "accuracy": None}
+        if latency:
+            ref["latency_ms"] = measure_latency(spec, num_classes=num_classes, repeats=3, warmup=1)
+        for r in rows:
+            try:
+                trained = ArchSpec.parse(r.arch) if r.arch else None
+            except SpecError:
+                trained = None
+            if trained is not None and trained.replace(resolution=spec.resolution, dropout=spec.dropout) == spec:
+                if ref["accuracy"] is None or r.default > ref["accuracy"]:
+                    ref.update(accuracy=r.default, trial=r.trial, trained_macs=r.macs, trained_latency_ms=r.latency_ms)
+        out.append(ref)
+    return out
+
+
+def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
+    for ax, cost, label in ((axes[0], "macs", "MACs (millions)"), (axes[1], "latency_ms", "CPU latency (ms)")):
+        scale = 1e6 if cost == "macs" else 1.0
+        pts = [(getattr(r, cost) / scale, r.default) for r in rows if getattr(r, cost) is not None]
+        if pts:
+            ax.scatter(*zip(*pts), s=28, color="tab:blue", label="trials (full budget)", zorder=3)
+        ppts = [(getattr(r, cost) / scale, r.default) for r in proxy if getattr(r, cost) is not None]
+        if ppts:
+            ax.scatter(*zip(*ppts), s=28, facecolors="none", edgecolors="tab:gray", label="trials (proxy budget)")
+        front = [(getattr(r, cost) / scale, r.default) for r in _front(rows, cost)]
+        if front:
+            ax.step(*zip(*front), where="post", color="tab:red", lw=1.5, label="Pareto front", zorder=2)
+            ax.scatter(*zip(*front), s=60, facecolors="none", edgecolors="tab:red", zorder=4)
+        for ref in refs:
+            x = ref.get("trained_macs" if cost == "macs" else "trained_latency_ms") if ref["accuracy"] is not None else None
+            x = x if x is not None else ref[cost]
+            if x is None:
+                continue
+            x /= scale
+            if ref["accuracy"] is not None:
+                ax.scatter([x], [ref["accuracy"]], marker="*", s=160, color="tab:orange", zorder=5)
+                ax.annotate(ref["name"].upper() + " (trained)", (x, ref["accuracy"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
+            else:
+                ax.axvline(x, color="tab:green", ls=":", lw=1)
+                ax.annotate(ref["name"].upper(), (x, 1.0), xycoords=("data", "axes fraction"), textcoords="offset points",
+                            xytext=(2, -12), fontsize=8, color="tab:green")
+        ax.set_xscale("log")
+        ax.set_xlabel(label + " — log scale")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"accuracy vs {'MACs' if cost == 'macs' else 'latency'}")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title + " (dotted: B0–B3 presets, profiled at their own resolution)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 10,
+                 presets: Sequence[str] = ("b0", "b1", "b2", "b3"), num_classes: int = 1000,
+                 preset_latency: bool = True) -> str:
+    """Write report.md, trials.csv, pareto.png and best_spec.json to ``out_dir``; return the text report."""
+    rows_all = rows_of(trials)
+    if not rows_all:
+        raise CLIError(f"{title} has no finished trial with a numeric result yet ({len(trials)} trials)")
+    full = [r for r in rows_all if r.budget == "full"]
+    proxy = [r for r in rows_all if r.budget == "proxy"]
+    ranked = sorted(full, key=lambda r: -r.default)
+    lines = [f"# Report: {title}", "", f"{len(trials)} trials, {len(full)} finished at the full budget"
+             + (f", {len(proxy)} at the proxy budget (ranked apart)" if proxy else "") + ".", ""]
+    if ranked:
+        lines += [f"## Best {min(top, len(ranked))} trials (full budget)", "", *_table(ranked[:top]), ""]
+    if proxy:
+        lines += [f"## Best {min(top, len(proxy))} trials (proxy budget)", "",
+                  *_table(sorted(proxy, key=lambda r: -r.default)[:top]), ""]
+    for cost, name in (("macs", "MACs"), ("latency_ms", "latency")):
+        front = _front(full, cost)
+        lines += [f"## Pareto front: accuracy vs {name} (full budget)", ""]
+        lines += [*_table(front), ""] if front else [f"(no trial reported {cost})", ""]
+    refs = _presets(presets, full, num_classes, preset_latency and any(r.latency_ms is not None for r in full))
+    if refs:
+        lines += ["## Reference presets (profiled; accuracy when a trial trained exactly that preset)", "",
+                  "| preset | params | MACs | latency_ms | accuracy |", "|---|---|---|---|---|"]
+        for ref in refs:
+            lat = "" if ref["latency_ms"] is None else f"{ref['latency_ms']:.2f}"
+            acc = "" if ref["accuracy"] is None else f"{ref['accuracy']:.3f} ({ref['trial']})"
+            lines.append(f"| {ref['name']} | {ref['params'] / 1e6:.2f}M | {ref['macs'] / 1e6:.1f}M | {lat} | {acc} |")
+        lines.append("")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best = ranked[0] if ranked else max(proxy, key=lambda r: r.default)
+    best_doc: dict[str, Any] = {"trial": best.trial, "budget": best.budget, "metrics": best.final, "arch": best.arch}
+    try:
+        best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
+    except SpecError:
+        best_doc["spec"] = None
+    (out_dir / "best_spec.json").write_text(json.dumps(best_doc, indent=2))
+    with open(out_dir / "trials.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for r in sorted(rows_all, key=lambda r: (r.budget, -r.default)):
+            writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms, r.arch])
+    _plot(out_dir / "pareto.png", full, proxy, refs, title)
+    lines += [f"Best: trial {best.trial} ({best.budget} budget), default {best.default:.3f}; spec in "
+              f"{out_dir / 'best_spec.json'}; plot {out_dir / 'pareto.png'}", ""]
+    text = "\n".join(lines)
+    (out_dir / "report.md").write_text(text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ command
+def _build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", help="experiment ID (nnictl knows its port; it must be running or viewed)")
+    p.add_argument("--port", type=int, help="REST port of a running or viewed experiment")
+    p.add_argument("--from-export", metavar="FILE", help="file of 'nnictl experiment export ID --type json'")
+    p.add_argument("--output-dir", default="report", help="where to write the files (default %(default)s)")
+    p.add_argument("--top", type=int, default=10, help="rows in the best-trials table")
+    p.add_argument("--presets", default="b0,b1,b2,b3", help="reference presets, comma-separated ('' for none)")
+    p.add_argument("--num-classes", type=int, default=1000, help="class count for the presets' profiles")
+    p.add_argument("--no-preset-latency", action="store_true", help="do not measure the presets' CPU latency")
+
+
+@command("report", "best trials, Pareto fronts and a plot of an NNI experiment")(_build)
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the report and write its files."""
+    if args.top < 1:
+        raise CLIError(f"--top must be at least 1, got {args.top}")
+    names = [n.strip() for n in args.presets.split(",") if n.strip()]
+    for n in names:
+        preset(n)  # SpecError (one line, exit 2) for an unknown preset
+    trials = load_trials(args.experiment, args.port, args.from_export)
+    title = f"experiment {args.experiment}" if args.experiment else (
+        f"export {Path(args.from_export).name}" if args.from_export else f"experiment on port {args.port}")
+    print(build_report(trials, Path(args.output_dir), title, args.top, names, args.num_classes,
+                       not args.no_preset_latency))
+    return 0

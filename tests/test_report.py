@@ -1,0 +1,100 @@
+"""``python -m efficientnet report`` on a real, finished tiny nnictl experiment, and from its export file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from efficientnet.cli import main
+from efficientnet.spec import ArchSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nni_harness  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "alpha": {"_type": "quniform", "_value": [1.0, 2.0, 0.1]},
+    "beta": {"_type": "quniform", "_value": [1.0, 1.3, 0.1]},
+    "gamma": {"_type": "quniform", "_value": [1.0, 1.3, 0.1]},
+    "stage6_kernel": {"_type": "choice", "_value": [3, 5]},
+}
+TRIALS = 4
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A real experiment with TRIALS finished trials, kept running (read-only) for the test, stopped at the end."""
+    work = tmp_path_factory.mktemp("exp")
+    (work / "space.json").write_text(json.dumps(SPACE))
+    config = {
+        "experimentName": "report-test", "searchSpaceFile": str(work / "space.json"),
+        "trialCommand": f"{sys.executable} tests/fixtures/report_trial.py", "trialCodeDirectory": str(ROOT),
+        "trialConcurrency": 2, "maxTrialNumber": TRIALS, "experimentWorkingDirectory": str(work),
+        "tuner": {"codeDirectory": str(ROOT), "className": "tuner.EfficientNetTuner",
+                  "classArgs": {"strategy": "random", "seed": 0, "base_resolution": 32, "num_classes": 10}},
+        "trainingService": {"platform": "local"},
+    }
+    (work / "config.yml").write_text(yaml.safe_dump(config))
+    with nni_harness.experiment(work / "config.yml") as exp:
+        done = exp.client.wait(
+            lambda c: sum(t.status == "SUCCEEDED" for t in c.trials()) >= TRIALS, timeout=240, interval=1)
+        assert done, f"trials did not finish: {[t.status for t in exp.client.trials()]}"
+        export = work / "export.json"
+        proc = nni_harness.nnictl("experiment", "export", exp.id, "--filename", str(export), "--type", "json")
+        assert proc.returncode == 0 and export.exists(), proc.stdout + proc.stderr
+        yield exp, export
+
+
+def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, tmp_path, capsys):
+    exp, _ = finished
+    out = tmp_path / "rep"
+    assert main(["report", "--experiment", exp.id, "--output-dir", str(out), "--presets", "b0,b1",
+                 "--num-classes", "10"]) == 0
+    text = capsys.readouterr().out
+    trials = exp.client.trials()
+    best = max(trials, key=lambda t: t.final["default"])
+    assert f"## Best {TRIALS} trials (full budget)" in text and "## Pareto front: accuracy vs MACs" in text
+    table = text.split("## Best")[1].split("##")[0]
+    assert table.index(best.id) < min(table.index(t.id) for t in trials if t.id != best.id)  # best first
+    assert "| b0 |" in text and "| b1 |" in text
+    with open(out / "trials.csv") as f:
+        assert {r["trial"] for r in csv.DictReader(f)} == {t.id for t in trials}
+    doc = json.loads((out / "best_spec.json").read_text())
+    assert doc["trial"] == best.id and doc["metrics"]["default"] == best.final["default"]
+    assert ArchSpec.from_dict(doc["spec"]) == ArchSpec.parse(best.parameters["arch"])
+    png = (out / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    from PIL import Image
+
+    with Image.open(out / "pareto.png") as img:
+        assert img.size == (1200, 500)
+        colours = img.convert("RGB").getcolors(1 << 20)
+        assert colours is not None and len(colours) > 50  # drawn, not blank
+
+
+def test_report_from_the_export_file_agrees(finished, tmp_path, capsys):
+    exp, export = finished
+    assert main(["report", "--from-export", str(export), "--output-dir", str(tmp_path), "--presets", ""]) == 0
+    text = capsys.readouterr().out
+    points = [(t.final["default"], t.final["macs"]) for t in exp.client.trials()]
+    on_front = [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)]
+    front = text.split("## Pareto front: accuracy vs MACs (full budget)")[1].split("##")[0]
+    assert front.count("\n| ") - 1 == len(set(on_front))  # rows minus the header row
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    assert main(["report", "--experiment", "no-such-exp", "--output-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown experiment 'no-such-exp'")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps([{"trialJobId": "a", "parameter": {"alpha": 1.0}, "value": "\"oops\""}]))
+    assert main(["report", "--from-export", str(empty), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no finished trial" in err and err.count("\n") == 1
+    port = nni_harness.free_port()
+    assert main(["report", "--port", str(port), "--output-dir", str(tmp_path)]) == 2
+    assert "not running" in capsys.readouterr().err
