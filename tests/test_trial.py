@@ -206,3 +206,17 @@ def test_a_real_process_exits_with_status_2_and_one_line(tmp_path: Path):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "does not exist" in one_error_line(proc.stderr)
+
+
+def test_environment_yaml_sets_defaults_that_flags_override(tmp_path: Path, capsys):
+    from efficientnet.trial_config import parse_config
+
+    env = tmp_path / "env.yml"
+    env.write_text("download-dir: /data/cats\nworker_num: 3\nbatch_size: 8\nbase_resolution: 64\nnum_classes: 2\n"
+                   "gpu: 0\nresume: ./model_best.pth.tar\n")
+    cfg = parse_config(["custom", "--env", str(env), "--batch-size", "4"])
+    assert (cfg.data, cfg.workers, cfg.batch_size, cfg.resolution, cfg.num_classes, cfg.gpu, cfg.resume) == (
+        "/data/cats", 3, 4, 64, 2, 0, "./model_best.pth.tar")
+    env.write_text("learning_speed: 3\n")
+    code, _, err = run(["--data", "digits", "--env", env], capsys)
+    assert code == 2 and "unknown setting 'learning_speed'" in one_error_line(err)
