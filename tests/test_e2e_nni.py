@@ -1,0 +1,158 @@
+"""End to end: real ``nnictl`` experiments on a free loopback port, read back through NNI's REST API.
+
+The experiments use the project's own config.yml, search_space.json, tuner and trial script, shrunk to a tiny
+model (width 0.15 of Lite0, 32 px, one epoch on a subset of the digits demo) so that the whole module stays within
+a few minutes on two cores. Every experiment is stopped in a ``finally`` block, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from efficientnet import ArchSpec, preset
+from nni_harness import dispatcher_log, experiment, nnictl, resume, stop, write_config
+
+pytestmark = pytest.mark.e2e
+
+TINY_BASE = str(preset("lite0").replace(width=0.15, depth=0.5, resolution=32))
+TINY_TRIAL_ARGS = "--epochs 1 --subset 0.5"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def tiny_overrides(max_trials: int, **class_args) -> dict:
+    return {
+        "maxTrialNumber": max_trials,
+        "trialConcurrency": 2,
+        "maxExperimentDuration": "10m",
+        "tuner": {"classArgs": {"base": TINY_BASE, "base_resolution": 32, "seed": 7, **class_args}},
+    }
+
+
+def finished(n: int):
+    return lambda c: sum(t.status in ("SUCCEEDED", "FAILED") for t in c.trials()) >= n
+
+
+def done(c) -> bool:
+    """The experiment has finished: every trial ended and no more will come (or it broke)."""
+    status = c.status()
+    if status == "NO_MORE_TRIAL":
+        return not any(t.status in ("WAITING", "RUNNING") for t in c.trials())
+    return status in ("DONE", "ERROR", "STOPPED")
+
+
+def describe(exp) -> str:
+    """Status, trials and the tail of each failed trial's stderr, for assertion messages."""
+    lines = [f"status {exp.client.status()}"]
+    for t in exp.client.trials():
+        lines.append(f"{t.id} {t.status} final={t.final}")
+        if t.status == "FAILED" and t.log_path:
+            err = Path(t.log_path) / "trial.stderr"
+            if err.exists():
+                lines.append(err.read_text(errors="replace")[-1500:])
+    return "\n".join(lines)
+
+
+def chromium_dom(url: str, screenshot: Path) -> str:
+    """Render ``url`` in headless Chromium; keep a screenshot; return the DOM after the page's scripts ran."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: run .ci/setup-system (apt-get install chromium)"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+        "--virtual-time-budget=15000",
+    ]
+    profile_dir = screenshot.parent / f".chromium-{screenshot.stem}"
+    base = [chromium, *flags, f"--user-data-dir={profile_dir}"]
+    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+    shutil.rmtree(profile_dir, ignore_errors=True)
+    return dom
+
+
+def trial_commands(raw: dict) -> list[str]:
+    """Every trial command of a config: top level, or per Kubernetes role."""
+    service = raw["trainingService"]
+    roles = [service.get(r) for r in ("worker", "ps", "master")] + service.get("taskRoles", [])
+    return [c for c in [raw.get("trialCommand")] + [r["command"] for r in roles if r] if c]
+
+
+@pytest.mark.parametrize("name", ["config.yml", "configs/kubeflow.yml", "configs/frameworkcontroller.yml"])
+def test_configs_are_valid_nni_experiment_configs(root, name):
+    from nni.experiment.config import ExperimentConfig
+
+    path = root / name
+    config = ExperimentConfig.load(str(path))
+    config.validate()
+    assert (path.parent / config.search_space_file).resolve() == root / "search_space.json"
+    assert (path.parent / config.tuner.code_directory).resolve() == root
+    assert config.tuner.class_name == "tuner.EfficientNetTuner"
+    assert config.tuner.class_args["product"] == 2.0
+    assert config.assessor.name == "Medianstop"
+    commands = trial_commands(yaml.safe_load(path.read_text()))
+    assert commands and all("main_efficientnet.py" in c and "--request-from-nni" in c for c in commands)
+
+
+def test_experiment_runs_reports_shows_in_webui_and_resumes(root, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    config = write_config(root, tmp_path / "exp", tiny_overrides(2), TINY_TRIAL_ARGS)
+    class_args = yaml.safe_load(config.read_text())["tuner"]["classArgs"]
+    with experiment(config) as exp:
+        assert exp.client.wait(done, timeout=300), describe(exp)
+        first = exp.client.trials()
+        assert [t.status for t in first] == ["SUCCEEDED"] * 2, describe(exp)
+
+        # The WebUI shows the trials and their default metric.
+        best = max(first, key=lambda t: t.default)
+        dom = chromium_dom(f"http://127.0.0.1:{exp.port}/oview", ARTIFACTS / "webui-overview.png")
+        assert best.id in dom and f"{best.default:.2f}"[:4] in dom, dom[:2000]
+        detail = chromium_dom(f"http://127.0.0.1:{exp.port}/detail", ARTIFACTS / "webui-trials.png")
+        assert all(t.id in detail for t in first)
+        assert (ARTIFACTS / "webui-overview.png").stat().st_size > 10_000
+
+        # Stop, resume, ask for two more trials: the tuner restores its history and repeats no proposal.
+        stop(exp)
+        resume(exp)
+        update = nnictl("update", "trialnum", exp.id, "--value", "4", timeout=60)
+        assert update.returncode == 0, update.stdout + update.stderr
+        assert exp.client.wait(lambda c: done(c) and finished(4)(c), timeout=300), describe(exp)
+        trials = exp.client.trials()
+        log = dispatcher_log(exp)
+
+    assert [t.status for t in trials] == ["SUCCEEDED"] * 4, describe(exp)
+    archs = [t.parameters["arch"] for t in trials]
+    assert len(set(archs)) == 4, archs
+    assert "import" in log.lower(), log[-2000:]
+    for t in trials:
+        p = t.parameters
+        product = p["alpha"] * p["beta"] ** 2 * p["gamma"] ** 2
+        assert abs(product - class_args["product"]) <= class_args["tolerance"] + 1e-9, p
+        spec = ArchSpec.parse(p["arch"])
+        assert spec.compound is not None and spec.compound.alpha == p["alpha"]
+        assert isinstance(t.final, dict) and 0 <= t.final["default"] <= 100, t.final
+        assert t.final["params"] == p["params"] and t.final["macs"] == p["macs"]
+        assert t.final["params"] <= class_args["max_params"] and t.final["macs"] <= class_args["max_macs"]
+        assert t.intermediate and all(isinstance(m, dict) and "default" in m for m in t.intermediate)
+        out = Path(t.log_path)
+        result = json.loads(next(out.rglob("result.json")).read_text())
+        assert result["arch"] == p["arch"]
+
+
+def test_a_failing_trial_is_failed_and_the_experiment_goes_on(root, tmp_path):
+    overrides = tiny_overrides(2)
+    overrides["trialConcurrency"] = 1
+    overrides.pop("assessor", None)
+    config = write_config(root, tmp_path / "exp", overrides, "--data /nonexistent/dataset")
+    with experiment(config) as exp:
+        assert exp.client.wait(done, timeout=180), describe(exp)
+        trials = exp.client.trials()
+        status = exp.client.status()
+        stderr = [(Path(t.log_path) / "trial.stderr").read_text(errors="replace") for t in trials]
+    assert [t.status for t in trials] == ["FAILED", "FAILED"]
+    assert status == "DONE"
+    assert all("/nonexistent/dataset" in err for err in stderr), stderr

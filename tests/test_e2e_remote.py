@@ -1,0 +1,86 @@
+"""NNI's remote (SSH) training service, against a real OpenSSH server on loopback started by the test.
+
+configs/remote.yml is the template: only its machine list is pointed at 127.0.0.1 and the model shrunk.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nni_harness import experiment, free_port, write_config
+from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
+
+pytestmark = pytest.mark.e2e
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """An sshd on a free loopback port that accepts one freshly generated key; stopped afterwards."""
+    assert Path(SSHD).exists(), "OpenSSH server is missing: run .ci/setup-system (apt-get install openssh-server)"
+    d = tmp_path / "ssh"
+    d.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-f", d / "host_key", "-N", ""], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-f", d / "id_rsa", "-N", ""], check=True)
+    shutil.copy(d / "id_rsa.pub", d / "authorized_keys")
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        f"PermitRootLogin yes\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPidFile {d / 'sshd.pid'}\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", d / "sshd_config"], stderr=open(d / "sshd.log", "w"))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                 "-i", d / "id_rsa", "-p", str(port), f"{getpass.getuser()}@127.0.0.1", "true"],
+                capture_output=True, timeout=20,
+            )
+            if probe.returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"sshd did not accept the key: {(d / 'sshd.log').read_text()}")
+        yield {"port": port, "key": str(d / "id_rsa"), "user": getpass.getuser()}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd):
+    overrides = tiny_overrides(1)
+    overrides["trialConcurrency"] = 1
+    overrides["trialGpuNumber"] = 0
+    overrides["trainingService"] = {
+        "platform": "remote",
+        "machineList": [
+            {"host": "127.0.0.1", "port": sshd["port"], "user": sshd["user"], "sshKeyFile": sshd["key"],
+             "pythonPath": str(Path(sys.executable).parent)}
+        ],
+    }
+    config = write_config(root, tmp_path / "exp", overrides, TINY_TRIAL_ARGS, template="configs/remote.yml")
+    remote_dirs = []
+    try:
+        with experiment(config) as exp:
+            remote_dirs.append(Path.home() / "nni-experiments" / exp.id)
+            assert exp.client.wait(done, timeout=300), describe(exp)
+            trials = exp.client.trials()
+            assert [t.status for t in trials] == ["SUCCEEDED"], describe(exp)
+    finally:
+        for d in remote_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    [trial] = trials
+    assert trial.log_path.startswith("127.0.0.1:")
+    assert isinstance(trial.final, dict) and trial.final["params"] == trial.parameters["params"]
+    assert trial.intermediate and "default" in trial.intermediate[0]
