@@ -121,7 +121,8 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
         def cost(key: str) -> float | None:
             return _number(final.get(key)) if _number(final.get(key)) is not None else _number(params.get(key))
 
-        rows.append(Row(t.id, t.status, "proxy" if params.get("budget") == "proxy" else "full", default,
+        budget = final.get("budget", params.get("budget"))  # the trial's own word first, then its proposal
+        rows.append(Row(t.id, t.status, "proxy" if budget == "proxy" else "full", default,
                         _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
                         final.get("arch") or params.get("arch"), final))
     return rows
