@@ -246,6 +246,7 @@ def run(cfg: TrialConfig) -> dict[str, Any]:
         for h in handlers:
             log.removeHandler(h)
             h.close()
+        log.propagate = True
 
 
 def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, ignored: list[str]) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--hflip", type=float, help="horizontal-flip probability (default 0.5; 0 for digits)")
     g.add_argument("--min-scale", type=float, default=d.min_scale, help="smallest random-crop area fraction")
     m = p.add_argument_group("model")
-    add_arch_arguments(m, default=d.arch)
+    add_arch_arguments(p, default=d.arch)
     m.add_argument("-a", dest="arch", help=argparse.SUPPRESS)
     m.add_argument("--image-size", "--image_size", dest="resolution", type=int, help=argparse.SUPPRESS)
     m.add_argument("--weights", default=d.weights, help="pretrained weights to inherit: lite0, a .pth path or none")
