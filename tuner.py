@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import nni
 import numpy as np
 from nni.tuner import Tuner
 from nni.utils import OptimizeMode, extract_scalar_reward
 
-from efficientnet.profiler import Profile
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
@@ -35,6 +34,9 @@ from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
 from efficientnet.search.strategies import STRATEGIES, make_strategy
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
+
+if TYPE_CHECKING:
+    from efficientnet.profiler import Profile
 
 __all__ = ["EfficientNetTuner", "FixedProductTuner"]
 

@@ -1,26 +1,43 @@
-"""EfficientNet architecture search on Microsoft NNI: specs, builder, pretrained weights, profiler."""
+"""EfficientNet architecture search on Microsoft NNI: specs, builder, pretrained weights, profiler.
 
-from .builder import SpecEfficientNet, build_model
-from .profiler import Profile, profile
-from .spec import PRESETS, ArchSpec, Compound, SpecError, StageChoice, StageSpec, preset, resolve_arch
-from .weights import InheritanceReport, WeightsError, inherit_weights, load_weights
+Names are imported on first use (PEP 562), so ``import efficientnet.spec`` and the NNI tuner, which need no torch
+at start-up, stay light; ``from efficientnet import build_model`` works as usual.
+"""
 
-__all__ = [
-    "ArchSpec",
-    "Compound",
-    "InheritanceReport",
-    "PRESETS",
-    "Profile",
-    "SpecEfficientNet",
-    "SpecError",
-    "StageChoice",
-    "StageSpec",
-    "WeightsError",
-    "build_model",
-    "inherit_weights",
-    "load_weights",
-    "preset",
-    "profile",
-    "resolve_arch",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ArchSpec": "spec",
+    "Compound": "spec",
+    "PRESETS": "spec",
+    "SpecError": "spec",
+    "StageChoice": "spec",
+    "StageSpec": "spec",
+    "preset": "spec",
+    "resolve_arch": "spec",
+    "SpecEfficientNet": "builder",
+    "build_model": "builder",
+    "Profile": "profiler",
+    "profile": "profiler",
+    "InheritanceReport": "weights",
+    "WeightsError": "weights",
+    "inherit_weights": "weights",
+    "load_weights": "weights",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -8,22 +8,25 @@ as a candidate already known to break a budget), the closed-form parameter/MAC/s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..profiler import Profile, measure_latency, profile
 from ..spec import ArchSpec
 from .candidates import Candidate, CandidateSpace
 from .costs import estimate_costs
 
 __all__ = ["Budgets", "BudgetError", "FeasibilityChecker", "cached_profile"]
 
+if TYPE_CHECKING:  # the profiler imports torch: loaded on first use, so the tuner process starts fast
+    from ..profiler import Profile
+
 _logger = logging.getLogger(__name__)
 
-ProfileFn = Callable[[ArchSpec, int], Profile]
+ProfileFn = Callable[[ArchSpec, int], "Profile"]
 
 
 class BudgetError(ValueError):
@@ -65,11 +68,15 @@ class Budgets:
 @lru_cache(maxsize=8192)
 def cached_profile(spec: ArchSpec, num_classes: int = 1000) -> Profile:
     """:func:`efficientnet.profiler.profile`, cached per (spec, class count) for the whole process."""
+    from ..profiler import profile
+
     return profile(spec, num_classes=num_classes)
 
 
 @lru_cache(maxsize=1024)
 def _cached_latency(spec: ArchSpec, num_classes: int) -> float:
+    from ..profiler import measure_latency
+
     return measure_latency(spec, num_classes=num_classes)
 
 
@@ -114,7 +121,7 @@ class FeasibilityChecker:
         result = self.profiler(spec, self.num_classes)
         self.profiled += 1
         if self.budgets.max_latency_ms is not None:
-            result = Profile(**{**result.to_dict(), "latency_ms": _cached_latency(spec, self.num_classes)})
+            result = dataclasses.replace(result, latency_ms=_cached_latency(spec, self.num_classes))
         broken = self.budgets.violations(result)
         if broken:
             self._remember(vector)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from efficientnet_pytorch.utils import round_filters, round_repeats
-
-from ..builder import HEAD_CHANNELS, STEM_CHANNELS, blocks_args, global_params
 from ..spec import ArchSpec
 
 __all__ = ["CostEstimate", "estimate_costs", "estimated_profile"]
@@ -55,6 +52,11 @@ class _Counter:
 
 def estimate_costs(spec: ArchSpec, num_classes: int = 1000) -> CostEstimate:
     """Parameters, MACs (batch 1) and fp32 state-dict size of the model :func:`build_model` makes for ``spec``."""
+    # imported here: efficientnet-pytorch imports torch, which the tuner process loads only once it has connected
+    from efficientnet_pytorch.utils import round_filters, round_repeats
+
+    from ..builder import HEAD_CHANNELS, STEM_CHANNELS, blocks_args, global_params
+
     scaled = spec.stem == "scaled"
     gp = global_params(spec, num_classes, scaled=scaled)
     c = _Counter(spec.resolution)
