@@ -24,12 +24,17 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
-def global_params(spec: ArchSpec, num_classes: int = 1000, scaled: bool = True) -> GlobalParams:
-    """efficientnet-pytorch ``GlobalParams`` for ``spec`` (coefficients omitted when ``scaled`` is False)."""
+def global_params(spec: ArchSpec, num_classes: int = 1000, scaled: bool = True,
+                  dynamic_padding: bool = False) -> GlobalParams:
+    """efficientnet-pytorch ``GlobalParams`` for ``spec`` (coefficients omitted when ``scaled`` is False).
+
+    ``dynamic_padding`` leaves ``image_size`` unset, so the library builds ``Conv2dDynamicSamePadding`` layers
+    (TF "same" padding for whatever input size comes in) instead of static padding for ``spec.resolution``.
+    """
     return GlobalParams(
         width_coefficient=spec.width if scaled else None,
         depth_coefficient=spec.depth if scaled else None,
-        image_size=spec.resolution,
+        image_size=None if dynamic_padding else spec.resolution,
         dropout_rate=spec.dropout,
         num_classes=num_classes,
         batch_norm_momentum=0.99,
@@ -74,10 +79,15 @@ def blocks_args(spec: ArchSpec) -> list[BlockArgs]:
 
 
 class SpecEfficientNet(EfficientNet):
-    """efficientnet-pytorch's ``EfficientNet`` that knows its :class:`ArchSpec` and can use ReLU6 (Lite)."""
+    """efficientnet-pytorch's ``EfficientNet`` that knows its :class:`ArchSpec` and can use ReLU6 (Lite).
 
-    def __init__(self, spec: ArchSpec, num_classes: int = 1000) -> None:
-        super().__init__(blocks_args(spec), global_params(spec, num_classes, scaled=spec.stem == "scaled"))
+    ``dynamic_padding=True`` (opt-in) pads every convolution "same" for the actual input size, for training at
+    other image sizes than ``spec.resolution`` (progressive learning); the state dict is the same either way.
+    """
+
+    def __init__(self, spec: ArchSpec, num_classes: int = 1000, dynamic_padding: bool = False) -> None:
+        super().__init__(blocks_args(spec), global_params(spec, num_classes, scaled=spec.stem == "scaled",
+                                                          dynamic_padding=dynamic_padding))
         self.spec = spec
         self.num_classes = num_classes
         if spec.activation == "relu6":
@@ -112,18 +122,20 @@ def build_model(
     weights: Any = None,
     weights_spec: ArchSpec | None = None,
     device: torch.device | str | None = None,
+    dynamic_padding: bool = False,
 ) -> SpecEfficientNet:
     """Build the model for ``spec`` and, when ``weights`` is given, inherit pretrained weights into it.
 
     ``weights``: ``None`` (random init), ``"lite0"`` (embedded ImageNet EfficientNet-Lite0), an efficientnet-pytorch
     name such as ``"efficientnet-b0"`` (downloaded, needs a network), a local ``.pth``/checkpoint path, or a state
     dict. ``weights_spec`` names the architecture of a weights file that does not record its own. The inheritance
-    report is kept as ``model.inheritance`` (``None`` without weights).
+    report is kept as ``model.inheritance`` (``None`` without weights). ``dynamic_padding``: see
+    :class:`SpecEfficientNet`.
     """
     from .weights import inherit_weights, load_weights  # local import: weights imports this module
 
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = SpecEfficientNet(spec, num_classes)
+        model = SpecEfficientNet(spec, num_classes, dynamic_padding=dynamic_padding)
     model.inheritance = None
     if weights is not None:
         state, source_spec = load_weights(weights, weights_spec=weights_spec)
