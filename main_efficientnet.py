@@ -12,6 +12,13 @@ Outputs go to ``$NNI_OUTPUT_DIR`` under NNI, else ``--output-dir`` (default ``ru
 ``checkpoint.pth.tar`` (every epoch, atomic), ``model_best.pth.tar``, ``result.json``, ``log.txt`` and TensorBoard
 scalars in ``tensorboard/``. Rerunning a killed trial continues from its last completed epoch.
 Errors the user can fix print one ``error:`` line on stderr and exit with status 2.
+
+Progressive learning (EfficientNetV2): ``--progressive-stages 4`` trains in stages of growing image size, dropout,
+RandAugment and mixup (``efficientnet/progressive.py``). Data-parallel on several GPUs or machines::
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 main_efficientnet.py --data digits ...
+
+Each rank trains on its shard; rank 0 alone talks to NNI and writes checkpoints, logs and results.
 """
 
 from __future__ import annotations
@@ -31,11 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from efficientnet import distributed
 from efficientnet.builder import SpecEfficientNet, build_model
 from efficientnet.checkpoint import (CHECKPOINT_NAME, CheckpointError, is_trial_checkpoint, load_checkpoint,
                                      rng_state, save_checkpoint, set_rng_state)
-from efficientnet.data import DataError, load_dataset, make_loaders, subset_train
+from efficientnet.data import (DataError, DatasetSplit, load_dataset, make_loaders, seed_epoch, set_train_transform,
+                               subset_train, train_transform)
+from efficientnet.distributed import Dist
 from efficientnet.metrics import EpochMetrics
+from efficientnet.progressive import Progressive, ProgressiveError, Stage, mixup_batch, mixup_loss
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
 from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperparameters, output_dir_for, parse_config,
                                        resolve_spec)
@@ -46,16 +57,15 @@ from efficientnet.weights import WeightsError
 from utils import AverageMeter, accuracy
 
 log = logging.getLogger("efficientnet.trial")
-USER_ERRORS = (ConfigError, DataError, CheckpointError, SpecError, WeightsError, TrainingError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, SpecError, WeightsError, TrainingError, ProgressiveError)
 EXIT_USER_ERROR = 2
 
 
 # ----------------------------------------------------------------------------------------------------- NNI
 def under_nni() -> bool:
-    """True when NNI launched this process (it sets the trial id); a hand run is ``STANDALONE``."""
-    import nni
-
-    return nni.get_trial_id() != "STANDALONE"
+    """True when NNI launched this process: it sets ``NNI_TRIAL_JOB_ID`` (what ``nni.get_trial_id()`` reads; a
+    hand run is ``STANDALONE``). Read from the environment, so ranks other than 0 never import ``nni``."""
+    return (os.environ.get("NNI_TRIAL_JOB_ID") or "STANDALONE") != "STANDALONE"
 
 
 def get_proposal(cfg: TrialConfig) -> dict[str, Any]:
@@ -80,10 +90,19 @@ def report(metrics: dict[str, Any], final: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- setup
-def setup_logging(out_dir: Path) -> list[logging.Handler]:
-    """Plain lines to stdout and ``out_dir/log.txt``; returns the handlers (removed by :func:`main`)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout),
-                                       logging.FileHandler(out_dir / "log.txt", encoding="utf-8")]
+def setup_logging(out_dir: Path, rank: int = 0) -> list[logging.Handler]:
+    """Plain lines to stdout and ``out_dir/log.txt``; returns the handlers (removed by :func:`main`).
+
+    Ranks other than 0 log only errors, to stderr, tagged with their rank.
+    """
+    if rank:
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        handlers[0].setFormatter(logging.Formatter(f"[rank {rank}] %(message)s"))
+        log.addHandler(handlers[0])
+        log.setLevel(logging.ERROR)
+        log.propagate = False
+        return handlers
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(out_dir / "log.txt", encoding="utf-8")]
     for h in handlers:
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
@@ -99,8 +118,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def show_progress(cfg: TrialConfig) -> bool:
-    """tqdm bars: on a terminal by hand; never under NNI."""
+def show_progress(cfg: TrialConfig, dist_info: Dist = Dist()) -> bool:
+    """tqdm bars: on a terminal by hand; never under NNI, never on ranks other than 0."""
+    if not dist_info.is_main:
+        return False
     if cfg.progress != "auto":
         return cfg.progress == "on"
     return sys.stderr.isatty() and not under_nni()
@@ -122,11 +143,23 @@ class TrainState:
     rng: dict[str, Any] | None = None
 
 
-def initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, out_dir: Path) -> tuple[SpecEfficientNet, dict | None]:
+def initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, out_dir: Path,
+                  dynamic_padding: bool = False) -> tuple[SpecEfficientNet, dict | None]:
     """Build the model from (in order) the output dir's own checkpoint, ``--resume`` or ``--weights``.
 
     Returns the model and, for a full resume of the same architecture, the checkpoint to restore the rest from.
+    ``dynamic_padding`` (progressive learning) pads "same" for every input size; the weights are the same.
     """
+    model, ckpt = _initial_model(cfg, spec, num_classes, out_dir)
+    if dynamic_padding:
+        dynamic = SpecEfficientNet(spec, num_classes, dynamic_padding=True)
+        dynamic.load_state_dict(model.state_dict())
+        dynamic.inheritance = model.inheritance
+        model = dynamic
+    return model, ckpt
+
+
+def _initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, out_dir: Path) -> tuple[SpecEfficientNet, dict | None]:
     own = out_dir / CHECKPOINT_NAME
     if cfg.auto_resume and own.is_file():
         ckpt = load_checkpoint(own)
@@ -206,8 +239,13 @@ def checkpoint_state(state: TrainState, cfg: TrialConfig, spec: ArchSpec, classe
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
-def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: TrialConfig) -> dict[str, Any]:
-    """The final NNI metric: ``default`` = best validation top-1 (percent) and the best epoch's other metrics."""
+def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: TrialConfig,
+                 proposal: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The final NNI metric: ``default`` = best validation top-1 (percent) and the best epoch's other metrics.
+
+    It also echoes the training budget: ``budget`` (the proposal's, else ``full``), ``subset`` and ``epochs`` as
+    used, so proxy results can be told from full-budget ones.
+    """
     from efficientnet.profiler import measure_latency, profile
 
     best = state.history[state.best_epoch - 1]
@@ -219,7 +257,8 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     result.update(params=prof.params, macs=prof.macs)
     if cfg.latency:
         result["latency_ms"] = round(measure_latency(spec, num_classes=num_classes), 3)
-    result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec))
+    result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec),
+                  budget=str((proposal or {}).get("budget") or "full"), subset=cfg.subset)
     return result
 
 
@@ -232,34 +271,67 @@ def write_json(obj: Any, path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------- training
 def run(cfg: TrialConfig) -> dict[str, Any]:
-    """Train one trial end to end; return the final result dict."""
-    # -- configuration: flags, then the tuner's proposal
-    proposal = get_proposal(cfg)
-    cfg, ignored = apply_hyperparameters(cfg, proposal)
-    spec = resolve_spec(cfg, proposal)
-    out_dir = output_dir_for(cfg, spec, os.environ.get("NNI_OUTPUT_DIR") if under_nni() else None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handlers = setup_logging(out_dir)
+    """Train one trial end to end; return the final result dict.
+
+    Under ``torchrun`` every rank runs this: rank 0 asks NNI for the proposal and hands it to the others.
+    """
+    dist_info, dist_device = distributed.init(cfg.device)
     try:
-        return _train(cfg, spec, out_dir, proposal, ignored)
+        # -- configuration: flags, then the tuner's proposal (rank 0 asks NNI; every rank gets the same)
+        proposal = distributed.broadcast_object(get_proposal(cfg) if dist_info.is_main else None, dist_info)
+        cfg, ignored = apply_hyperparameters(cfg, proposal)
+        spec = resolve_spec(cfg, proposal)
+        out_dir = output_dir_for(cfg, spec, os.environ.get("NNI_OUTPUT_DIR") if under_nni() else None)
+        if dist_info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(dist_info)
+        handlers = setup_logging(out_dir, dist_info.rank)
+        try:
+            return _train(cfg, spec, out_dir, proposal, ignored, dist_info, dist_device)
+        finally:
+            for h in handlers:
+                log.removeHandler(h)
+                h.close()
+            log.propagate = True
     finally:
-        for h in handlers:
-            log.removeHandler(h)
-            h.close()
-        log.propagate = True
+        distributed.shutdown(dist_info)
 
 
-def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, ignored: list[str]) -> dict[str, Any]:
-    device, device_warning = resolve_device(cfg.device, cfg.gpu)
-    if device_warning:
-        log.warning(device_warning)
+def progressive_plan(cfg: TrialConfig, spec: ArchSpec) -> Progressive | None:
+    """The stage plan of ``--progressive-stages`` (``None`` when off)."""
+    if not cfg.progressive_stages:
+        return None
+    return Progressive(cfg.progressive_stages, cfg.epochs, spec.resolution, cfg.progressive_min_res,
+                       tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
+
+
+def apply_stage(stage: Stage, model: SpecEfficientNet, split: DatasetSplit, spec: ArchSpec, cfg: TrialConfig) -> None:
+    """Set a progressive stage: the training images' size and RandAugment magnitude, the classifier dropout."""
+    set_train_transform(split, train_transform(spec, hflip=split.hflip, min_scale=cfg.min_scale,
+                                               resolution=stage.resolution, randaug=stage.randaug))
+    model._dropout.p = stage.dropout
+
+
+def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, ignored: list[str],
+           dist_info: Dist = Dist(), dist_device: torch.device | None = None) -> dict[str, Any]:
+    main_rank = dist_info.is_main
+    if dist_device is not None:
+        device = dist_device
+    else:
+        device, device_warning = resolve_device(cfg.device, cfg.gpu)
+        if device_warning:
+            log.warning(device_warning)
     if ignored:
         log.warning("warning: ignoring proposal keys the trainer does not use: %s", ", ".join(sorted(ignored)))
     log.info("arch %s", spec)
     log.info("output %s | device %s | %s", out_dir, device, "NNI trial" if under_nni() else "hand run")
+    if dist_info.enabled:
+        log.info("data parallel: %d ranks (%s), rank 0 writes checkpoints and reports", dist_info.world_size,
+                 dist_info.backend)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed + dist_info.rank)  # ranks draw different augmentations; DDP syncs the weights
+    plan = progressive_plan(cfg, spec)
 
     # -- data
     split = load_dataset(cfg.data, spec, val_split=cfg.val_split, seed=cfg.seed, num_classes=cfg.num_classes,
@@ -267,14 +339,29 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
                          min_scale=cfg.min_scale)
     split = subset_train(split, cfg.subset, cfg.seed)
     num_classes = split.num_classes
-    train_loader, val_loader, shuffle_gen = make_loaders(split, cfg.batch_size, cfg.workers, device.type == "cuda")
+
+    def loaders():
+        return make_loaders(split, cfg.batch_size, cfg.workers, device.type == "cuda", rank=dist_info.rank,
+                            world_size=dist_info.world_size, seed=cfg.seed)
+
+    train_loader, val_loader, order = loaders()
     log.info("data %s (%s): %d classes, %d train / %d val images", split.root, split.layout, num_classes,
              len(split.train), len(split.val))
+    if dist_info.enabled:
+        shards = distributed.all_gather_object((len(train_loader.sampler), len(val_loader.dataset)), dist_info)
+        log.info("data shards: train %s = %d images per epoch (%d unique), val %s = %d images",
+                 " + ".join(str(t) for t, _ in shards), sum(t for t, _ in shards), len(split.train),
+                 " + ".join(str(v) for _, v in shards), sum(v for _, v in shards))
+    if plan is not None:
+        log.info("progressive learning: %s", "; ".join(st.describe() for st in plan.plan()))
 
     # -- model, optimizer, schedule: fresh, inherited or resumed
-    model, ckpt = initial_model(cfg, spec, num_classes, out_dir)
+    model, ckpt = initial_model(cfg, spec, num_classes, out_dir, dynamic_padding=plan is not None)
     channels_last = use_channels_last(cfg.channels_last)
     model = prepare_model(model, device, channels_last, cfg.bn_momentum)
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     dtype = amp_dtype(device, cfg.amp)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
@@ -289,27 +376,45 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
         scaler.load_state_dict(ckpt["scaler"])
         state.epoch, state.best_top1, state.best_epoch = ckpt["epoch"], ckpt["best_top1"], ckpt["best_epoch"]
         state.history = list(ckpt["history"])
-        set_rng_state(ckpt["rng"])
+        if main_rank:
+            set_rng_state(ckpt["rng"])
+        else:  # the checkpoint holds rank 0's RNG; the others continue on their own seeded streams
+            seed_everything(cfg.seed + dist_info.rank + 1_000 * state.epoch)
         log.info("resumed at epoch %d from %s (best top-1 so far %.2f%% at epoch %d)", state.epoch + 1,
                  out_dir / CHECKPOINT_NAME if (out_dir / CHECKPOINT_NAME).is_file() else cfg.resume,
                  state.best_top1, state.best_epoch)
+    starts = distributed.all_gather_object(state.epoch, dist_info)
+    if len(set(starts)) > 1:
+        raise CheckpointError(f"the ranks found different checkpoints (completed epochs {starts}); the output dir "
+                              f"{out_dir} must be one directory that every node reads (a shared filesystem)")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     eval_loss = nn.CrossEntropyLoss()
-    writer = _summary_writer(out_dir, state.epoch)
-    bars = show_progress(cfg)
+    writer = _summary_writer(out_dir, state.epoch) if main_rank else None
+    bars = show_progress(cfg, dist_info)
+    step_loss = distributed.mean_loss(dist_info)
+    stage: Stage | None = None
 
     # -- the loop
     for epoch in range(state.epoch, cfg.epochs):
-        shuffle_gen.manual_seed(cfg.seed * 100_003 + epoch)  # the same order whether or not the run was resumed
+        if plan is not None and (stage is None or plan.stage_index(epoch) != stage.index):
+            stage = plan.stage(epoch)
+            apply_stage(stage, model, split, spec, cfg)
+            train_loader, val_loader, order = loaders()  # worker processes hold the old transform
+            log.info("%s", stage.describe())
+        seed_epoch(order, cfg.seed, epoch)  # the same order whether or not the run was resumed
         start = time.time()
-        model.train()
+        net.train()
         losses, top1 = AverageMeter("loss"), AverageMeter("top1")
         batches = _bar(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", bars)
         for step, (images, targets) in enumerate(batches):
+            batch_loss = loss_fn
+            if stage is not None and stage.mixup > 0:
+                images, targets, mixed_with, lam = mixup_batch(images, targets, stage.mixup)
+                batch_loss = mixup_loss(loss_fn, mixed_with, lam)
             try:
-                loss, logits = train_step(model, images, targets, optimizer, loss_fn, scheduler=scheduler,
+                loss, logits = train_step(net, images, targets, optimizer, batch_loss, scheduler=scheduler,
                                           scaler=scaler, dtype=dtype, clip_grad=cfg.clip_grad,
-                                          channels_last=channels_last)
+                                          channels_last=channels_last, loss_value=step_loss)
             except NonFiniteLossError as exc:
                 raise TrainingError(
                     f"loss became {exc.value} at epoch {epoch + 1}, step {step + 1}; lower --lr (now {cfg.lr:g})"
@@ -320,34 +425,57 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
             top1.update(float(accuracy(logits, targets.to(logits.device))[0]), targets.shape[0])
             if bars:
                 batches.set_postfix(loss=f"{losses.avg:.3f}", top1=f"{top1.avg:.1f}")
-        val = evaluate(model, _bar(val_loader, "val", bars), eval_loss, EpochMetrics(num_classes), dtype=dtype,
-                       channels_last=channels_last).compute()
+        train_loss, train_top1 = _reduce_means(losses, top1, dist_info, device)
+        distributed.sync_buffers(model, dist_info)  # every rank validates with rank 0's BatchNorm statistics
+        metrics = evaluate(model, _bar(val_loader, "val", bars), eval_loss, EpochMetrics(num_classes), dtype=dtype,
+                           channels_last=channels_last)
+        if dist_info.enabled:
+            metrics = EpochMetrics.merged(distributed.all_gather_object(metrics, dist_info))
+        val = metrics.compute()
         state.epoch = epoch + 1
         if val["top1"] > state.best_top1:
             state.best_top1, state.best_epoch = val["top1"], state.epoch
-        record = {"epoch": state.epoch, "train_loss": losses.avg, "train_top1": top1.avg,
+        record = {"epoch": state.epoch, "train_loss": train_loss, "train_top1": train_top1,
                   "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - start, 3),
                   **{f"val_{k}": v for k, v in val.items()}}
+        if stage is not None:
+            record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
+                          train_randaug=stage.randaug, train_mixup=stage.mixup)
         state.history.append(record)
-        save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
-                        is_best=state.best_epoch == state.epoch)
-        log.info(_epoch_line(record, cfg.epochs, state))
-        for key, value in record.items():
-            if key != "epoch":
-                writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
-        writer.flush()
-        report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
-    writer.close()
+        if main_rank:
+            save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
+                            is_best=state.best_epoch == state.epoch)
+            log.info(_epoch_line(record, cfg.epochs, state))
+            for key, value in record.items():
+                if key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
+            writer.flush()
+            report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
+        distributed.barrier(dist_info)  # nobody runs ahead of the checkpoint (a kill then resumes every rank alike)
+    if writer is not None:
+        writer.close()
 
-    # -- final metrics, once per trial
-    result = final_result(state, spec, num_classes, cfg)
-    write_json({**result, "spec": spec.to_dict(), "classes": split.classes, "history": state.history,
-                "proposal": proposal, "config": cfg.to_dict()}, out_dir / "result.json")
-    log.info("final: best top-1 %.2f%% at epoch %d | params %d | MACs %d%s | %s", result["top1"],
-             result["best_epoch"], result["params"], result["macs"],
-             f" | latency {result['latency_ms']:.2f} ms" if "latency_ms" in result else "", out_dir / "result.json")
-    report(result, final=True)
-    return result
+    # -- final metrics, once per trial (rank 0 writes and reports; every rank returns them)
+    result = None
+    if main_rank:
+        result = final_result(state, spec, num_classes, cfg, proposal)
+        write_json({**result, "spec": spec.to_dict(), "classes": split.classes, "history": state.history,
+                    "proposal": proposal, "config": cfg.to_dict(),
+                    **({"world_size": dist_info.world_size} if dist_info.enabled else {})}, out_dir / "result.json")
+        log.info("final: best top-1 %.2f%% at epoch %d | params %d | MACs %d%s | %s", result["top1"],
+                 result["best_epoch"], result["params"], result["macs"],
+                 f" | latency {result['latency_ms']:.2f} ms" if "latency_ms" in result else "",
+                 out_dir / "result.json")
+        report(result, final=True)
+    return distributed.broadcast_object(result, dist_info)
+
+
+def _reduce_means(losses: AverageMeter, top1: AverageMeter, dist_info: Dist,
+                  device: torch.device) -> tuple[float, float]:
+    """The epoch's training loss and top-1 over all ranks (sample-weighted)."""
+    loss_sum, top1_sum, n = distributed.all_reduce_sum([losses.sum, top1.sum, float(losses.count)], dist_info,
+                                                       device)
+    return (loss_sum / n, top1_sum / n) if n else (0.0, 0.0)
 
 
 def _summary_writer(out_dir: Path, start_epoch: int):
@@ -371,6 +499,8 @@ def _epoch_line(r: dict[str, float], epochs: int, state: TrainState) -> str:
         parts.append(f"val_top5 {r['val_top5']:.2f}")
     parts += [f"val_f1 {r['val_f1']:.4f}", f"lr {r['lr']:.5f}", f"time {r['time_s']:.1f}s",
               f"best {state.best_top1:.2f}@{state.best_epoch}"]
+    if "stage" in r:
+        parts.append(f"stage {int(r['stage'])} {int(r['train_res'])}px")
     return " | ".join(parts)
 
 
@@ -379,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(parse_config(argv))
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if distributed.from_env().is_main:  # every rank meets the same bad input: one line, from rank 0
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)

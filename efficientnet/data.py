@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -48,6 +48,8 @@ __all__ = [
     "load_dataset",
     "train_transform",
     "make_loaders",
+    "set_train_transform",
+    "seed_epoch",
 ]
 
 log = logging.getLogger("efficientnet.trial")
@@ -204,21 +206,26 @@ class DatasetSplit:
     layout: str  # "train/val" or "split"
     train_targets: list[int]
     corrupt: int = 0
+    hflip: float = 0.5  # the training transform's flip probability (0 for digits)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
-def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5) -> transforms.Compose:
-    """Random resized crop at the spec's resolution, optional horizontal flip, normalisation of the weights."""
+def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5, resolution: int | None = None,
+                    randaug: int = 0) -> transforms.Compose:
+    """Random resized crop at ``resolution`` (default: the spec's), optional horizontal flip, RandAugment
+    (2 ops at magnitude ``randaug``; 0 = off), normalisation of the weights."""
     steps: list = [
         transforms.Lambda(_to_rgb),
-        transforms.RandomResizedCrop(spec.resolution, scale=(min_scale, 1.0),
+        transforms.RandomResizedCrop(resolution or spec.resolution, scale=(min_scale, 1.0),
                                      interpolation=transforms.InterpolationMode.BICUBIC),
     ]
     if hflip > 0:
         steps.append(transforms.RandomHorizontalFlip(hflip))
+    if randaug > 0:
+        steps.append(transforms.RandAugment(num_ops=2, magnitude=int(randaug)))
     steps += [transforms.ToTensor(), normalization(spec)]
     return transforms.Compose(steps)
 
@@ -316,7 +323,7 @@ def load_dataset(
         names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
         raise DataError(f"--num-classes is {num_classes} but {root} has {len(classes)} class folders ({names}); "
                         "fix --num-classes or the dataset")
-    return DatasetSplit(train_ds, val_ds, classes, root, layout, train_targets, corrupt)
+    return DatasetSplit(train_ds, val_ds, classes, root, layout, train_targets, corrupt, hflip)
 
 
 def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:
@@ -329,22 +336,54 @@ def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSpli
     return split
 
 
+def set_train_transform(split: DatasetSplit, transform) -> None:
+    """Give the training images a new transform (e.g. a progressive-learning stage's size and augmentation).
+
+    Rebuild the loaders afterwards: worker processes keep a copy of the dataset.
+    """
+    ds = split.train
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    ds.transform = transform
+
+
 def make_loaders(
-    split: DatasetSplit, batch_size: int, workers: int = 0, pin_memory: bool = False
-) -> tuple[DataLoader, DataLoader, torch.Generator]:
-    """Train/val loaders. Shuffling draws from the returned generator: seed it per epoch for reproducible order."""
+    split: DatasetSplit, batch_size: int, workers: int = 0, pin_memory: bool = False, *, rank: int = 0,
+    world_size: int = 1, seed: int = 0,
+) -> tuple[DataLoader, DataLoader, torch.Generator | DistributedSampler]:
+    """Train/val loaders and the object that orders an epoch (pass it to :func:`seed_epoch` every epoch).
+
+    One process: shuffling draws from the returned generator. ``world_size > 1`` (data-parallel): a
+    ``DistributedSampler`` gives rank ``rank`` its ``ceil(n / world_size)`` shuffled training images (the tail is
+    padded with repeats so every rank runs the same number of steps), and validation gets every
+    ``world_size``-th image from ``rank`` on, without repeats, so metrics summed over ranks count each image once.
+    """
     generator = torch.Generator()
-    n = len(split.train)
+    if world_size > 1:
+        sampler = DistributedSampler(split.train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        val_ds: Dataset = Subset(split.val, range(rank, len(split.val), world_size))
+    else:
+        sampler = RandomSampler(split.train, generator=generator)
+        val_ds = split.val
+    n = len(sampler)
     train = DataLoader(
         split.train,
         batch_size=batch_size,
-        sampler=RandomSampler(split.train, generator=generator),
+        sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
         drop_last=n > batch_size,  # never a last batch of one (BatchNorm cannot train on it)
         persistent_workers=workers > 0,
         generator=generator,
     )
-    val = DataLoader(split.val, batch_size=batch_size * 2, shuffle=False, num_workers=workers,
+    val = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, num_workers=workers,
                      pin_memory=pin_memory, persistent_workers=workers > 0)
-    return train, val, generator
+    return train, val, sampler if world_size > 1 else generator
+
+
+def seed_epoch(order: torch.Generator | DistributedSampler, seed: int, epoch: int) -> None:
+    """Fix the shuffle of 0-based ``epoch`` (the same whether or not the run was resumed)."""
+    if isinstance(order, DistributedSampler):
+        order.set_epoch(epoch)
+    else:
+        order.manual_seed(seed * 100_003 + epoch)

@@ -48,6 +48,19 @@ class EpochMetrics:
         self._preds.append(logits.argmax(1).cpu().numpy())
         self._targets.append(targets.cpu().numpy())
 
+    @classmethod
+    def merged(cls, parts: Sequence["EpochMetrics"]) -> "EpochMetrics":
+        """One accumulator holding every batch of ``parts`` (e.g. the validation shards of all ranks)."""
+        out = cls(parts[0].num_classes)
+        for p in parts:
+            out.loss_sum += p.loss_sum
+            out.count += p.count
+            out.top1_sum += p.top1_sum
+            out.top5_sum += p.top5_sum
+            out._preds += p._preds
+            out._targets += p._targets
+        return out
+
     def compute(self) -> dict[str, float]:
         """``loss``, ``top1``, ``top5`` (>= 5 classes), ``precision``, ``recall``, ``f1`` (0-1, macro)."""
         from sklearn.metrics import precision_recall_fscore_support

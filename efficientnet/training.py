@@ -13,7 +13,7 @@ What makes the step faster than a plain efficientnet-pytorch loop (``bench/train
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from efficientnet_pytorch.utils import MemoryEfficientSwish, Swish
@@ -166,9 +166,14 @@ def train_step(
     dtype: torch.dtype | None = None,
     clip_grad: float = 0.0,
     channels_last: bool = True,
+    loss_value: Callable[[torch.Tensor], float] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """One optimisation step; returns ``(loss, logits)``. Raises :class:`TrainingError` on a non-finite loss
-    before the weights are touched."""
+    before the weights are touched.
+
+    ``loss_value`` turns the loss tensor into the reported number (default: this process's value); under
+    data-parallel training it averages over ranks, so every rank sees the same value and stops together on a NaN.
+    """
     device = next(model.parameters()).device
     images = images.to(device, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
@@ -177,7 +182,7 @@ def train_step(
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = model(images)
         loss = loss_fn(logits, targets)
-    value = float(loss.detach())
+    value = float(loss.detach()) if loss_value is None else loss_value(loss)
     if not math.isfinite(value):
         raise NonFiniteLossError(value)
     optimizer.zero_grad(set_to_none=True)

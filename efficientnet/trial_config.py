@@ -75,6 +75,12 @@ class TrialConfig:
     channels_last: str = "auto"
     bn_momentum: float = 0.1
     seed: int = 0
+    # progressive learning (EfficientNetV2): 0 stages = off
+    progressive_stages: int = 0
+    progressive_min_res: int | None = None  # None: 128 px for a 224 px model, in proportion for others
+    progressive_dropout: tuple[float, float] = (0.1, 0.3)
+    progressive_randaug: tuple[float, float] = (5, 15)
+    progressive_mixup: tuple[float, float] = (0.0, 0.2)
     # run
     threads: int = 0  # CPU threads for torch (0: PyTorch's default)
     device: str = "auto"
@@ -163,6 +169,17 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
                    help="BatchNorm running-stats momentum for fine-tuning (the library's is 0.01)")
     o.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("progressive learning (EfficientNetV2; also a 'progressive:' section of --env)")
+    g.add_argument("--progressive-stages", type=int, default=d.progressive_stages,
+                   help="train in N stages of growing image size and regularisation (0: off)")
+    g.add_argument("--progressive-min-res", type=int,
+                   help="first stage's image size (default: 128 px for a 224 px model, in proportion)")
+    g.add_argument("--progressive-dropout", type=float, nargs=2, metavar=("FIRST", "LAST"),
+                   default=d.progressive_dropout, help="classifier dropout of the first and last stage")
+    g.add_argument("--progressive-randaug", type=float, nargs=2, metavar=("FIRST", "LAST"),
+                   default=d.progressive_randaug, help="RandAugment magnitude of the first and last stage (0: off)")
+    g.add_argument("--progressive-mixup", type=float, nargs=2, metavar=("FIRST", "LAST"),
+                   default=d.progressive_mixup, help="mixup alpha of the first and last stage (0: off)")
     r = p.add_argument_group("run")
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, default=d.threads,
@@ -196,11 +213,38 @@ def load_env_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"environment file {path} must be a mapping of settings, e.g. 'batch_size: 16'")
     names = {f.name for f in fields(TrialConfig)}
     out = {}
+    raw = dict(raw)
+    section = raw.pop("progressive", None)
+    if section is not None:
+        out.update(_progressive_section(section, path))
     for key, value in raw.items():
         name = ENV_KEYS.get(str(key), str(key).replace("-", "_"))
         if name not in names or name == "env":
             raise ConfigError(f"unknown setting {key!r} in {path}; known: {', '.join(sorted(ENV_KEYS))} or any flag")
         out[name] = value
+    return out
+
+
+PROGRESSIVE_KEYS = ("stages", "min_res", "dropout", "randaug", "mixup")
+
+
+def _progressive_section(section: Any, path: str) -> dict[str, Any]:
+    """The YAML ``progressive:`` mapping -> ``progressive_*`` config fields."""
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"'progressive' in {path} must be a mapping, e.g. 'progressive: {{stages: 4}}'")
+    out = {}
+    for key, value in section.items():
+        name = str(key).replace("-", "_")
+        if name not in PROGRESSIVE_KEYS:
+            raise ConfigError(f"unknown setting 'progressive.{key}' in {path}; known: {', '.join(PROGRESSIVE_KEYS)}")
+        if name in ("dropout", "randaug", "mixup"):
+            if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2):
+                raise ConfigError(f"'progressive.{key}' in {path} takes two values [first, last], got {value!r}")
+            try:
+                value = (float(value[0]), float(value[1]))
+            except (TypeError, ValueError):
+                raise ConfigError(f"'progressive.{key}' in {path} takes two numbers, got {value!r}") from None
+        out[f"progressive_{name}"] = value
     return out
 
 
@@ -222,6 +266,8 @@ def parse_config(argv: Sequence[str] | None = None) -> TrialConfig:
             values["data"] = values["download_dir"]
         else:
             values["data"] = ds
+    for name in ("progressive_dropout", "progressive_randaug", "progressive_mixup"):
+        values[name] = tuple(float(v) for v in values[name])
     cfg = TrialConfig(**values)
     validate(cfg)
     return cfg
@@ -245,6 +291,8 @@ def validate(cfg: TrialConfig) -> None:
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 < cfg.min_scale <= 1, f"--min-scale must be in (0, 1], got {cfg.min_scale}"),
         (cfg.optimizer in ("sgd", "adamw", "rmsprop"), f"unknown optimizer {cfg.optimizer!r}: use sgd, adamw, rmsprop"),
+        (isinstance(cfg.progressive_stages, int) and cfg.progressive_stages >= 0,
+         f"--progressive-stages must be an integer >= 0, got {cfg.progressive_stages!r}"),
     ]
     for ok, message in checks:
         if not ok:

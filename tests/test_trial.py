@@ -52,6 +52,7 @@ def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Pa
     result = json.loads((trained / "result.json").read_text())
     assert result["default"] == result["top1"] > 20.0  # 10 classes: chance is 10 %
     assert result["epochs"] == 2 and result["best_epoch"] in (1, 2)
+    assert (result["budget"], result["subset"]) == ("full", 1.0)  # no proposal: the full budget, echoed
     for key in ("top5", "f1", "precision", "recall", "loss", "params", "macs"):
         assert isinstance(result[key], (int, float)), key
     assert ArchSpec.from_dict(result["spec"]) == ArchSpec.parse(result["arch"])

@@ -56,7 +56,8 @@ def test_two_concurrent_nni_trials_with_the_seed_command(tmp_path: Path):
         "trial_a": {"alpha": 1.0, "beta": 0.2, "gamma": 1.0, "lr": 0.02, "subset": 0.25},
         # this project's tuner: the compact spec is authoritative; profiled costs are for display
         "trial_b": {"arch": str(arch_b), "alpha": 1.1, "beta": 1.0, "gamma": 1.0, "stage2_kernel": 5,
-                    "params": 123, "macs": 456, "batch_size": 32, "subset": 0.25, "dropout_schedule": "x"},
+                    "params": 123, "macs": 456, "batch_size": 32, "subset": 0.25, "dropout_schedule": "x",
+                    "budget": "proxy"},
     }
     trials = {name: start_trial(name, p, tmp_path, digits) for name, p in proposals.items()}
     outputs = {}
@@ -83,6 +84,8 @@ def test_two_concurrent_nni_trials_with_the_seed_command(tmp_path: Path):
         for key in ("top5", "f1", "loss", "params", "macs", "latency_ms", "epochs", "best_epoch"):
             assert isinstance(f[key], (int, float)) and not isinstance(f[key], bool), key
         assert f["epochs"] == 2 and isinstance(f["arch"], str)
+        # the budget it trained with: the proposal's word (else "full"), the subset and epochs used
+        assert (f["budget"], f["subset"]) == ({"trial_a": "full", "trial_b": "proxy"}[name], 0.25)
         result = json.loads((out_dir / "result.json").read_text())
         assert result["default"] == f["default"] and result["proposal"] == proposals[name]
         specs[name] = ArchSpec.parse(f["arch"])
