@@ -1,4 +1,4 @@
-"""Command line: ``python -m efficientnet {profile,predict} ...``.
+"""Command line: ``python -m efficientnet {profile,predict,export,report} ...``.
 
 Each subcommand is one function ``cmd_<name>(args) -> int``; errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
