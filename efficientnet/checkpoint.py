@@ -18,7 +18,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -57,13 +57,14 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
+def _atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """``write`` a temporary file next to ``path``, flush it to disk, then ``os.replace`` it into place: a reader
+    sees the old file or the new one, never half of one, and a failure leaves the old file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_in(path.parent, path.name)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
     finally:
@@ -71,17 +72,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
+    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s directory."""
-    dst = Path(dst)
-    tmp = _temp_in(dst.parent, dst.name)
-    try:
-        shutil.copyfile(src, tmp)
-        _fsync(tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    return _atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, is_best: bool) -> Path:

@@ -154,6 +154,27 @@ def lr_at(step: int, base_lr: float, total_steps: int, warmup_steps: int, min_lr
     return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / max(1, total_steps - warmup_steps))) / 2
 
 
+def forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: nn.Module,
+    *,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to the model's device (channels_last when asked), run the model under autocast when ``dtype``
+    is set; return ``(logits, loss)``."""
+    device = next(model.parameters()).device
+    images = images.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = model(images)
+        return logits, loss_fn(logits, targets)
+
+
 def train_step(
     model: nn.Module,
     images: torch.Tensor,
@@ -174,14 +195,7 @@ def train_step(
     ``loss_value`` turns the loss tensor into the reported number (default: this process's value); under
     data-parallel training it averages over ranks, so every rank sees the same value and stops together on a NaN.
     """
-    device = next(model.parameters()).device
-    images = images.to(device, non_blocking=True)
-    targets = targets.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        logits = model(images)
-        loss = loss_fn(logits, targets)
+    logits, loss = forward(model, images, targets, loss_fn, dtype=dtype, channels_last=channels_last)
     value = float(loss.detach()) if loss_value is None else loss_value(loss)
     if not math.isfinite(value):
         raise NonFiniteLossError(value)
@@ -215,14 +229,7 @@ def evaluate(
 ):
     """Run ``model`` in eval mode over ``batches`` and feed ``metrics`` (an ``EpochMetrics``); return it."""
     model.eval()
-    device = next(model.parameters()).device
     for images, targets in batches:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(images)
-            loss = loss_fn(logits, targets)
+        logits, loss = forward(model, images, targets, loss_fn, dtype=dtype, channels_last=channels_last)
         metrics.update(logits, targets, float(loss))
     return metrics

@@ -10,7 +10,7 @@ import pytest
 
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.pareto import (
-    MultiObjective, crowding_distance, dominates, non_dominated_sort, nsga2_fitness, pareto_front, weighted_reward,
+    crowding_distance, dominates, non_dominated_sort, nsga2_fitness, pareto_front, weighted_reward,
 )
 from tuner import EfficientNetTuner
 

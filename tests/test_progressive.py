@@ -4,12 +4,9 @@ in the stage it was killed in (real processes, real files)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from torch import nn
 
 from efficientnet.builder import build_model
 from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trial_process import hand_run_env, kill_after_first_checkpoint
 from efficientnet.data import export_digits, load_dataset, set_train_transform, train_transform
 from efficientnet.progressive import Progressive, ProgressiveError, default_min_res, mixup_batch, mixup_loss
 from efficientnet.spec import preset
@@ -123,27 +121,13 @@ def test_a_run_killed_in_stage_2_resumes_in_stage_2(tmp_path: Path):
     cmd = [sys.executable, str(ROOT / "main_efficientnet.py"), "--data", "digits", "--download-dir", str(cache),
            "--width", "0.15", "--resolution", "32", "--epochs", "4", "--subset", "0.2", "--threads", "1",
            "--no-latency", "--progressive-stages", "4", "--output-dir", str(out)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / CHECKPOINT_NAME).exists():  # epoch 1 (stage 1) done; epoch 2 (stage 2) is running
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    kill_after_first_checkpoint(cmd, out, cwd=tmp_path)  # epoch 1 (stage 1) done; epoch 2 (stage 2) running
     done = load_checkpoint(out / CHECKPOINT_NAME)["epoch"]
     assert 1 <= done < 4
     plan = {s.index + 1: s for s in Progressive(4, 4, 32).plan()}
     assert [plan[k].resolution for k in (1, 2, 3, 4)] == [20, 24, 28, 32]
 
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=hand_run_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     lines = rerun.stdout.splitlines()
     resumed = lines.index(next(line for line in lines if line.startswith(f"resumed at epoch {done + 1} ")))

@@ -6,14 +6,13 @@ Real processes, no NNI in the environment (a hand run needs none).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from trial_process import hand_run_env, kill_after_first_checkpoint
 from efficientnet.data import export_digits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,21 +26,7 @@ def test_sigkill_after_first_checkpoint_then_rerun_resumes_at_the_next_epoch(tmp
            "--width", "0.15", "--resolution", "32", "--epochs", "3", "--subset", "0.4", "--threads", "1",
            "--no-latency",
            "--output-dir", str(out)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / CHECKPOINT_NAME).exists():
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    proc = kill_after_first_checkpoint(cmd, out, cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL
     killed = load_checkpoint(out / CHECKPOINT_NAME)  # intact: written atomically
     done = killed["epoch"]
@@ -49,7 +34,7 @@ def test_sigkill_after_first_checkpoint_then_rerun_resumes_at_the_next_epoch(tmp
     log_before = (out / "log.txt").read_text()
     assert f"epoch {done + 1}/3 " not in log_before and not (out / "result.json").exists()
 
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=hand_run_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resumed at epoch {done + 1} from {out / CHECKPOINT_NAME} (best top-1 so far " \
            f"{killed['best_top1']:.2f}% at epoch {killed['best_epoch']})" in rerun.stdout

@@ -11,7 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from ..spec import ArchSpec
+
+if TYPE_CHECKING:
+    from ..profiler import Profile
 
 __all__ = ["CostEstimate", "estimate_costs", "estimated_profile"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
