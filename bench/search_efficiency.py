@@ -1,6 +1,6 @@
 """Search efficiency: trials needed to reach the best of 100 random trials, on a synthetic objective.
 
-Run from the repository root: ``python bench/search_efficiency.py [--seeds 10] [--max-trials 100]``.
+Run from the repository root: ``python bench/search_efficiency.py [--seeds 20] [--max-trials 100]``.
 
 The objective is a smooth synthetic "accuracy" over the real search space (``search_space.json``: alpha/beta/gamma
 on the compound constraint and the block choices) with interactions between choices; its optimum is known by
@@ -78,7 +78,7 @@ def optimum(space: dict) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--max-trials", type=int, default=100)
     parser.add_argument("--methods", default="random,evolution,predictor,tpe")
     parser.add_argument("--space", default=str(ROOT / "search_space.json"))
