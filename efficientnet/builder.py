@@ -104,11 +104,6 @@ class SpecEfficientNet(EfficientNet):
         if self.spec.activation == "relu6":
             self._use_relu6()
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier head with a freshly initialised one for ``num_classes``."""
-        self._fc = nn.Linear(self._fc.in_features, num_classes, device=self._fc.weight.device)
-        self.num_classes = num_classes
-        self._global_params = self._global_params._replace(num_classes=num_classes)
 
 
 def stage_of_blocks(spec: ArchSpec) -> list[tuple[int, int]]:

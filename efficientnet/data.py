@@ -110,7 +110,7 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
     """
     from sklearn.datasets import load_digits
 
-    root = Path(cache_dir or default_cache_dir()) / f"digits-{size}px"
+    root = Path(cache_dir or default_cache_dir()).expanduser() / f"digits-{size}px"
     if (root / ".complete").is_file():
         return root
     try:

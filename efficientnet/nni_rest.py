@@ -64,6 +64,8 @@ class NNIClient:
                 return json.loads(resp.read().decode())
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             raise NNIUnavailable(f"no answer from {self.base}{path}: {exc}") from None
+        except json.JSONDecodeError:
+            raise NNIUnavailable(f"{self.base}{path} did not answer with JSON: is an NNI experiment on that port?") from None
 
     def status(self) -> str:
         """The experiment status: RUNNING, DONE, NO_MORE_TRIAL, STOPPED, ERROR, ..."""

@@ -25,7 +25,6 @@ __all__ = [
     "COEFFICIENT_KEYS",
     "PROFILE_KEYS",
     "stage_choices_from_parameters",
-    "stage_choice_parameters",
     "spec_from_parameters",
     "hyperparameters",
 ]
@@ -49,22 +48,6 @@ def stage_choices_from_parameters(params: Mapping[str, Any]) -> dict[int, StageC
         name = _CHOICE_FIELD[m.group(2)]
         fields.setdefault(stage, {})[name] = bool(int(value)) if name == "se" else int(value)
     return {stage: StageChoice(**kw) for stage, kw in sorted(fields.items())}
-
-
-def stage_choice_parameters(choices: Mapping[int, StageChoice]) -> dict[str, Any]:
-    """Inverse of :func:`stage_choices_from_parameters` (only the fields a choice sets)."""
-    out: dict[str, Any] = {}
-    for stage, c in sorted(choices.items()):
-        n = stage + 1
-        if c.kernel is not None:
-            out[f"stage{n}_kernel"] = c.kernel
-        if c.expand is not None:
-            out[f"stage{n}_expand"] = c.expand
-        if c.se is not None:
-            out[f"stage{n}_se"] = int(c.se)
-        if c.repeats_delta:
-            out[f"stage{n}_repeats"] = c.repeats_delta
-    return out
 
 
 def spec_from_parameters(

@@ -55,7 +55,10 @@ def resolve_device(device: str = "auto", gpu: int | None = None) -> tuple[torch.
         device = f"cuda:{gpu}"
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TrainingError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         return torch.device("cpu"), f"warning: {device} is not available here; training on the CPU"
     return dev, None

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from .cli import CLIError, add_arch_arguments, arch_from_args
 from .data import DIGITS_NAME
 from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
-from .spec import ArchSpec, resolve_arch
+from .spec import ArchSpec, SpecError, resolve_arch
 
 __all__ = ["ConfigError", "TrialConfig", "make_parser", "parse_config", "apply_hyperparameters", "resolve_spec",
            "output_dir_for", "ENV_KEYS"]
@@ -290,6 +290,9 @@ def validate(cfg: TrialConfig) -> None:
         (cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}"),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 < cfg.min_scale <= 1, f"--min-scale must be in (0, 1], got {cfg.min_scale}"),
+        (cfg.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}"),
+        (cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0: off), got {cfg.clip_grad}"),
+        (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
         (cfg.optimizer in ("sgd", "adamw", "rmsprop"), f"unknown optimizer {cfg.optimizer!r}: use sgd, adamw, rmsprop"),
         (isinstance(cfg.progressive_stages, int) and cfg.progressive_stages >= 0,
          f"--progressive-stages must be an integer >= 0, got {cfg.progressive_stages!r}"),
@@ -311,8 +314,12 @@ def apply_hyperparameters(cfg: TrialConfig, params: Mapping[str, Any]) -> tuple[
             continue
         kind = str(types[name])
         try:
-            changes[name] = int(value) if kind.startswith("int") else float(value) if kind.startswith("float") \
-                else str(value)
+            if kind.startswith("int"):
+                if float(value) != int(float(value)):
+                    raise ValueError("not a whole number")
+                changes[name] = int(float(value))
+            else:
+                changes[name] = float(value) if kind.startswith("float") else str(value)
         except (TypeError, ValueError):
             raise ConfigError(f"the tuner sent {key}={value!r}, which is not a valid {name}") from None
     cfg = dataclasses.replace(cfg, **changes)
@@ -335,9 +342,14 @@ def resolve_spec(cfg: TrialConfig, params: Mapping[str, Any] | None = None) -> A
     except CLIError as exc:
         raise ConfigError(str(exc)) from None
     params = params or {}
-    if params.get("arch") or any(k in params for k in COEFFICIENT_KEYS[:3]):
-        return spec_from_parameters(params, base=resolve_arch(ns.arch), base_resolution=cfg.resolution)
-    return spec_from_parameters(params, base=flag_spec)
+    try:
+        if params.get("arch") or any(k in params for k in COEFFICIENT_KEYS[:3]):
+            return spec_from_parameters(params, base=resolve_arch(ns.arch), base_resolution=cfg.resolution)
+        return spec_from_parameters(params, base=flag_spec)
+    except SpecError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. a coefficient or block choice that is not a number
+        raise ConfigError(f"the proposal's architecture keys are not usable ({exc}); check the search space") from None
 
 
 def _slug(text: str) -> str:
@@ -345,14 +357,15 @@ def _slug(text: str) -> str:
 
 
 def output_dir_for(cfg: TrialConfig, spec: ArchSpec, nni_output_dir: str | None) -> Path:
-    """``--output-dir``, else ``$NNI_OUTPUT_DIR`` under NNI, else ``runs/<data>-<8 hex of the arch>``.
+    """``$NNI_OUTPUT_DIR`` under NNI (each trial its own folder, even when the trial command names
+    ``--output-dir``), else ``--output-dir``, else ``runs/<data>-<8 hex of the arch>``.
 
     The default by hand depends only on the data and the architecture, so rerunning a killed command resumes it.
     """
-    if cfg.output_dir:
-        return Path(cfg.output_dir).expanduser()
     if nni_output_dir:
         return Path(nni_output_dir)
+    if cfg.output_dir:
+        return Path(cfg.output_dir).expanduser()
     digest = hashlib.sha1(f"{spec}|{cfg.seed}".encode()).hexdigest()[:8]
     name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(Path(str(cfg.data)).name)
     return Path("runs") / f"{name}-{digest}"

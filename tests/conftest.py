@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run with the project root on sys.path (see pyproject's pytest settings)."""
+"""Shared fixtures; puts the project root on sys.path so tests import tuner, utils and main_efficientnet."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ import torch
 import main_efficientnet
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from efficientnet.data import export_digits
-from efficientnet.spec import ArchSpec
+from efficientnet.spec import ArchSpec, preset
+from efficientnet.trial_config import ConfigError, apply_hyperparameters, output_dir_for, parse_config, resolve_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--width", "0.25", "--resolution", "32", "--threads", "1", "--no-latency"]
@@ -141,6 +142,8 @@ def one_error_line(err: str) -> str:
         ("unreadable_resume", "cannot read checkpoint"),
         ("foreign_resume", "is not a checkpoint of this trainer nor a state dict"),
         ("bad_arch", "unknown preset"),
+        ("bad_device", "--device 'foo' is not a device"),
+        ("bad_momentum", "--momentum must be in [0, 1), got 5.0"),
     ],
 )
 def test_bad_input_prints_one_error_line_and_exits_2(case: str, expected: str, tmp_path: Path, capsys):
@@ -153,7 +156,7 @@ def test_bad_input_prints_one_error_line_and_exits_2(case: str, expected: str, t
         (data / "b").mkdir()
     elif case == "single_class":
         make_folder(data, {"a": 6})
-    elif case in ("class_count", "unreadable_resume", "foreign_resume", "bad_arch"):
+    elif case in ("class_count", "unreadable_resume", "foreign_resume", "bad_arch", "bad_device", "bad_momentum"):
         make_folder(data, {"a": 6, "b": 6})
         if case == "class_count":
             extra = ["--num-classes", "3"]
@@ -163,6 +166,10 @@ def test_bad_input_prints_one_error_line_and_exits_2(case: str, expected: str, t
         elif case == "foreign_resume":
             torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "foreign.pth")
             extra = ["--resume", tmp_path / "foreign.pth"]
+        elif case == "bad_device":
+            extra = ["--device", "foo"]
+        elif case == "bad_momentum":
+            extra = ["--momentum", "5"]
         else:
             extra = ["--arch", "resnet50"]
     args = ([] if case == "no_data" else ["--data", data]) + ["--output-dir", tmp_path / "out", *TINY, *extra]
@@ -221,3 +228,20 @@ def test_environment_yaml_sets_defaults_that_flags_override(tmp_path: Path, caps
     env.write_text("learning_speed: 3\n")
     code, _, err = run(["--data", "digits", "--env", env], capsys)
     assert code == 2 and "unknown setting 'learning_speed'" in one_error_line(err)
+
+
+def test_under_nni_each_trial_writes_to_its_own_folder_even_with_output_dir():
+    cfg = parse_config(["--data", "digits", "--output-dir", "/shared/out"])
+    spec = preset("lite0")
+    assert output_dir_for(cfg, spec, "/nni/trials/a") == Path("/nni/trials/a")
+    assert output_dir_for(cfg, spec, "/nni/trials/b") == Path("/nni/trials/b")
+    assert output_dir_for(cfg, spec, None) == Path("/shared/out")
+
+
+def test_bad_proposals_are_config_errors_not_tracebacks():
+    cfg = parse_config(["--data", "digits"])
+    with pytest.raises(ConfigError, match="batch_size=16.7"):
+        apply_hyperparameters(cfg, {"batch_size": 16.7})
+    assert apply_hyperparameters(cfg, {"batch_size": 32.0})[0].batch_size == 32
+    with pytest.raises(ConfigError, match="architecture keys are not usable"):
+        resolve_spec(cfg, {"alpha": 1.2, "stage2_kernel": "x"})

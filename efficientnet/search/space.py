@@ -34,7 +34,6 @@ __all__ = [
     "ChoiceDim",
     "ParsedSearchSpace",
     "parse_search_space",
-    "on_grid",
 ]
 
 COEFFICIENTS = ("alpha", "beta", "gamma")
@@ -88,11 +87,6 @@ class ParsedSearchSpace:
             return {}
         formatted = self._hp_formatted  # type: ignore[attr-defined]
         return deformat_parameters(random_tuner.suggest(rng, formatted), formatted)
-
-
-def on_grid(value: float, grid: tuple[float, ...]) -> bool:
-    """Whether ``value`` is one of ``grid`` (float tolerance)."""
-    return _find(grid, float(value)) is not None
 
 
 def _find(values: tuple[float, ...], value: float) -> int | None:
