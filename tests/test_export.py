@@ -16,6 +16,7 @@ from efficientnet import ArchSpec, build_model
 from efficientnet.cli import main
 from efficientnet.export import ExportError, export_checkpoint, load_checkpoint, onnx_session
 from efficientnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+from trial_process import one_error_line
 
 RES = 32
 CLASSES = [f"class{i}" for i in range(10)]
@@ -142,18 +143,12 @@ def test_a_failed_check_fails_the_export(lite_ckpt, tmp_path, monkeypatch):
         export_checkpoint(path, "torchscript", out_dir=tmp_path)
 
 
-def one_error_line(code: int, stderr: str) -> str:
-    assert code == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    return lines[0]
-
-
 def cli(capsys, *args: str) -> str:
     """``main(["export", ...])`` in-process (``python -m efficientnet`` exits with its return value)."""
     code = main(["export", *args])
     err = capsys.readouterr().err
-    return one_error_line(code, err)
+    assert code == 2, err
+    return one_error_line(err)
 
 
 def test_cli_missing_checkpoint(capsys, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from torch import nn
 
 from efficientnet.builder import build_model
 from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trial_process import hand_run_env, kill_after_first_checkpoint
+from trial_process import hand_run_env, kill_after_first_checkpoint, tiny_digits_command
 from efficientnet.data import export_digits, load_dataset, set_train_transform, train_transform
 from efficientnet.progressive import Progressive, ProgressiveError, default_min_res, mixup_batch, mixup_loss
 from efficientnet.spec import preset
@@ -118,9 +117,7 @@ def test_a_run_killed_in_stage_2_resumes_in_stage_2(tmp_path: Path):
     cache = tmp_path / "cache"
     export_digits(cache)
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "main_efficientnet.py"), "--data", "digits", "--download-dir", str(cache),
-           "--width", "0.15", "--resolution", "32", "--epochs", "4", "--subset", "0.2", "--threads", "1",
-           "--no-latency", "--progressive-stages", "4", "--output-dir", str(out)]
+    cmd = tiny_digits_command(cache, out, 4, 0.2, "--progressive-stages", "4")
     kill_after_first_checkpoint(cmd, out, cwd=tmp_path)  # epoch 1 (stage 1) done; epoch 2 (stage 2) running
     done = load_checkpoint(out / CHECKPOINT_NAME)["epoch"]
     assert 1 <= done < 4

@@ -20,6 +20,7 @@ import main_efficientnet
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from efficientnet.data import export_digits
 from efficientnet.spec import ArchSpec, preset
+from trial_process import one_error_line
 from efficientnet.trial_config import ConfigError, apply_hyperparameters, output_dir_for, parse_config, resolve_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +122,6 @@ def make_folder(root: Path, classes: dict[str, int]) -> Path:
         for i in range(n):
             Image.new("RGB", (16, 16), (i * 20 % 255, 40, 90)).save(root / c / f"{i}.png")
     return root
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -8,24 +8,17 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trial_process import hand_run_env, kill_after_first_checkpoint
+from trial_process import hand_run_env, kill_after_first_checkpoint, tiny_digits_command
 from efficientnet.data import export_digits
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_sigkill_after_first_checkpoint_then_rerun_resumes_at_the_next_epoch(tmp_path: Path):
     cache = tmp_path / "cache"
     export_digits(cache)
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "main_efficientnet.py"), "--data", "digits", "--download-dir", str(cache),
-           "--width", "0.15", "--resolution", "32", "--epochs", "3", "--subset", "0.4", "--threads", "1",
-           "--no-latency",
-           "--output-dir", str(out)]
+    cmd = tiny_digits_command(cache, out, epochs=3, subset=0.4)
     proc = kill_after_first_checkpoint(cmd, out, cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL
     killed = load_checkpoint(out / CHECKPOINT_NAME)  # intact: written atomically

@@ -1,16 +1,32 @@
-"""Run the trial script as a real process and SIGKILL it once its first checkpoint is on disk."""
+"""Helpers for tests of command-line programs: the one-line error contract, and the trial script run as a real
+process (a tiny digits run, SIGKILLed once its first checkpoint is on disk)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from efficientnet.checkpoint import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_error_line(stderr: str) -> str:
+    """The single ``error: ...`` line a user error must print on stderr (fails the test otherwise)."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def tiny_digits_command(cache: Path, out: Path, epochs: int, subset: float, *extra: str) -> list[str]:
+    """A hand run of the trial script: a width-0.15, 32 px model on a subset of the digits demo."""
+    return [sys.executable, str(ROOT / "main_efficientnet.py"), "--data", "digits", "--download-dir", str(cache),
+            "--width", "0.15", "--resolution", "32", "--epochs", str(epochs), "--subset", str(subset),
+            "--threads", "1", "--no-latency", *extra, "--output-dir", str(out)]
 
 
 def hand_run_env() -> dict[str, str]:
