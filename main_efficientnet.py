@@ -246,17 +246,17 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     It also echoes the training budget: ``budget`` (the proposal's, else ``full``), ``subset`` and ``epochs`` as
     used, so proxy results can be told from full-budget ones.
     """
-    from efficientnet.profiler import measure_latency, profile
+    from efficientnet.profiler import profile
 
     best = state.history[state.best_epoch - 1]
-    prof = profile(spec, num_classes=num_classes)
+    prof = profile(spec, num_classes=num_classes, latency=cfg.latency)
     result: dict[str, Any] = {"default": best["val_top1"], "top1": best["val_top1"]}
     for key in ("top5", "f1", "precision", "recall", "loss"):
         if f"val_{key}" in best:
             result[key] = best[f"val_{key}"]
     result.update(params=prof.params, macs=prof.macs)
-    if cfg.latency:
-        result["latency_ms"] = round(measure_latency(spec, num_classes=num_classes), 3)
+    if prof.latency_ms is not None:
+        result["latency_ms"] = round(prof.latency_ms, 3)
     result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec),
                   budget=str((proposal or {}).get("budget") or "full"), subset=cfg.subset)
     return result
