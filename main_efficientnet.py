@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from efficientnet import distributed
-from efficientnet.builder import SpecEfficientNet, build_model
+from efficientnet.builder import SpecEfficientNet
 from efficientnet.checkpoint import (CHECKPOINT_NAME, CheckpointError, is_trial_checkpoint, load_checkpoint,
                                      rng_state, save_checkpoint, set_rng_state)
 from efficientnet.data import (DataError, DatasetSplit, load_dataset, make_loaders, seed_epoch, set_train_transform,
@@ -53,7 +53,7 @@ from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperpara
 from efficientnet.training import (NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler,
                                    evaluate, prepare_model, resolve_device, train_step, use_channels_last,
                                    warmup_steps_for)
-from efficientnet.weights import WeightsError
+from efficientnet.weights import WeightsError, build_model
 from utils import AverageMeter, accuracy
 
 log = logging.getLogger("efficientnet.trial")

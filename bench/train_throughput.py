@@ -24,8 +24,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from efficientnet.builder import SpecEfficientNet, build_model  # noqa: E402
+from efficientnet.builder import SpecEfficientNet  # noqa: E402
 from efficientnet.spec import resolve_arch  # noqa: E402
+from efficientnet.weights import build_model  # noqa: E402
 from efficientnet.training import (amp_dtype, build_optimizer, build_scheduler, prepare_model,  # noqa: E402
                                    resolve_device, train_step)
 

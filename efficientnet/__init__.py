@@ -19,7 +19,7 @@ _EXPORTS = {
     "preset": "spec",
     "resolve_arch": "spec",
     "SpecEfficientNet": "builder",
-    "build_model": "builder",
+    "build_model": "weights",
     "Profile": "profiler",
     "profile": "profiler",
     "InheritanceReport": "weights",

@@ -8,17 +8,14 @@ scaled here with the same library functions and handed over with no coefficients
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
 import torch
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import BlockArgs, GlobalParams, round_filters, round_repeats
-from torch import nn
 
+from .layers import FastMBConvBlock, fold_same_padding, inplace_activation
 from .spec import ArchSpec
 
-__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "build_model", "stage_of_blocks"]
+__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "stage_of_blocks"]
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -79,7 +76,9 @@ def blocks_args(spec: ArchSpec) -> list[BlockArgs]:
 
 
 class SpecEfficientNet(EfficientNet):
-    """efficientnet-pytorch's ``EfficientNet`` that knows its :class:`ArchSpec` and can use ReLU6 (Lite).
+    """efficientnet-pytorch's ``EfficientNet`` that knows its :class:`ArchSpec`, can use ReLU6 (Lite) and runs the
+    faster modules of :mod:`efficientnet.layers` (folded "same" padding, in-place activations, one-op
+    drop-connect). Parameter names, shapes and outputs are the library's, so its state dicts load unchanged.
 
     ``dynamic_padding=True`` (opt-in) pads every convolution "same" for the actual input size, for training at
     other image sizes than ``spec.resolution`` (progressive learning); the state dict is the same either way.
@@ -90,49 +89,27 @@ class SpecEfficientNet(EfficientNet):
                                                           dynamic_padding=dynamic_padding))
         self.spec = spec
         self.num_classes = num_classes
-        if spec.activation == "relu6":
-            self._use_relu6()
-
-    def _use_relu6(self) -> None:
-        self._swish = nn.ReLU6()
+        self._conv_stem = fold_same_padding(self._conv_stem)
+        self._conv_head = fold_same_padding(self._conv_head)
+        self._swish = inplace_activation(spec.activation)
         for block in self._blocks:
-            block._swish = nn.ReLU6()
+            FastMBConvBlock.adopt(block, spec.activation)
+        rate = self._global_params.drop_connect_rate or 0.0
+        self._drop_rates = [rate * i / len(self._blocks) for i in range(len(self._blocks))]
 
     def set_swish(self, memory_efficient: bool = True) -> None:
-        """As the library's, but a ReLU6 model keeps ReLU6."""
-        super().set_swish(memory_efficient)
-        if self.spec.activation == "relu6":
-            self._use_relu6()
+        """Kept for the library's API (export calls it): the in-place ``nn.SiLU``/``nn.ReLU6`` already is both the
+        fastest and the exportable form, so nothing changes."""
 
+    def extract_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The last feature map (before pooling), as the library's, with each block's drop-connect rate
+        precomputed."""
+        x = self._swish(self._bn0(self._conv_stem(inputs)))
+        for block, rate in zip(self._blocks, self._drop_rates):
+            x = block(x, drop_connect_rate=rate)
+        return self._swish(self._bn1(self._conv_head(x)))
 
 
 def stage_of_blocks(spec: ArchSpec) -> list[tuple[int, int]]:
     """For each block of the built model, ``(stage index, index within the stage)``."""
     return [(s, j) for s, n in enumerate(spec.stage_repeats()) for j in range(n)]
-
-
-def build_model(
-    spec: ArchSpec,
-    num_classes: int = 1000,
-    weights: Any = None,
-    weights_spec: ArchSpec | None = None,
-    device: torch.device | str | None = None,
-    dynamic_padding: bool = False,
-) -> SpecEfficientNet:
-    """Build the model for ``spec`` and, when ``weights`` is given, inherit pretrained weights into it.
-
-    ``weights``: ``None`` (random init), ``"lite0"`` (embedded ImageNet EfficientNet-Lite0), an efficientnet-pytorch
-    name such as ``"efficientnet-b0"`` (downloaded, needs a network), a local ``.pth``/checkpoint path, or a state
-    dict. ``weights_spec`` names the architecture of a weights file that does not record its own. The inheritance
-    report is kept as ``model.inheritance`` (``None`` without weights). ``dynamic_padding``: see
-    :class:`SpecEfficientNet`.
-    """
-    from .weights import inherit_weights, load_weights  # local import: weights imports this module
-
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = SpecEfficientNet(spec, num_classes, dynamic_padding=dynamic_padding)
-    model.inheritance = None
-    if weights is not None:
-        state, source_spec = load_weights(weights, weights_spec=weights_spec)
-        model.inheritance = inherit_weights(model, state, source_spec)
-    return model

@@ -9,60 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
-from .spec import ArchSpec, SpecError, resolve_arch
+from .commands import COMMANDS, CLIError, add_arch_arguments, arch_from_args, command
+from .spec import SpecError, resolve_arch
 from .weights import WeightsError
 
-__all__ = ["CLIError", "main", "arch_from_args", "add_arch_arguments"]
-
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-def command(name: str, help_text: str):
-    """Register ``cmd_<name>`` with its argument builder ``build``."""
-
-    def wrap(build: Callable[[argparse.ArgumentParser], None]):
-        def register(run: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (build, run, help_text)
-            return run
-
-        return register
-
-    return wrap
-
-
-def add_arch_arguments(p: argparse.ArgumentParser, default: str = "b0") -> None:
-    """``--arch`` plus compound (``--alpha --beta --gamma --phi``) or explicit (``--width --depth``) scaling."""
-    p.add_argument("--arch", default=default, help="preset (b0..b7, lite0), spec string or JSON (default %(default)s)")
-    g = p.add_argument_group("compound scaling of --arch (depth alpha^phi, width beta^phi, resolution gamma^phi)")
-    g.add_argument("--alpha", type=float)
-    g.add_argument("--beta", type=float)
-    g.add_argument("--gamma", type=float)
-    g.add_argument("--phi", type=float, default=1.0)
-    e = p.add_argument_group("explicit scaling (instead of compound)")
-    e.add_argument("--width", type=float, help="width multiplier")
-    e.add_argument("--depth", type=float, help="depth multiplier")
-    p.add_argument("--resolution", type=int, help="input resolution in pixels")
-
-
-def arch_from_args(args: argparse.Namespace) -> ArchSpec:
-    """The architecture the ``add_arch_arguments`` flags describe."""
-    spec = resolve_arch(args.arch)
-    compound = [args.alpha, args.beta, args.gamma]
-    if any(v is not None for v in compound):
-        if args.width is not None or args.depth is not None:
-            raise CLIError("give either --alpha/--beta/--gamma or --width/--depth, not both")
-        a, b, g = (1.0 if v is None else v for v in compound)
-        spec = ArchSpec.from_compound(a, b, g, args.phi, base=spec, base_resolution=args.resolution)
-    else:
-        changes = {k: getattr(args, k) for k in ("width", "depth", "resolution") if getattr(args, k) is not None}
-        spec = spec.replace(**changes) if changes else spec
-    return spec
+__all__ = ["CLIError", "main", "make_parser", "arch_from_args", "add_arch_arguments"]
 
 
 def _build_profile(p: argparse.ArgumentParser) -> None:
@@ -107,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from .builder import build_model
+    from .weights import build_model
     from .preprocess import eval_transform
     from .weights import load_weights
 
@@ -176,11 +129,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-from . import report as _report  # noqa: E402,F401  (registers the ``report`` subcommand)
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
+    from . import report  # noqa: F401  (registers the ``report`` subcommand)
+
     parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (build, _, help_text) in COMMANDS.items():

@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .builder import SpecEfficientNet, build_model
+from .builder import SpecEfficientNet
 from .preprocess import normalization
 from .spec import ArchSpec, SpecError
-from .weights import WeightsError, load_weights
+from .weights import WeightsError, build_model, load_weights
 
 __all__ = [
     "FORMATS",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import CLIError, command
+from .commands import CLIError, command
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
 from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset

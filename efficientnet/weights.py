@@ -12,16 +12,19 @@ extra block is the identity and the deeper model computes exactly its parent's f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
+
 from .builder import SpecEfficientNet, stage_of_blocks
 from .spec import PRESETS, ArchSpec
 
-__all__ = ["WeightsError", "InheritanceReport", "load_weights", "inherit_weights", "infer_spec", "lite0_path"]
+__all__ = ["WeightsError", "InheritanceReport", "load_weights", "inherit_weights", "infer_spec", "lite0_path",
+           "build_model"]
 
 ONLINE_NAMES = {f"efficientnet-b{i}": f"b{i}" for i in range(8)}
 
@@ -255,3 +258,28 @@ def inherit_weights(
     result = model.load_state_dict(new_state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
     return report
+
+
+def build_model(
+    spec: ArchSpec,
+    num_classes: int = 1000,
+    weights: Any = None,
+    weights_spec: ArchSpec | None = None,
+    device: torch.device | str | None = None,
+    dynamic_padding: bool = False,
+) -> SpecEfficientNet:
+    """Build the model for ``spec`` and, when ``weights`` is given, inherit pretrained weights into it.
+
+    ``weights``: ``None`` (random init), ``"lite0"`` (embedded ImageNet EfficientNet-Lite0), an efficientnet-pytorch
+    name such as ``"efficientnet-b0"`` (downloaded, needs a network), a local ``.pth``/checkpoint path, or a state
+    dict. ``weights_spec`` names the architecture of a weights file that does not record its own. The inheritance
+    report is kept as ``model.inheritance`` (``None`` without weights). ``dynamic_padding``: see
+    :class:`~efficientnet.builder.SpecEfficientNet`.
+    """
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = SpecEfficientNet(spec, num_classes, dynamic_padding=dynamic_padding)
+    model.inheritance = None
+    if weights is not None:
+        state, source_spec = load_weights(weights, weights_spec=weights_spec)
+        model.inheritance = inherit_weights(model, state, source_spec)
+    return model

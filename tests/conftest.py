@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tiny models run fastest on one thread, and a second busy process on a 2-core machine makes multi-threaded
+# PyTorch spin-wait (seen: a 25 ms step taking 5 s); trials the tests start pass --threads 1 as well.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from efficientnet.builder import build_model
+from efficientnet.weights import build_model
 from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from trial_process import hand_run_env, kill_after_first_checkpoint, tiny_digits_command
 from efficientnet.data import export_digits, load_dataset, set_train_transform, train_transform

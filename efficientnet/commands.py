@@ -1,0 +1,62 @@
+"""The command line's shared plumbing: the subcommand registry, the user-error type and the architecture flags.
+
+``efficientnet.cli`` and ``efficientnet.report`` register their subcommands here; ``main_efficientnet.py`` reuses the
+architecture flags. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from .spec import ArchSpec, resolve_arch
+
+__all__ = ["COMMANDS", "CLIError", "command", "add_arch_arguments", "arch_from_args"]
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def command(name: str, help_text: str):
+    """Register ``cmd_<name>`` with its argument builder ``build``."""
+
+    def wrap(build: Callable[[argparse.ArgumentParser], None]):
+        def register(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (build, run, help_text)
+            return run
+
+        return register
+
+    return wrap
+
+
+def add_arch_arguments(p: argparse.ArgumentParser, default: str = "b0") -> None:
+    """``--arch`` plus compound (``--alpha --beta --gamma --phi``) or explicit (``--width --depth``) scaling."""
+    p.add_argument("--arch", default=default, help="preset (b0..b7, lite0), spec string or JSON (default %(default)s)")
+    g = p.add_argument_group("compound scaling of --arch (depth alpha^phi, width beta^phi, resolution gamma^phi)")
+    g.add_argument("--alpha", type=float)
+    g.add_argument("--beta", type=float)
+    g.add_argument("--gamma", type=float)
+    g.add_argument("--phi", type=float, default=1.0)
+    e = p.add_argument_group("explicit scaling (instead of compound)")
+    e.add_argument("--width", type=float, help="width multiplier")
+    e.add_argument("--depth", type=float, help="depth multiplier")
+    p.add_argument("--resolution", type=int, help="input resolution in pixels")
+
+
+def arch_from_args(args: argparse.Namespace) -> ArchSpec:
+    """The architecture the ``add_arch_arguments`` flags describe."""
+    spec = resolve_arch(args.arch)
+    compound = [args.alpha, args.beta, args.gamma]
+    if any(v is not None for v in compound):
+        if args.width is not None or args.depth is not None:
+            raise CLIError("give either --alpha/--beta/--gamma or --width/--depth, not both")
+        a, b, g = (1.0 if v is None else v for v in compound)
+        spec = ArchSpec.from_compound(a, b, g, args.phi, base=spec, base_resolution=args.resolution)
+    else:
+        changes = {k: getattr(args, k) for k in ("width", "depth", "resolution") if getattr(args, k) is not None}
+        spec = spec.replace(**changes) if changes else spec
+    return spec
