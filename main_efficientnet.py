@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -42,22 +43,24 @@ from efficientnet import distributed
 from efficientnet.builder import SpecEfficientNet
 from efficientnet.checkpoint import (CHECKPOINT_NAME, CheckpointError, is_trial_checkpoint, load_checkpoint,
                                      rng_state, save_checkpoint, set_rng_state)
-from efficientnet.data import (DataError, DatasetSplit, load_dataset, make_loaders, seed_epoch, set_train_transform,
-                               subset_train, train_transform)
+from efficientnet.data import (DataError, DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders,
+                               seed_epoch, set_train_transform, subset_train, train_transform)
+from efficientnet.datacache import DataCache, DataCacheError
 from efficientnet.distributed import Dist
-from efficientnet.metrics import EpochMetrics
+from efficientnet.metrics import EpochMetrics, TrainMeter
 from efficientnet.progressive import Progressive, ProgressiveError, Stage, mixup_batch, mixup_loss
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
 from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperparameters, output_dir_for, parse_config,
                                        resolve_spec)
 from efficientnet.training import (NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler,
-                                   evaluate, prepare_model, resolve_device, train_step, use_channels_last,
-                                   warmup_steps_for)
+                                   evaluate, loss_check_interval, prepare_model, read_loss, resolve_device, train_step,
+                                   use_channels_last, warmup_steps_for)
 from efficientnet.weights import WeightsError, build_model
-from utils import AverageMeter, accuracy
 
 log = logging.getLogger("efficientnet.trial")
-USER_ERRORS = (ConfigError, DataError, CheckpointError, SpecError, WeightsError, TrainingError, ProgressiveError)
+USER_ERRORS = (ConfigError, DataError, DataCacheError, CheckpointError, SpecError, WeightsError, TrainingError,
+               ProgressiveError)
+PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the running loss back from the device)
 EXIT_USER_ERROR = 2
 
 
@@ -305,10 +308,13 @@ def progressive_plan(cfg: TrialConfig, spec: ArchSpec) -> Progressive | None:
                        tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
 
 
-def apply_stage(stage: Stage, model: SpecEfficientNet, split: DatasetSplit, spec: ArchSpec, cfg: TrialConfig) -> None:
-    """Set a progressive stage: the training images' size and RandAugment magnitude, the classifier dropout."""
-    set_train_transform(split, train_transform(spec, hflip=split.hflip, min_scale=cfg.min_scale,
-                                               resolution=stage.resolution, randaug=stage.randaug))
+def apply_stage(stage: Stage, model: SpecEfficientNet, split: DatasetSplit, spec: ArchSpec, cfg: TrialConfig,
+                cache: DataCache | None = None) -> None:
+    """Set a progressive stage: the classifier dropout and, for per-image loading, the training images' size and
+    RandAugment magnitude (a data cache takes them from the stage when its loaders are built)."""
+    if cache is None:
+        set_train_transform(split, train_transform(spec, hflip=split.hflip, min_scale=cfg.min_scale,
+                                                   resolution=stage.resolution, randaug=stage.randaug))
     model._dropout.p = stage.dropout
 
 
@@ -340,13 +346,22 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
     split = subset_train(split, cfg.subset, cfg.seed)
     num_classes = split.num_classes
 
-    def loaders():
-        return make_loaders(split, cfg.batch_size, cfg.workers, device.type == "cuda", rank=dist_info.rank,
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    cache, cache_line = build_data_cache(split, spec, cfg.data_cache, device, min_scale=cfg.min_scale,
+                                         workers=workers)
+
+    def loaders(stage: Stage | None = None):
+        if cache is not None:
+            return cache.loaders(cfg.batch_size, device, stage.resolution if stage else spec.resolution,
+                                 stage.randaug if stage else 0, rank=dist_info.rank,
+                                 world_size=dist_info.world_size, seed=cfg.seed)
+        return make_loaders(split, cfg.batch_size, workers, device.type == "cuda", rank=dist_info.rank,
                             world_size=dist_info.world_size, seed=cfg.seed)
 
     train_loader, val_loader, order = loaders()
     log.info("data %s (%s): %d classes, %d train / %d val images", split.root, split.layout, num_classes,
              len(split.train), len(split.val))
+    log.info("%s", cache_line)
     if dist_info.enabled:
         shards = distributed.all_gather_object((len(train_loader.sampler), len(val_loader.dataset)), dist_info)
         log.info("data shards: train %s = %d images per epoch (%d unique), val %s = %d images",
@@ -362,7 +377,11 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
     net: nn.Module = model
     if dist_info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     dtype = amp_dtype(device, cfg.amp)
+    log.info("precision %s | memory format %s%s", f"{str(dtype).replace('torch.', '')} autocast" if dtype else "fp32",
+             "channels_last" if channels_last else "NCHW", " | torch.compile" if cfg.compile else "")
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
@@ -391,20 +410,21 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
     eval_loss = nn.CrossEntropyLoss()
     writer = _summary_writer(out_dir, state.epoch) if main_rank else None
     bars = show_progress(cfg, dist_info)
-    step_loss = distributed.mean_loss(dist_info)
+    loss_value = distributed.mean_loss(dist_info) or read_loss
+    check_every = loss_check_interval(device)
     stage: Stage | None = None
 
     # -- the loop
     for epoch in range(state.epoch, cfg.epochs):
         if plan is not None and (stage is None or plan.stage_index(epoch) != stage.index):
             stage = plan.stage(epoch)
-            apply_stage(stage, model, split, spec, cfg)
-            train_loader, val_loader, order = loaders()  # worker processes hold the old transform
+            apply_stage(stage, model, split, spec, cfg, cache)
+            train_loader, val_loader, order = loaders(stage)  # worker processes hold the old transform
             log.info("%s", stage.describe())
         seed_epoch(order, cfg.seed, epoch)  # the same order whether or not the run was resumed
         start = time.time()
         net.train()
-        losses, top1 = AverageMeter("loss"), AverageMeter("top1")
+        meter = TrainMeter()  # loss and accuracy stay on the device until the epoch ends
         batches = _bar(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", bars)
         for step, (images, targets) in enumerate(batches):
             batch_loss = loss_fn
@@ -414,29 +434,37 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
             try:
                 loss, logits = train_step(net, images, targets, optimizer, batch_loss, scheduler=scheduler,
                                           scaler=scaler, dtype=dtype, clip_grad=cfg.clip_grad,
-                                          channels_last=channels_last, loss_value=step_loss)
+                                          channels_last=channels_last,
+                                          check_loss=loss_value if step % check_every == 0 else None)
             except NonFiniteLossError as exc:
                 raise TrainingError(
                     f"loss became {exc.value} at epoch {epoch + 1}, step {step + 1}; lower --lr (now {cfg.lr:g})"
                     f"{' or pass --amp off' if dtype is not None else ''}; "
                     + (f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written")
                 ) from None
-            losses.update(loss, targets.shape[0])
-            top1.update(float(accuracy(logits, targets.to(logits.device))[0]), targets.shape[0])
-            if bars:
-                batches.set_postfix(loss=f"{losses.avg:.3f}", top1=f"{top1.avg:.1f}")
-        train_loss, train_top1 = _reduce_means(losses, top1, dist_info, device)
+            meter.update(loss, logits, targets)
+            if bars and step % PROGRESS_EVERY == 0:
+                running_loss, running_top1 = meter.read()
+                batches.set_postfix(loss=f"{running_loss:.3f}", top1=f"{running_top1:.1f}")
+        train_loss, train_top1 = _reduce_means(meter, dist_info, device)  # waits for the device: the epoch's steps
+        train_seconds = time.time() - start
+        if not math.isfinite(train_loss):  # a NaN between two checks: stop before it reaches a checkpoint
+            raise TrainingError(f"loss became {train_loss} during epoch {epoch + 1}; lower --lr (now {cfg.lr:g})"
+                                f"{' or pass --amp off' if dtype is not None else ''}; "
+                                + (f"the checkpoint of epoch {epoch} is kept" if epoch else
+                                   "no checkpoint was written"))
         distributed.sync_buffers(model, dist_info)  # every rank validates with rank 0's BatchNorm statistics
         metrics = evaluate(model, _bar(val_loader, "val", bars), eval_loss, EpochMetrics(num_classes), dtype=dtype,
                            channels_last=channels_last)
         if dist_info.enabled:
-            metrics = EpochMetrics.merged(distributed.all_gather_object(metrics, dist_info))
+            metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), dist_info))
         val = metrics.compute()
         state.epoch = epoch + 1
         if val["top1"] > state.best_top1:
             state.best_top1, state.best_epoch = val["top1"], state.epoch
         record = {"epoch": state.epoch, "train_loss": train_loss, "train_top1": train_top1,
                   "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - start, 3),
+                  "train_time_s": round(train_seconds, 3),
                   **{f"val_{k}": v for k, v in val.items()}}
         if stage is not None:
             record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
@@ -470,12 +498,10 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
     return distributed.broadcast_object(result, dist_info)
 
 
-def _reduce_means(losses: AverageMeter, top1: AverageMeter, dist_info: Dist,
-                  device: torch.device) -> tuple[float, float]:
-    """The epoch's training loss and top-1 over all ranks (sample-weighted)."""
-    loss_sum, top1_sum, n = distributed.all_reduce_sum([losses.sum, top1.sum, float(losses.count)], dist_info,
-                                                       device)
-    return (loss_sum / n, top1_sum / n) if n else (0.0, 0.0)
+def _reduce_means(meter: TrainMeter, dist_info: Dist, device: torch.device) -> tuple[float, float]:
+    """The epoch's training loss and top-1 (%) over all ranks (sample-weighted): one read from the device."""
+    loss_sum, correct, n = distributed.all_reduce_sum(meter.totals(), dist_info, device)
+    return (loss_sum / n, 100.0 * correct / n) if n else (0.0, 0.0)
 
 
 def _summary_writer(out_dir: Path, start_epoch: int):

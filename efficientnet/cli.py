@@ -44,6 +44,7 @@ def _build_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="lite0", help="lite0, efficientnet-bN (online), URL or .pth path")
     p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -60,15 +61,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from .weights import build_model
     from .preprocess import eval_transform
-    from .weights import load_weights
+    from .training import TrainingError, resolve_device
+    from .weights import build_model, load_weights
 
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     state, spec = load_weights(args.weights, weights_spec=resolve_arch(args.arch) if args.arch else None)
     num_classes = state["_fc.weight"].shape[0] if "_fc.weight" in state else 1000
-    model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval()
+    try:
+        device, warning = resolve_device(args.device)
+    except TrainingError as exc:
+        raise CLIError(str(exc)) from None
+    if warning:
+        print(warning, file=sys.stderr)
+    model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval().to(device)
     names = imagenet_categories() if num_classes == 1000 else None
     transform = eval_transform(spec)
     results = []
@@ -81,7 +88,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (UnidentifiedImageError, OSError) as exc:
             raise CLIError(f"cannot read image {path!r} ({type(exc).__name__}): is it a JPEG/PNG file?") from None
         with torch.inference_mode():
-            probs = model(x).softmax(-1)[0]
+            probs = model(x.to(device)).softmax(-1)[0].float().cpu()
         top = probs.topk(min(args.topk, num_classes))
         preds = [
             {"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(p), 6)}

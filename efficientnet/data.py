@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .preprocess import eval_transform, normalization
 from .spec import ArchSpec
 
@@ -48,6 +50,8 @@ __all__ = [
     "load_dataset",
     "train_transform",
     "make_loaders",
+    "default_workers",
+    "build_data_cache",
     "set_train_transform",
     "seed_epoch",
 ]
@@ -347,6 +351,18 @@ def set_train_transform(split: DatasetSplit, transform) -> None:
     ds.transform = transform
 
 
+def default_workers(device: torch.device) -> int:
+    """``--workers auto``: on a GPU, one loader process per CPU core but one (at most 8), so decoding keeps up with
+    the GPU; on the CPU none, since the training itself uses every core."""
+    if device.type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores - 1))
+
+
 def make_loaders(
     split: DatasetSplit, batch_size: int, workers: int = 0, pin_memory: bool = False, *, rank: int = 0,
     world_size: int = 1, seed: int = 0,
@@ -357,6 +373,8 @@ def make_loaders(
     ``DistributedSampler`` gives rank ``rank`` its ``ceil(n / world_size)`` shuffled training images (the tail is
     padded with repeats so every rank runs the same number of steps), and validation gets every
     ``world_size``-th image from ``rank`` on, without repeats, so metrics summed over ranks count each image once.
+    Worker processes stay alive between epochs and each keeps 4 batches ready; the last, ragged training batch is
+    dropped, so every step has the same shape (cuDNN picks its kernels once).
     """
     generator = torch.Generator()
     if world_size > 1:
@@ -366,19 +384,48 @@ def make_loaders(
         sampler = RandomSampler(split.train, generator=generator)
         val_ds = split.val
     n = len(sampler)
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
     train = DataLoader(
         split.train,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
-        drop_last=n > batch_size,  # never a last batch of one (BatchNorm cannot train on it)
-        persistent_workers=workers > 0,
+        drop_last=n > batch_size,  # fixed shapes, and never a last batch of one (BatchNorm cannot train on it)
         generator=generator,
+        **extra,
     )
     val = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, num_workers=workers,
-                     pin_memory=pin_memory, persistent_workers=workers > 0)
+                     pin_memory=pin_memory, **extra)
     return train, val, sampler if world_size > 1 else generator
+
+
+def build_data_cache(split: DatasetSplit, spec: ArchSpec, mode: str, device: torch.device, *,
+                     max_resolution: int | None = None, min_scale: float = 0.5, workers: int = 0,
+                     cache_dir: str | os.PathLike | None = None) -> tuple[DataCache | None, str]:
+    """Decode ``split`` once for :class:`~efficientnet.datacache.DataCache` under ``--data-cache mode``.
+
+    Returns the cache (``None`` when it is off) and a log line saying where it went and why. Training squares are
+    sized for ``max_resolution`` (default: the spec's), validation images for the spec's resolution.
+    """
+    train_samples, val_samples = dataset_samples(split.train), dataset_samples(split.val)
+    size = cache_size(max_resolution or spec.resolution)
+    res = spec.resolution
+    nbytes = 3 * (len(train_samples) * size * size + len(val_samples) * res * res)
+    where, why = choose_cache(mode, nbytes, device)
+    if where == "off":
+        return None, f"data cache off ({why}): images are decoded every epoch by {workers} loader process(es)"
+    started = time.perf_counter()
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    train = decode_images(train_samples, size, draft=True, workers=workers, cache_dir=cache_dir)
+    val = decode_images(val_samples, res, workers=workers, cache_dir=cache_dir)
+    target = device if where == "gpu" else torch.device("cpu")
+    pin = where == "ram" and device.type == "cuda"
+    norm = normalization(spec)
+    cache = DataCache(train.to(target, pin), val.to(target, pin), where, norm.mean, norm.std, min_scale=min_scale,
+                      hflip=split.hflip)
+    return cache, (f"data cache in {'GPU memory' if where == 'gpu' else 'RAM'} ({why}): training images as "
+                   f"{size} px squares, validation at {res} px, ready in {time.perf_counter() - started:.1f} s")
 
 
 def seed_epoch(order: torch.Generator | DistributedSampler, seed: int, epoch: int) -> None:

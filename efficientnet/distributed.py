@@ -30,10 +30,11 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    launched: bool = False  # started by torchrun (a process group is joined, even of one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -41,15 +42,21 @@ class Dist:
         return self.rank == 0
 
 
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def from_env() -> Dist:
-    """Read ``torchrun``'s variables (a plain process is rank 0 of 1)."""
+    """Read ``torchrun``'s variables (a plain process is rank 0 of 1). A job of one process
+    (``--nproc_per_node 1``) still joins its process group, so one GPU runs the same code path as eight."""
+    if not all(os.environ.get(k) for k in TORCHRUN_VARIABLES):
+        return Dist()
     try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ["WORLD_SIZE"])
+        rank = int(os.environ["RANK"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
         return Dist()
-    return Dist(rank, world, local) if world > 1 else Dist()
+    return Dist(rank, world, local, launched=True)
 
 
 def init(device: str = "auto") -> tuple[Dist, torch.device | None]:
@@ -68,7 +75,7 @@ def init(device: str = "auto") -> tuple[Dist, torch.device | None]:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=TIMEOUT, **({"device_id": dev} if use_cuda else {}))
-    return Dist(info.rank, info.world_size, info.local_rank, backend), dev
+    return Dist(info.rank, info.world_size, info.local_rank, backend, launched=True), dev
 
 
 def shutdown(info: Dist) -> None:

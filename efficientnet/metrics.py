@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["topk_accuracy", "EpochMetrics"]
+__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter"]
 
 
 @torch.no_grad()
@@ -22,41 +22,50 @@ def topk_accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int
 class EpochMetrics:
     """Accumulates batches of ``(logits, targets, loss)``; :meth:`compute` gives the epoch's metrics.
 
-    Top-5 is reported only when there are at least 5 classes. Precision, recall and F1 are macro averages from
-    scikit-learn (classes never predicted count as 0, without a warning).
+    Everything stays on the logits' device until :meth:`compute` (one transfer per epoch, no host synchronisation
+    per batch); targets are moved to that device. Top-5 is reported only when there are at least 5 classes.
+    Precision, recall and F1 are macro averages from scikit-learn (classes never predicted count as 0, without a
+    warning).
     """
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.loss_sum = 0.0
         self.count = 0
-        self.top1_sum = 0.0
-        self.top5_sum = 0.0
-        self._preds: list[np.ndarray] = []
-        self._targets: list[np.ndarray] = []
+        self._sums: torch.Tensor | None = None  # [loss * n, top-1 correct, top-5 correct] on the logits' device
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: float) -> None:
-        """Add one batch (``loss`` is the batch mean)."""
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
+        """Add one batch (``loss`` is the batch mean, a tensor on the logits' device or a number)."""
+        targets = targets.to(logits.device, non_blocking=True)
         n = targets.shape[0]
-        logits = logits.float()
-        top1, top5 = topk_accuracy(logits, targets, (1, 5))
-        self.loss_sum += loss * n
-        self.top1_sum += float(top1) * n
-        self.top5_sum += float(top5) * n
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        correct = top.eq(targets.view(-1, 1))
+        loss = torch.as_tensor(loss, dtype=torch.float32, device=logits.device).detach()
+        batch = torch.stack([loss * n, correct[:, 0].sum(), correct.any(dim=1).sum()]).to(torch.float64)
+        self._sums = batch if self._sums is None else self._sums + batch
         self.count += n
-        self._preds.append(logits.argmax(1).cpu().numpy())
-        self._targets.append(targets.cpu().numpy())
+        self._preds.append(top[:, 0])
+        self._targets.append(targets)
+
+    def cpu(self) -> "EpochMetrics":
+        """This accumulator with its tensors on the CPU (e.g. to gather it from other ranks)."""
+        out = EpochMetrics(self.num_classes)
+        out.count = self.count
+        out._sums = None if self._sums is None else self._sums.cpu()
+        out._preds = [torch.cat(self._preds).cpu()] if self._preds else []
+        out._targets = [torch.cat(self._targets).cpu()] if self._targets else []
+        return out
 
     @classmethod
     def merged(cls, parts: Sequence["EpochMetrics"]) -> "EpochMetrics":
-        """One accumulator holding every batch of ``parts`` (e.g. the validation shards of all ranks)."""
+        """One accumulator holding every batch of ``parts`` (e.g. the validation shards of all ranks), on the CPU."""
         out = cls(parts[0].num_classes)
-        for p in parts:
-            out.loss_sum += p.loss_sum
+        for p in (part.cpu() for part in parts):
             out.count += p.count
-            out.top1_sum += p.top1_sum
-            out.top5_sum += p.top5_sum
+            if p._sums is not None:
+                out._sums = p._sums if out._sums is None else out._sums + p._sums
             out._preds += p._preds
             out._targets += p._targets
         return out
@@ -67,12 +76,42 @@ class EpochMetrics:
 
         if not self.count:
             return {}
-        out = {"loss": self.loss_sum / self.count, "top1": self.top1_sum / self.count}
+        loss_sum, top1_sum, top5_sum = self._sums.tolist()
+        out = {"loss": loss_sum / self.count, "top1": 100.0 * top1_sum / self.count}
         if self.num_classes >= 5:
-            out["top5"] = self.top5_sum / self.count
-        preds, targets = np.concatenate(self._preds), np.concatenate(self._targets)
+            out["top5"] = 100.0 * top5_sum / self.count
+        preds = torch.cat(self._preds).cpu().numpy()
+        targets = torch.cat(self._targets).cpu().numpy()
         p, r, f, _ = precision_recall_fscore_support(
             targets, preds, labels=np.arange(self.num_classes), average="macro", zero_division=0
         )
         out.update(precision=float(p), recall=float(r), f1=float(f))
         return out
+
+
+class TrainMeter:
+    """The training loss and top-1 of an epoch, summed on the device; :meth:`read` transfers them once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sums: torch.Tensor | None = None  # [loss * n, top-1 correct]
+
+    @torch.no_grad()
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one step: its mean ``loss``, ``logits`` and (hard) ``targets``."""
+        targets = targets.to(logits.device, non_blocking=True)
+        n = targets.shape[0]
+        correct = (logits.argmax(dim=1) == targets).sum()
+        batch = torch.stack([loss.detach().float() * n, correct.float()]).to(torch.float64)
+        self._sums = batch if self._sums is None else self._sums + batch
+        self.count += n
+
+    def totals(self) -> list[float]:
+        """``[loss sum, top-1 correct, count]`` (a host synchronisation)."""
+        sums = self._sums.tolist() if self._sums is not None else [0.0, 0.0]
+        return [*sums, float(self.count)]
+
+    def read(self) -> tuple[float, float]:
+        """``(mean loss, top-1 %)`` so far (a host synchronisation)."""
+        loss_sum, correct, n = self.totals()
+        return (loss_sum / n, 100.0 * correct / n) if n else (0.0, 0.0)

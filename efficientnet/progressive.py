@@ -125,12 +125,13 @@ def mixup_batch(images: torch.Tensor, targets: torch.Tensor,
     """Mixup (Zhang et al.): ``lam ~ Beta(alpha, alpha)``, images mixed with a shuffled copy of the batch.
 
     Returns ``(mixed images, targets, shuffled targets, lam)``; ``alpha <= 0`` returns the batch unchanged with
-    ``lam = 1``. Draws from torch's global RNG, which is seeded and saved in checkpoints.
+    ``lam = 1``. Draws from torch's global RNGs (the batch's device for the pairing), which are seeded and saved in
+    checkpoints; ``targets`` must be on the images' device.
     """
     if alpha <= 0 or images.shape[0] < 2:
         return images, targets, targets, 1.0
     lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
-    perm = torch.randperm(images.shape[0])
+    perm = torch.randperm(images.shape[0], device=images.device)
     return lam * images + (1.0 - lam) * images[perm], targets, targets[perm], lam
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .cli import CLIError, add_arch_arguments, arch_from_args
+from .commands import CLIError, add_arch_arguments, arch_from_args
 from .data import DIGITS_NAME
 from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
 from .spec import ArchSpec, SpecError, resolve_arch
@@ -47,7 +47,8 @@ class TrialConfig:
     val_split: float = 0.2
     subset: float = 1.0
     num_classes: int | None = None  # checked against the class folders
-    workers: int = 0
+    workers: int | None = None  # None: auto (efficientnet.data.default_workers)
+    data_cache: str = "auto"  # decoded-image cache: auto | ram | gpu | off
     hflip: float | None = None  # None: 0.5, or 0 for digits
     min_scale: float = 0.5  # RandomResizedCrop's smallest area fraction
     # model
@@ -73,6 +74,7 @@ class TrialConfig:
     clip_grad: float = 5.0
     amp: str = "auto"
     channels_last: str = "auto"
+    compile: bool = False  # torch.compile the model
     bn_momentum: float = 0.1
     seed: int = 0
     # progressive learning (EfficientNetV2): 0 stages = off
@@ -144,7 +146,11 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction when splitting")
     g.add_argument("--subset", type=float, default=d.subset, help="train on a stratified fraction (proxy)")
     g.add_argument("--num-classes", type=int, help="expected class count (checked against the folders)")
-    g.add_argument("-j", "--workers", type=int, default=d.workers, help="data-loading worker processes")
+    g.add_argument("-j", "--workers", type=_workers, default=d.workers, metavar="N|auto",
+                   help="data-loading worker processes (default auto: CPU cores - 1, at most 8, on a GPU; 0 on the CPU)")
+    g.add_argument("--data-cache", choices=["auto", "ram", "gpu", "off"], default=d.data_cache,
+                   help="decode every image once and augment batches on the device: in RAM, in GPU memory, or off "
+                   "(per-image loading); auto picks by dataset size and device")
     g.add_argument("--hflip", type=float, help="horizontal-flip probability (default 0.5; 0 for digits)")
     g.add_argument("--min-scale", type=float, default=d.min_scale, help="smallest random-crop area fraction")
     m = p.add_argument_group("model")
@@ -166,6 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], default=d.amp,
                    help="mixed precision; auto = on for CUDA, off on the CPU")
     o.add_argument("--channels-last", choices=["auto", "on", "off"], default=d.channels_last)
+    o.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch, then faster)")
     o.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
                    help="BatchNorm running-stats momentum for fine-tuning (the library's is 0.01)")
     o.add_argument("--seed", type=int, default=d.seed)
@@ -196,6 +203,15 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--env", "--env-config", dest="env", help="YAML of environment settings (download-dir, "
                    "worker_num, batch_size, base_resolution, num_classes, gpu, resume)")
     return p
+
+
+def _workers(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def load_env_file(path: str) -> dict[str, Any]:
@@ -287,7 +303,9 @@ def validate(cfg: TrialConfig) -> None:
         (cfg.num_classes is None or cfg.num_classes >= 2, f"--num-classes must be at least 2, got {cfg.num_classes}"),
         (cfg.threads >= 0, f"--threads must be >= 0, got {cfg.threads}"),
         (0 < cfg.bn_momentum <= 1, f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}"),
-        (cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}"),
+        (cfg.workers is None or cfg.workers >= 0, f"--workers must be >= 0 or auto, got {cfg.workers}"),
+        (cfg.data_cache in ("auto", "ram", "gpu", "off"),
+         f"--data-cache must be auto, ram, gpu or off, got {cfg.data_cache!r}"),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 < cfg.min_scale <= 1, f"--min-scale must be in (0, 1], got {cfg.min_scale}"),
         (cfg.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}"),

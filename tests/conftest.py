@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,24 @@ if str(ROOT) not in sys.path:
 # Tiny models run fastest on one thread, and a second busy process on a 2-core machine makes multi-threaded
 # PyTorch spin-wait (seen: a 25 ms step taking 5 s); trials the tests start pass --threads 1 as well.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The digits export and the decoded-image caches go to a folder of this test session, not the user's ~/.cache
+# (trials and experiments the tests start inherit it).
+if "EFFICIENTNET_NNI_CACHE" not in os.environ:
+    os.environ["EFFICIENTNET_NNI_CACHE"] = tempfile.mkdtemp(prefix="efficientnet-nni-tests-")
+    atexit.register(shutil.rmtree, os.environ["EFFICIENTNET_NNI_CACHE"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``cuda`` are skipped (and reported so) on machines without a CUDA GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

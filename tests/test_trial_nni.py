@@ -91,7 +91,7 @@ def test_two_concurrent_nni_trials_with_the_seed_command(tmp_path: Path):
         specs[name] = ArchSpec.parse(f["arch"])
         assert load_checkpoint(out_dir / CHECKPOINT_NAME)["arch"] == f["arch"]
         assert "warning: --resume model_best.pth.tar does not exist" in outputs[name]
-        assert "warning: cuda:0 is not available here; training on the CPU" in outputs[name] or \
+        assert "warning: cuda:0 is not available here; running on the CPU" in outputs[name] or \
             "device cuda" in outputs[name]
 
     a, b = specs["trial_a"], specs["trial_b"]

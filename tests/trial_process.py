@@ -32,7 +32,7 @@ def tiny_digits_command(cache: Path, out: Path, epochs: int, subset: float, *ext
 def hand_run_env() -> dict[str, str]:
     """This environment without NNI's variables (a hand run), with the project importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 

@@ -1,0 +1,128 @@
+"""The GPU path on a real CUDA device: trials with mixed precision and channels_last, kill and resume, progressive
+learning, export and prediction, the data cache in GPU memory, and data-parallel training on NCCL.
+
+Every test here is marked ``cuda``: on a machine without a CUDA GPU they are skipped and reported as skipped.
+Tiny models (width 0.25, 32 px digits) keep each test to seconds on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_efficientnet
+from efficientnet.builder import SpecEfficientNet
+from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from efficientnet.cli import main as cli_main
+from efficientnet.data import build_data_cache, export_digits, load_dataset
+from efficientnet.datacache import BatchAugment
+from efficientnet.spec import ArchSpec, preset
+from trial_process import hand_run_env, kill_after_first_checkpoint, tiny_digits_command
+
+pytestmark = pytest.mark.cuda
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--width", "0.25", "--resolution", "32", "--no-latency", "--device", "cuda"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+def trial(digits: Path, out: Path, capsys, *extra: str) -> tuple[int, str, dict]:
+    code = main_efficientnet.main(["--data", "digits", "--download-dir", str(digits.parent), "--output-dir", str(out),
+                                   *TINY, *extra])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stdout + stderr
+    return code, stdout, json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.parametrize("cache", ["off", "gpu"])
+def test_hand_trial_with_amp_and_channels_last(digits: Path, tmp_path: Path, capsys, cache: str):
+    _, log, result = trial(digits, tmp_path / "run", capsys, "--epochs", "3", "--data-cache", cache, "-j", "2")
+    assert "device cuda" in log and "channels_last" in log
+    assert ("bf16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast") in log
+    assert ("data cache in GPU memory" if cache == "gpu" else "data cache off") in log
+    assert result["top1"] > 50.0  # 10 classes: a GPU run learns as the CPU one does
+    ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)  # saved from the GPU, loaded on the CPU
+    assert all(t.device.type == "cpu" for t in ckpt["model"].values())
+    model = SpecEfficientNet(ArchSpec.from_dict(ckpt["spec"]), 10)
+    model.load_state_dict(ckpt["model"])
+
+
+def test_kill_and_resume_on_cuda(tmp_path: Path):
+    cache = tmp_path / "cache"
+    export_digits(cache)
+    out = tmp_path / "run"
+    cmd = tiny_digits_command(cache, out, 3, 0.5, "--device", "cuda")
+    proc = kill_after_first_checkpoint(cmd, out, cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+    done = load_checkpoint(out / CHECKPOINT_NAME)["epoch"]
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=hand_run_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resumed at epoch {done + 1}" in rerun.stdout
+    assert [h["epoch"] for h in json.loads((out / "result.json").read_text())["history"]] == [1, 2, 3]
+
+
+def test_progressive_learning_on_cuda(digits: Path, tmp_path: Path, capsys):
+    _, log, result = trial(digits, tmp_path / "run", capsys, "--epochs", "2", "--progressive-stages", "2",
+                           "--progressive-min-res", "24", "--progressive-randaug", "5", "9",
+                           "--progressive-mixup", "0.2", "0.2", "--data-cache", "gpu")
+    assert [h["train_res"] for h in result["history"]] == [24, 32]
+    assert [h["train_randaug"] for h in result["history"]] == [5, 9]
+    assert "stage 2/2" in log
+
+
+def test_export_from_a_cuda_checkpoint_and_predict_on_cuda(digits: Path, tmp_path: Path, capsys, sample_photos):
+    trial(digits, tmp_path / "run", capsys, "--epochs", "1")
+    ckpt = tmp_path / "run" / CHECKPOINT_NAME
+    assert cli_main(["export", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "export")]) == 0
+    assert "max |logit difference|" in capsys.readouterr().out
+    photo = str(sample_photos["flower"])
+    predictions = {}
+    for device in ("cuda", "cpu"):
+        assert cli_main(["predict", photo, "--weights", str(ckpt), "--device", device, "--json"]) == 0
+        predictions[device] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["class_id"] for p in predictions["cuda"]][:1] == [p["class_id"] for p in predictions["cpu"]][:1]
+    for a, b in zip(predictions["cuda"], predictions["cpu"]):
+        assert abs(a["probability"] - b["probability"]) < 1e-3
+
+
+def test_data_cache_on_the_gpu_serves_what_the_ram_cache_serves(digits: Path, tmp_path: Path):
+    spec = preset("lite0").replace(width=0.25, resolution=32)
+    split = load_dataset("digits", spec, cache_dir=digits.parent, num_classes=10)
+    device = torch.device("cuda")
+    on_gpu, line = build_data_cache(split, spec, "gpu", device, cache_dir=tmp_path)
+    in_ram, _ = build_data_cache(split, spec, "ram", device, cache_dir=tmp_path)
+    assert on_gpu.train.images.is_cuda and "GPU memory" in line
+    assert in_ram.train.images.is_pinned()
+    _, val_gpu, _ = on_gpu.loaders(64, device, 32)
+    _, val_ram, _ = in_ram.loaders(64, device, 32)
+    for (xg, yg), (xr, yr) in zip(val_gpu, val_ram):
+        assert xg.is_cuda and xr.is_cuda
+        assert torch.equal(xg, xr) and torch.equal(yg, yr)
+    images = on_gpu.train.images[:8]
+    same = BatchAugment(40, (0.5,) * 3, (0.5,) * 3, min_scale=1.0, hflip=0.0)
+    same.ratio = (1.0, 1.0)
+    torch.testing.assert_close(same(images).cpu(), same(images.cpu()), rtol=0, atol=1e-4)
+
+
+def test_torchrun_with_one_nccl_process(digits: Path, tmp_path: Path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           str(ROOT / "main_efficientnet.py"), "--data", "digits", "--download-dir", str(digits.parent),
+           "--epochs", "2", "--output-dir", str(out), *TINY]
+    env = {k: v for k, v in hand_run_env().items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "data parallel: 1 ranks (nccl)" in proc.stdout
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs"] == 2 and result["world_size"] == 1

@@ -1,0 +1,141 @@
+"""The decoded-image cache and batched augmentation (efficientnet/datacache.py) on real image files, on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch
+from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
+                                    decode_images)
+from efficientnet.preprocess import eval_transform, normalization
+from efficientnet.spec import preset
+
+TINY = preset("lite0").replace(width=0.15, resolution=32)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture()
+def photo_folder(tmp_path: Path, sample_photos: dict[str, Path]) -> Path:
+    """Two classes of real photos (JPEG, 640x427), three files each (flipped and rotated copies)."""
+    root = tmp_path / "photos"
+    for label, (name, path) in enumerate(sorted(sample_photos.items())):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        img = Image.open(path)
+        for i, variant in enumerate((img, img.transpose(Image.FLIP_LEFT_RIGHT), img.rotate(90, expand=True))):
+            variant.save(folder / f"{name}-{i}.jpg", quality=90)
+    return root
+
+
+def test_validation_images_are_decoded_exactly_as_the_evaluation_transform(photo_folder: Path, tmp_path: Path):
+    spec = TINY.replace(resolution=48)
+    split = load_dataset(str(photo_folder), spec, val_split=0.5, seed=0)
+    samples = dataset_samples(split.val)
+    decoded = decode_images(samples, spec.resolution, cache_dir=tmp_path / "c")
+    assert decoded.images.dtype == torch.uint8 and decoded.images.shape == (len(samples), 3, 48, 48)
+    norm = normalization(spec)
+    augment = BatchAugment(None, norm.mean, norm.std)
+    ours = augment(decoded.images)
+    for i, (path, label) in enumerate(samples):
+        want = eval_transform(spec)(Image.open(path))
+        torch.testing.assert_close(ours[i], want, rtol=0, atol=1e-5)
+        assert int(decoded.targets[i]) == label
+
+
+def test_decoded_copy_is_reused_and_refreshed_when_a_file_changes(photo_folder: Path, tmp_path: Path):
+    samples = sorted((str(p), int(p.parent.name[-1])) for p in photo_folder.rglob("*.jpg"))
+    cache = tmp_path / "cache"
+    first = decode_images(samples, 40, draft=True, cache_dir=cache)
+    saved = list((cache / "decoded").glob("*.npy"))
+    assert len(saved) == 1 and not list((cache / "decoded").glob(".*"))  # no temporary file left behind
+    again = decode_images(samples, 40, draft=True, cache_dir=cache)
+    assert torch.equal(first.images, again.images) and len(list((cache / "decoded").glob("*.npy"))) == 1
+    path = Path(samples[0][0])
+    Image.open(path).convert("L").convert("RGB").save(path)  # the user edits an image
+    changed = decode_images(samples, 40, draft=True, cache_dir=cache)
+    assert len(list((cache / "decoded").glob("*.npy"))) == 2
+    assert not torch.equal(changed.images[0], first.images[0]) and torch.equal(changed.images[1:], first.images[1:])
+    saved[0].write_bytes(b"not an array")  # a damaged copy is decoded again, not trusted
+    os.utime(path, ns=(0, 0))
+    assert decode_images(samples, 40, draft=True, cache_dir=cache).images.shape == first.images.shape
+
+
+def test_identity_crop_returns_the_normalised_image_and_flip_mirrors_it():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    plain = BatchAugment(None, mean, std)(images)
+    want = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(plain, want)
+    # full-area crops with the aspect ratio pinned to 1 and no flip: the identity
+    same = BatchAugment(16, mean, std, min_scale=1.0, hflip=0.0)
+    same.ratio = (1.0, 1.0)
+    torch.testing.assert_close(same(images), want, rtol=0, atol=1e-4)
+    flipped = BatchAugment(16, mean, std, min_scale=1.0, hflip=1.0)
+    flipped.ratio = (1.0, 1.0)
+    torch.testing.assert_close(flipped(images), want.flip(-1), rtol=0, atol=1e-4)
+
+
+def test_random_crops_are_seeded_varied_and_inside_the_image():
+    images = torch.arange(64, dtype=torch.float32).repeat(64, 1).to(torch.uint8).expand(32, 3, 64, 64).contiguous()
+    augment = BatchAugment(24, (0.0,) * 3, (1.0,) * 3, min_scale=0.25, hflip=0.5)
+    g = torch.Generator().manual_seed(1)
+    a = augment(images, g)
+    g.manual_seed(1)
+    assert torch.equal(a, augment(images, g))  # the same seed, the same crops
+    g.manual_seed(2)
+    assert not torch.equal(a, augment(images, g))
+    assert a.shape == (32, 3, 24, 24)
+    columns = a[:, 0, 0, :] * 255  # the image is a horizontal ramp 0..63: crops show ramps of various spans
+    spans = (columns[:, -1] - columns[:, 0]).abs()
+    assert spans.min() > 10 and spans.max() < 64 and len(set(spans.round().tolist())) > 10
+    assert bool(((columns[:, -1] - columns[:, 0]) < 0).any() and ((columns[:, -1] - columns[:, 0]) > 0).any())
+
+
+def test_cached_loaders_follow_the_epoch_seed_and_drop_the_ragged_batch(digits: Path, tmp_path: Path):
+    split = load_dataset("digits", TINY, cache_dir=digits.parent, num_classes=10)
+    cache, line = build_data_cache(split, TINY, "ram", CPU, cache_dir=tmp_path)
+    assert cache is not None and "data cache in RAM" in line and f"{cache_size(32)} px squares" in line
+    assert cache.train.images.shape[1:] == (3, 40, 40) and cache.val.images.shape[1:] == (3, 32, 32)
+    train, val, order = cache.loaders(64, CPU, 32, seed=3)
+    assert len(train) == len(split.train) // 64 and len(val) == -(-len(split.val) // 128)
+
+    def epoch(e: int) -> list[torch.Tensor]:
+        seed_epoch(order, 3, e)
+        return [torch.cat([x.flatten(), y.float()]) for x, y in train]
+
+    first = epoch(0)
+    assert len(first) == len(train) and all(b.numel() == 64 * 3 * 32 * 32 + 64 for b in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch(0)))  # a resumed epoch sees the same batches
+    assert not torch.equal(first[0], epoch(1)[0])
+    seen = torch.cat([y for _, y in val])
+    assert torch.equal(seen, cache.val.targets)  # validation: every image once, in order
+
+
+def test_the_cache_choice_fits_the_device_and_memory():
+    assert choose_cache("off", 10, CPU)[0] == "off"
+    assert choose_cache("ram", 10, CPU)[0] == "ram"
+    assert choose_cache("auto", 10 * 2**20, CPU)[0] == "ram"
+    where, why = choose_cache("auto", 2**50, CPU)  # a petabyte: per-image loading
+    assert where == "off" and "would not fit" in why
+    with pytest.raises(DataCacheError, match="--data-cache gpu needs a CUDA device"):
+        choose_cache("gpu", 10, CPU)
+
+
+def test_draft_decoding_keeps_photos_recognisable(photo_folder: Path, tmp_path: Path):
+    samples = sorted((str(p), 0) for p in photo_folder.rglob("*-0.jpg"))
+    exact = decode_images(samples, 64, draft=False, cache_dir=None).images.float()
+    draft = decode_images(samples, 64, draft=True, cache_dir=None).images.float()
+    assert (exact - draft).abs().mean() < 6.0  # JPEG's reduced-scale decoding: the same picture
+    assert np.corrcoef(exact.flatten().numpy(), draft.flatten().numpy())[0, 1] > 0.98
