@@ -1,15 +1,20 @@
-"""Training throughput: main_efficientnet.py's training step against a plain efficientnet-pytorch loop.
+"""Training throughput: main_efficientnet.py's training step against what a user could train instead.
 
-Same architecture, same batch, same device, in the same run. The plain loop is what the seed did: the library's
-``EfficientNet.from_name`` model, SGD with momentum, fp32, contiguous (NCHW) tensors. The trainer's step is
-``efficientnet.training.train_step`` on a model prepared by ``prepare_model`` (channels_last, fused SiLU, mixed
-precision on CUDA), with its optimizer, warm-up + cosine scheduler, label smoothing and gradient clipping.
+Same architecture family, batch, resolution, device, precision and memory layout, in the same run:
 
-    python bench/train_throughput.py                      # B0 family at width 0.5, 64 px, batch 32
-    python bench/train_throughput.py --arch lite0 --width 0.25 --resolution 32 --batch-size 64
+* ``plain efficientnet-pytorch loop``: the seed's loop (the library's model, SGD, fp32, NCHW tensors);
+* ``torchvision efficientnet_b0`` (B family at width and depth 1.0) and, when timm is installed, ``timm
+  efficientnet_b0`` (B family) or ``timm tf_efficientnet_lite0`` (Lite family): channels_last, the same autocast
+  dtype as ours (bf16/fp16 on CUDA, none on the CPU), SGD with Nesterov momentum, label-smoothed cross-entropy;
+* ``main_efficientnet.py train step``: ``efficientnet.training.train_step`` on a model prepared by
+  ``prepare_model``, with its optimizer, warm-up + cosine scheduler, label smoothing and gradient clipping.
 
-Rounds alternate between the two loops and the best round of each counts, which keeps a shared, noisy machine
-from favouring either side. Prints images/s of both and the ratio.
+    python bench/train_throughput.py --arch b0 --width 1.0 --resolution 128 --batch-size 32      # the CPU check
+    python bench/train_throughput.py --arch b0 --width 1.0 --resolution 224 --batch-size 128     # on a GPU
+    python bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128  # Lite family
+
+Rounds alternate between the loops and each loop's best round counts, which keeps a shared, noisy machine from
+favouring any side. Prints images/s of every loop, then the ratios of ours to each.
 """
 
 from __future__ import annotations
@@ -18,31 +23,54 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from efficientnet.builder import SpecEfficientNet  # noqa: E402
+from efficientnet.builder import SpecEfficientNet, blocks_args, global_params  # noqa: E402
 from efficientnet.spec import resolve_arch  # noqa: E402
 from efficientnet.weights import build_model  # noqa: E402
 from efficientnet.training import (amp_dtype, build_optimizer, build_scheduler, prepare_model,  # noqa: E402
                                    resolve_device, train_step)
 
+OURS = "main_efficientnet.py train step"
+PLAIN = "plain efficientnet-pytorch loop"
+
 
 def plain_model(spec, num_classes: int) -> nn.Module:
-    """The library's own model for ``spec`` (``EfficientNet.from_name`` for the B family)."""
-    if spec.stem == "scaled" and spec.activation == "swish":
-        from efficientnet_pytorch import EfficientNet
+    """The library's own model for ``spec`` (its MBConv blocks, static-padding convs and swish)."""
+    from efficientnet_pytorch import EfficientNet
 
-        return EfficientNet.from_name("efficientnet-b0", width_coefficient=spec.width, depth_coefficient=spec.depth,
-                                      image_size=spec.resolution, num_classes=num_classes,
-                                      dropout_rate=spec.dropout, drop_connect_rate=spec.drop_connect)
-    return SpecEfficientNet(spec, num_classes)  # Lite: the library class with ReLU6, nothing else changed
+    model = EfficientNet(blocks_args(spec), global_params(spec, num_classes, scaled=spec.stem == "scaled"))
+    if spec.activation == "relu6":  # Lite: the library class with ReLU6, nothing else changed
+        model._swish = nn.ReLU6()
+        for block in model._blocks:
+            block._swish = nn.ReLU6()
+    return model
 
 
-def time_steps(step, steps: int, batch: int, device: torch.device) -> float:
+def baseline_models(spec, num_classes: int) -> dict[str, Callable[[], nn.Module]]:
+    """The strongest alternatives a user could train for ``spec``'s family (constructors, by display name)."""
+    out: dict[str, Callable[[], nn.Module]] = {}
+    b_family = spec.stem == "scaled" and spec.activation == "swish"
+    if b_family and spec.width == 1.0 and spec.depth == 1.0:
+        import torchvision
+
+        out["torchvision efficientnet_b0"] = lambda: torchvision.models.efficientnet_b0(num_classes=num_classes)
+    try:
+        import timm
+    except ImportError:
+        return out
+    name = "efficientnet_b0" if b_family else "tf_efficientnet_lite0"
+    if spec.width == 1.0 and spec.depth == 1.0:
+        out[f"timm {name}"] = lambda: timm.create_model(name, num_classes=num_classes)
+    return out
+
+
+def time_steps(step: Callable[[], object], steps: int, batch: int, device: torch.device) -> float:
     """Images/s over ``steps`` calls of ``step`` (after the caller's warm-up)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -54,17 +82,40 @@ def time_steps(step, steps: int, batch: int, device: torch.device) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
+def baseline_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype | None,
+                  device: torch.device) -> Callable[[], None]:
+    """A standard training step for a baseline: channels_last, autocast, SGD (Nesterov), label smoothing."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-5)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    x = images.to(device).contiguous(memory_format=torch.channels_last)
+    y = targets.to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="b0")
-    p.add_argument("--width", type=float, default=0.5)
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (ours and the baselines)")
+    p.add_argument("--no-plain", action="store_true", help="skip the plain efficientnet-pytorch loop")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,44 +126,55 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, spec.resolution, spec.resolution)
     targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    dtype = amp_dtype(device)
+    maybe_compile = torch.compile if args.compile else (lambda m: m)
+    steps: dict[str, Callable[[], object]] = {}
 
-    # the plain loop (the seed's)
-    plain = plain_model(spec, args.num_classes).to(device).train()
-    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
-    criterion = nn.CrossEntropyLoss()
-    x_dev, y_dev = images.to(device), targets.to(device)
+    if not args.no_plain:  # the seed's loop: library model, SGD, fp32, NCHW
+        plain = maybe_compile(plain_model(spec, args.num_classes).to(device).train())
+        plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
+        criterion = nn.CrossEntropyLoss()
+        x_dev, y_dev = images.to(device), targets.to(device)
 
-    def plain_step() -> None:
-        loss = criterion(plain(x_dev), y_dev)
-        plain_opt.zero_grad()
-        loss.backward()
-        plain_opt.step()
+        def plain_step() -> None:
+            loss = criterion(plain(x_dev), y_dev)
+            plain_opt.zero_grad()
+            loss.backward()
+            plain_opt.step()
 
-    # this script's step
+        steps[PLAIN] = plain_step
+    for name, make in baseline_models(spec, args.num_classes).items():
+        model = make()
+        steps[name] = baseline_step(maybe_compile(model) if args.compile else model, images, targets, dtype, device)
+
     ours = prepare_model(build_model(spec, args.num_classes), device).train()
+    assert isinstance(ours, SpecEfficientNet)
     n_params = sum(q.numel() for q in ours.parameters())
-    assert n_params == sum(q.numel() for q in plain.parameters()), "the two loops must train the same model"
+    net = maybe_compile(ours)
     opt = build_optimizer(ours, "sgd", lr=0.01, weight_decay=1e-5)
     sched = build_scheduler(opt, total_steps=10**6, warmup_steps=10)
-    dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    x_ours, y_ours = images.to(device), targets.to(device)  # as the data cache delivers batches
+    steps[OURS] = lambda: train_step(net, x_ours, y_ours, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype,
+                                     clip_grad=5.0)
 
-    def our_step() -> None:
-        train_step(ours, images, targets, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype, clip_grad=5.0)
-
-    for step in (plain_step, our_step):  # warm-up (allocator, oneDNN/cuDNN kernel selection)
+    for step in steps.values():  # warm-up (allocator, oneDNN/cuDNN kernel selection, compilation)
         for _ in range(3):
             step()
-    best = {"plain": 0.0, "trainer": 0.0}
-    for r in range(args.rounds):
-        best["plain"] = max(best["plain"], time_steps(plain_step, args.steps, args.batch_size, device))
-        best["trainer"] = max(best["trainer"], time_steps(our_step, args.steps, args.batch_size, device))
+    best = dict.fromkeys(steps, 0.0)
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            best[name] = max(best[name], time_steps(step, args.steps, args.batch_size, device))
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"model: {args.arch} width {spec.width} at {spec.resolution} px, {n_params / 1e6:.2f} M params, "
-          f"batch {args.batch_size}, {device}, {torch.get_num_threads()} CPU threads")
-    print(f"plain efficientnet-pytorch loop: {best['plain']:8.1f} images/s")
-    print(f"main_efficientnet.py train step: {best['trainer']:8.1f} images/s")
-    print(f"speed-up: {best['trainer'] / best['plain']:.2f}x")
+          f"batch {args.batch_size}, {device}{gpu}, {str(dtype).replace('torch.', '') if dtype else 'fp32'}, "
+          f"{torch.get_num_threads()} CPU threads{', torch.compile' if args.compile else ''}")
+    for name, rate in best.items():
+        print(f"{name}: {rate:8.1f} images/s")
+    for name, rate in best.items():
+        if name != OURS:
+            print(f"ratio vs {name}: {best[OURS] / rate:.2f}x")
     return 0
 
 
