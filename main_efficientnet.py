@@ -23,6 +23,11 @@ Each rank trains on its shard; rank 0 alone talks to NNI and writes checkpoints,
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # started by a Python without the project's packages: one line, not a traceback
+    from efficientnet.environment import exit_if_incomplete
+
+    exit_if_incomplete()
+
 import json
 import logging
 import math
@@ -50,6 +55,7 @@ from efficientnet.distributed import Dist
 from efficientnet.metrics import EpochMetrics, TrainMeter
 from efficientnet.progressive import Progressive, ProgressiveError, Stage, mixup_batch, mixup_loss
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
+from efficientnet.stopping import StopSignals, TrialStopped, critical, die_by
 from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperparameters, output_dir_for, parse_config,
                                        resolve_spec)
 from efficientnet.training import (NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler,
@@ -84,12 +90,21 @@ def get_proposal(cfg: TrialConfig) -> dict[str, Any]:
 
 
 def report(metrics: dict[str, Any], final: bool = False) -> None:
-    """``nni.report_intermediate_result`` / ``report_final_result`` under NNI; nothing by hand."""
+    """``nni.report_intermediate_result`` / ``report_final_result`` under NNI; nothing by hand.
+
+    When NNI no longer answers (``nnictl stop`` closes the channel before it stops the trials), the result is
+    already in the checkpoint and ``result.json``: say so in one line and go on, until the stop signal comes.
+    """
     if not under_nni():
         return
     import nni
 
-    (nni.report_final_result if final else nni.report_intermediate_result)(metrics)
+    try:
+        (nni.report_final_result if final else nni.report_intermediate_result)(metrics)
+    except OSError as exc:  # requests' connection errors are OSErrors
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        log.warning("warning: NNI did not take the %s result (%s); it is kept in the output folder",
+                    "final" if final else "epoch's", first)
 
 
 # ----------------------------------------------------------------------------------------------------- setup
@@ -415,73 +430,73 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
     stage: Stage | None = None
 
     # -- the loop
-    for epoch in range(state.epoch, cfg.epochs):
-        if plan is not None and (stage is None or plan.stage_index(epoch) != stage.index):
-            stage = plan.stage(epoch)
-            apply_stage(stage, model, split, spec, cfg, cache)
-            train_loader, val_loader, order = loaders(stage)  # worker processes hold the old transform
-            log.info("%s", stage.describe())
-        seed_epoch(order, cfg.seed, epoch)  # the same order whether or not the run was resumed
-        start = time.time()
-        net.train()
-        meter = TrainMeter()  # loss and accuracy stay on the device until the epoch ends
-        batches = _bar(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", bars)
-        for step, (images, targets) in enumerate(batches):
-            batch_loss = loss_fn
-            if stage is not None and stage.mixup > 0:
-                images, targets, mixed_with, lam = mixup_batch(images, targets, stage.mixup)
-                batch_loss = mixup_loss(loss_fn, mixed_with, lam)
-            try:
-                loss, logits = train_step(net, images, targets, optimizer, batch_loss, scheduler=scheduler,
-                                          scaler=scaler, dtype=dtype, clip_grad=cfg.clip_grad,
-                                          channels_last=channels_last,
-                                          check_loss=loss_value if step % check_every == 0 else None)
-            except NonFiniteLossError as exc:
-                raise TrainingError(
-                    f"loss became {exc.value} at epoch {epoch + 1}, step {step + 1}; lower --lr (now {cfg.lr:g})"
-                    f"{' or pass --amp off' if dtype is not None else ''}; "
-                    + (f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written")
-                ) from None
-            meter.update(loss, logits, targets)
-            if bars and step % PROGRESS_EVERY == 0:
-                running_loss, running_top1 = meter.read()
-                batches.set_postfix(loss=f"{running_loss:.3f}", top1=f"{running_top1:.1f}")
-        train_loss, train_top1 = _reduce_means(meter, dist_info, device)  # waits for the device: the epoch's steps
-        train_seconds = time.time() - start
-        if not math.isfinite(train_loss):  # a NaN between two checks: stop before it reaches a checkpoint
-            raise TrainingError(f"loss became {train_loss} during epoch {epoch + 1}; lower --lr (now {cfg.lr:g})"
-                                f"{' or pass --amp off' if dtype is not None else ''}; "
-                                + (f"the checkpoint of epoch {epoch} is kept" if epoch else
-                                   "no checkpoint was written"))
-        distributed.sync_buffers(model, dist_info)  # every rank validates with rank 0's BatchNorm statistics
-        metrics = evaluate(model, _bar(val_loader, "val", bars), eval_loss, EpochMetrics(num_classes), dtype=dtype,
-                           channels_last=channels_last)
-        if dist_info.enabled:
-            metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), dist_info))
-        val = metrics.compute()
-        state.epoch = epoch + 1
-        if val["top1"] > state.best_top1:
-            state.best_top1, state.best_epoch = val["top1"], state.epoch
-        record = {"epoch": state.epoch, "train_loss": train_loss, "train_top1": train_top1,
-                  "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - start, 3),
-                  "train_time_s": round(train_seconds, 3),
-                  **{f"val_{k}": v for k, v in val.items()}}
-        if stage is not None:
-            record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
-                          train_randaug=stage.randaug, train_mixup=stage.mixup)
-        state.history.append(record)
-        if main_rank:
-            save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
-                            is_best=state.best_epoch == state.epoch)
-            log.info(_epoch_line(record, cfg.epochs, state))
-            for key, value in record.items():
-                if key != "epoch":
-                    writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
-            writer.flush()
-            report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
-        distributed.barrier(dist_info)  # nobody runs ahead of the checkpoint (a kill then resumes every rank alike)
-    if writer is not None:
-        writer.close()
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            if plan is not None and (stage is None or plan.stage_index(epoch) != stage.index):
+                stage = plan.stage(epoch)
+                apply_stage(stage, model, split, spec, cfg, cache)
+                train_loader, val_loader, order = loaders(stage)  # worker processes hold the old transform
+                log.info("%s", stage.describe())
+            seed_epoch(order, cfg.seed, epoch)  # the same order whether or not the run was resumed
+            start = time.time()
+            net.train()
+            meter = TrainMeter()  # loss and accuracy stay on the device until the epoch ends
+            batches = _bar(train_loader, f"epoch {epoch + 1}/{cfg.epochs}", bars)
+            for step, (images, targets) in enumerate(batches):
+                batch_loss = loss_fn
+                if stage is not None and stage.mixup > 0:
+                    images, targets, mixed_with, lam = mixup_batch(images, targets, stage.mixup)
+                    batch_loss = mixup_loss(loss_fn, mixed_with, lam)
+                try:
+                    loss, logits = train_step(net, images, targets, optimizer, batch_loss, scheduler=scheduler,
+                                              scaler=scaler, dtype=dtype, clip_grad=cfg.clip_grad,
+                                              channels_last=channels_last,
+                                              check_loss=loss_value if step % check_every == 0 else None)
+                except NonFiniteLossError as exc:
+                    raise TrainingError(f"loss became {exc.value} at epoch {epoch + 1}, step {step + 1}; "
+                                        f"{_nan_advice(cfg, dtype, state.epoch)}") from None
+                meter.update(loss, logits, targets)
+                if bars and step % PROGRESS_EVERY == 0:
+                    running_loss, running_top1 = meter.read()
+                    batches.set_postfix(loss=f"{running_loss:.3f}", top1=f"{running_top1:.1f}")
+            train_loss, train_top1 = _reduce_means(meter, dist_info, device)  # waits for the epoch's steps
+            train_seconds = time.time() - start
+            if not math.isfinite(train_loss):  # a NaN between two checks: stop before it reaches a checkpoint
+                raise TrainingError(f"loss became {train_loss} during epoch {epoch + 1}; "
+                                    f"{_nan_advice(cfg, dtype, state.epoch)}")
+            distributed.sync_buffers(model, dist_info)  # every rank validates with rank 0's BatchNorm statistics
+            metrics = evaluate(model, _bar(val_loader, "val", bars), eval_loss, EpochMetrics(num_classes),
+                               dtype=dtype, channels_last=channels_last)
+            if dist_info.enabled:
+                metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), dist_info))
+            val = metrics.compute()
+            with critical():  # a stop signal waits: the epoch is saved and reported whole, or not at all
+                state.epoch = epoch + 1
+                if val["top1"] > state.best_top1:
+                    state.best_top1, state.best_epoch = val["top1"], state.epoch
+                record = {"epoch": state.epoch, "train_loss": train_loss, "train_top1": train_top1,
+                          "lr": optimizer.param_groups[0]["lr"], "time_s": round(time.time() - start, 3),
+                          "train_time_s": round(train_seconds, 3), **{f"val_{k}": v for k, v in val.items()}}
+                if stage is not None:
+                    record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
+                                  train_randaug=stage.randaug, train_mixup=stage.mixup)
+                state.history.append(record)
+                if main_rank:
+                    save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
+                                    is_best=state.best_epoch == state.epoch)
+                    log.info(_epoch_line(record, cfg.epochs, state))
+                    for key, value in record.items():
+                        if key != "epoch":
+                            writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
+                    writer.flush()
+                    report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
+            distributed.barrier(dist_info)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
+    except TrialStopped as stop:
+        stop.detail = f" in epoch {state.epoch + 1}: {_kept(state.epoch, out_dir)}"
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
 
     # -- final metrics, once per trial (rank 0 writes and reports; every rank returns them)
     result = None
@@ -496,6 +511,18 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
                  out_dir / "result.json")
         report(result, final=True)
     return distributed.broadcast_object(result, dist_info)
+
+
+def _kept(completed: int, out_dir: Path) -> str:
+    """What a stopped or failed trial leaves behind."""
+    if not completed:
+        return "no checkpoint was written yet"
+    return f"the checkpoint of epoch {completed} is kept in {out_dir / CHECKPOINT_NAME}"
+
+
+def _nan_advice(cfg: TrialConfig, dtype: torch.dtype | None, completed: int) -> str:
+    return (f"lower --lr (now {cfg.lr:g}){' or pass --amp off' if dtype is not None else ''}; "
+            + (f"the checkpoint of epoch {completed} is kept" if completed else "no checkpoint was written"))
 
 
 def _reduce_means(meter: TrainMeter, dist_info: Dist, device: torch.device) -> tuple[float, float]:
@@ -531,16 +558,25 @@ def _epoch_line(r: dict[str, float], epochs: int, state: TrainState) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: returns 0, or 2 after one ``error:`` line on stderr for a problem the user can fix."""
-    try:
-        run(parse_config(argv))
-    except USER_ERRORS as exc:
-        if distributed.from_env().is_main:  # every rank meets the same bad input: one line, from rank 0
-            print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    """Entry point: returns 0, or 2 after one ``error:`` line on stderr for a problem the user can fix.
+
+    SIGINT (Ctrl-C, NNI's assessor or ``nnictl stop``) and SIGTERM stop the trial at a safe point: one line says
+    what was kept, then the process ends by that signal (NNI records EARLY_STOPPED or USER_CANCELED, not FAILED).
+    """
+    stopped: TrialStopped | None = None
+    with StopSignals():
+        try:
+            run(parse_config(argv))
+        except USER_ERRORS as exc:
+            if distributed.from_env().is_main:  # every rank meets the same bad input: one line, from rank 0
+                print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except TrialStopped as exc:
+            stopped = exc
+    if stopped is not None:
+        if distributed.from_env().is_main:
+            print(f"stopped by {stopped.name}{stopped.detail}; rerun the same command to resume", file=sys.stderr)
+        die_by(stopped.signum)
     return 0
 
 

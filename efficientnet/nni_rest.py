@@ -1,4 +1,5 @@
-"""A small read-only client for a running NNI experiment's REST API (``http://HOST:PORT/api/v1/nni``).
+"""A small client for a running NNI experiment's REST API (``http://HOST:PORT/api/v1/nni``): it reads, and can
+cancel a trial as the WebUI does.
 
 NNI stores metric data JSON-encoded twice (the trial reports a JSON string, which the manager stores as a JSON
 string again); :func:`decode_metric` undoes both. Used by the end-to-end tests and the ``report`` command.
@@ -66,6 +67,15 @@ class NNIClient:
             raise NNIUnavailable(f"no answer from {self.base}{path}: {exc}") from None
         except json.JSONDecodeError:
             raise NNIUnavailable(f"{self.base}{path} did not answer with JSON: is an NNI experiment on that port?") from None
+
+    def cancel(self, trial_id: str) -> None:
+        """Cancel one trial, as the WebUI's kill button does (``DELETE /trial-jobs/ID``)."""
+        request = urllib.request.Request(f"{self.base}/trial-jobs/{trial_id}", method="DELETE")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                resp.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise NNIUnavailable(f"no answer from {self.base}/trial-jobs/{trial_id}: {exc}") from None
 
     def status(self) -> str:
         """The experiment status: RUNNING, DONE, NO_MORE_TRIAL, STOPPED, ERROR, ..."""

@@ -52,7 +52,8 @@ def describe(exp) -> str:
     for t in exp.client.trials():
         lines.append(f"{t.id} {t.status} final={t.final}")
         if t.status == "FAILED" and t.log_path:
-            err = Path(t.log_path) / "trial.stderr"
+            local = t.log_path.split(":", 1)[1] if t.log_path.startswith("127.0.0.1:") else t.log_path  # remote
+            err = Path(local) / "trial.stderr"
             if err.exists():
                 lines.append(err.read_text(errors="replace")[-1500:])
     return "\n".join(lines)
@@ -110,7 +111,7 @@ def test_experiment_runs_reports_shows_in_webui_and_resumes(root, tmp_path):
         # The WebUI shows the trials and their default metric.
         best = max(first, key=lambda t: t.default)
         dom = chromium_dom(f"http://127.0.0.1:{exp.port}/oview", ARTIFACTS / "webui-overview.png")
-        assert best.id in dom and f"{best.default:.2f}"[:4] in dom, dom[:2000]
+        assert best.id in dom and f"{best.default:.6f}"[:4] in dom, dom[:2000]
         detail = chromium_dom(f"http://127.0.0.1:{exp.port}/detail", ARTIFACTS / "webui-trials.png")
         assert all(t.id in detail for t in first)
         assert (ARTIFACTS / "webui-overview.png").stat().st_size > 10_000
@@ -158,3 +159,65 @@ def test_a_failing_trial_is_failed_and_the_experiment_goes_on(root, tmp_path):
     assert [t.status for t in trials] == ["FAILED", "FAILED"]
     assert status == "DONE"
     assert all("/nonexistent/dataset" in err for err in stderr), stderr
+
+
+def replace_section(config: Path, key: str, value) -> None:
+    """Replace a whole top-level section of a written config (write_config merges sections instead)."""
+    raw = yaml.safe_load(config.read_text())
+    raw[key] = value
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def checkpoint_epoch(trial) -> int:
+    """The completed epochs in a trial's checkpoint (its output folder is NNI's trial folder)."""
+    from efficientnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    return load_checkpoint(Path(trial.log_path) / CHECKPOINT_NAME)["epoch"]
+
+
+def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the_search_goes_on(root, tmp_path):
+    overrides = tiny_overrides(3)
+    overrides["trialConcurrency"] = 1
+    config = write_config(root, tmp_path / "exp", overrides, "--epochs 30 --subset 0.5")
+    replace_section(config, "assessor", {"codeDirectory": str(root / "tests" / "fixtures"),
+                                         "className": "stop_assessor.StopAtFirstResult"})
+    with experiment(config) as exp:
+        assert exp.client.wait(done, timeout=300), describe(exp)
+        trials = exp.client.trials()
+        status = exp.client.status()
+        log = dispatcher_log(exp)
+    # Stopped, not FAILED: the trial ends by NNI's SIGINT. NNI 3.0 records an assessor's stop as USER_CANCELED (its
+    # v3 compat layer sets isEarlyStopped only after the trial's end was recorded); the trial cannot change that.
+    assert {t.status for t in trials} <= {"EARLY_STOPPED", "USER_CANCELED"} and len(trials) == 3, describe(exp)
+    assert status == "DONE"  # the search went on to its three trials
+    for t in trials:
+        assert t.intermediate and t.final is None
+        done_epochs = checkpoint_epoch(t)
+        assert 1 <= done_epochs < 30
+        stderr = (Path(t.log_path) / "trial.stderr").read_text()
+        assert f"stopped by SIGINT in epoch {done_epochs + 1}: the checkpoint of epoch {done_epochs} is kept" in stderr
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_cancelled_trial_is_user_canceled_and_nnictl_stop_ends_trials_without_a_traceback(root, tmp_path):
+    overrides = tiny_overrides(2)
+    overrides["trialConcurrency"] = 1
+    overrides.pop("assessor", None)
+    config = write_config(root, tmp_path / "exp", overrides, "--epochs 200 --subset 0.5")
+    replace_section(config, "assessor", None)
+    with experiment(config) as exp:
+        reported = lambda c: [t for t in c.trials() if t.status == "RUNNING" and t.intermediate]  # noqa: E731
+        assert exp.client.wait(reported, timeout=180), describe(exp)
+        first = reported(exp.client)[0]
+        exp.client.cancel(first.id)  # the WebUI's kill button
+        assert exp.client.wait(lambda c: len(reported(c)) == 1 and reported(c)[0].id != first.id, timeout=180), \
+            describe(exp)
+        cancelled = next(t for t in exp.client.trials() if t.id == first.id)
+        second = reported(exp.client)[0]
+        stop(exp)  # nnictl stop: NNI closes the trial's channel, then stops it
+    assert cancelled.status == "USER_CANCELED"
+    assert checkpoint_epoch(cancelled) >= 1
+    assert "stopped by SIGINT in epoch" in (Path(cancelled.log_path) / "trial.stderr").read_text()
+    assert checkpoint_epoch(second) >= 1
+    stderr = (Path(second.log_path) / "trial.stderr").read_text()
+    assert "Traceback" not in stderr and "stopped by SIGINT in epoch" in stderr, stderr[-2000:]

@@ -36,16 +36,18 @@ def hand_run_env() -> dict[str, str]:
     return env
 
 
-def kill_after_first_checkpoint(cmd: list[str], out: Path, cwd: Path, timeout: float = 240) -> subprocess.Popen:
-    """Start ``cmd``, wait (at most ``timeout`` s) for ``out/checkpoint.pth.tar``, SIGKILL the process, return it."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=hand_run_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def kill_after_first_checkpoint(cmd: list[str], out: Path, cwd: Path, timeout: float = 240,
+                                sig: int = signal.SIGKILL) -> subprocess.Popen:
+    """Start ``cmd``, wait (at most ``timeout`` s) for ``out/checkpoint.pth.tar``, send ``sig`` (SIGKILL by
+    default) and wait for the process to end; return it (stdout and stderr apart, still to be read)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=hand_run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout
         while not (out / CHECKPOINT_NAME).exists():
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, f"no checkpoint within {timeout:.0f} s"
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:

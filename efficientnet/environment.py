@@ -1,0 +1,45 @@
+"""Is this Python the environment the project is installed in? Checked before anything imports torch.
+
+A trial started by another interpreter than the one the project was installed into (a remote machine whose shell
+start-up files put the system or pyenv/conda Python first on PATH, a trial command naming ``python3`` outside the
+virtualenv) would otherwise die in a traceback on ``import torch``. This module imports nothing outside the
+standard library.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+__all__ = ["REQUIRED", "missing_packages", "interpreter_problem", "exit_if_incomplete"]
+
+REQUIRED = ("torch", "torchvision", "efficientnet_pytorch", "numpy", "PIL", "sklearn", "yaml")
+
+
+def missing_packages(need_nni: bool = False) -> list[str]:
+    """The required top-level packages this interpreter cannot find (``nni`` too when ``need_nni``)."""
+    names = REQUIRED + (("nni",) if need_nni else ())
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def interpreter_problem(need_nni: bool | None = None) -> str | None:
+    """One line naming this interpreter, what it lacks and what to set; ``None`` when nothing is missing.
+    ``need_nni`` defaults to "launched by NNI" (``NNI_TRIAL_JOB_ID`` set)."""
+    if need_nni is None:
+        need_nni = (os.environ.get("NNI_TRIAL_JOB_ID") or "STANDALONE") != "STANDALONE"
+    missing = missing_packages(need_nni)
+    if not missing:
+        return None
+    return (f"this Python ({sys.executable}) cannot import {', '.join(missing)}: it is not the environment the "
+            "project is installed in; start the trial with that environment's Python (in the experiment config: "
+            "trialCommand: /path/to/venv/bin/python main_efficientnet.py ..., or a conda env's "
+            "/path/to/conda/envs/ENV/bin/python), or pip install -e . into this one")
+
+
+def exit_if_incomplete() -> None:
+    """Print :func:`interpreter_problem` as one ``error:`` line and exit with status 2, if there is one."""
+    problem = interpreter_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
