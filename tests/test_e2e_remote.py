@@ -1,6 +1,8 @@
 """NNI's remote (SSH) training service, against a real OpenSSH server on loopback started by the test.
 
-configs/remote.yml is the template: only its machine list is pointed at 127.0.0.1 and the model shrunk.
+configs/remote.yml is the template: its machine list is pointed at 127.0.0.1, its trial command at this test's
+virtualenv Python (or a bare one) and the model shrunk. The remote machine's shell start-up files are this
+machine's, pyenv and all, as on a real remote machine.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nni_harness import experiment, free_port, write_config
 from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
+from trial_process import one_error_line
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +62,16 @@ def sshd(tmp_path):
         proc.wait(timeout=10)
 
 
-def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd):
+@pytest.mark.parametrize("python", ["venv", "bare"])
+def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd, python):
+    """The remote machine runs the project from a virtualenv (this test's own, which is not the system Python): the
+    trial succeeds; a trial command naming a Python without the project fails with one line naming it."""
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin.parent / "pyvenv.cfg").is_file(), "run the tests from a virtualenv, as the README says"
+    interpreter = Path(sys.executable)
+    if python == "bare":
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+        interpreter = tmp_path / "bare" / "bin" / "python"
     overrides = tiny_overrides(1)
     overrides["trialConcurrency"] = 1
     overrides["trialGpuNumber"] = 0
@@ -66,21 +79,31 @@ def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd):
         "platform": "remote",
         "machineList": [
             {"host": "127.0.0.1", "port": sshd["port"], "user": sshd["user"], "sshKeyFile": sshd["key"],
-             "pythonPath": str(Path(sys.executable).parent)}
+             "pythonPath": str(venv_bin)}
         ],
     }
     config = write_config(root, tmp_path / "exp", overrides, TINY_TRIAL_ARGS, template="configs/remote.yml")
+    raw = yaml.safe_load(config.read_text())
+    assert raw["trialCommand"].startswith("/home/alice/venv/bin/python main_efficientnet.py")
+    raw["trialCommand"] = raw["trialCommand"].replace("/home/alice/venv/bin/python", str(interpreter))
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
     remote_dirs = []
     try:
         with experiment(config) as exp:
             remote_dirs.append(Path.home() / "nni-experiments" / exp.id)
             assert exp.client.wait(done, timeout=300), describe(exp)
             trials = exp.client.trials()
-            assert [t.status for t in trials] == ["SUCCEEDED"], describe(exp)
+            assert [t.status for t in trials] == ["SUCCEEDED" if python == "venv" else "FAILED"], describe(exp)
+            [trial] = trials
+            stderr = (remote_dirs[0] / trial.log_path.split("/nni-experiments/" + exp.id + "/", 1)[1]
+                      / "trial.stderr").read_text()
     finally:
         for d in remote_dirs:
             shutil.rmtree(d, ignore_errors=True)
-    [trial] = trials
+    if python == "bare":
+        assert stderr.strip() == one_error_line(stderr)
+        assert f"this Python ({interpreter}) cannot import torch" in stderr
+        return
     assert trial.log_path.startswith("127.0.0.1:")
     assert isinstance(trial.final, dict) and trial.final["params"] == trial.parameters["params"]
     assert trial.intermediate and "default" in trial.intermediate[0]
