@@ -1,7 +1,8 @@
 """``python -m efficientnet report``: the best trials, the Pareto fronts and a plot of an NNI experiment.
 
-Reads the trials through NNI's REST API (``--experiment ID``, whose port ``nnictl`` remembers, or ``--port``) or
-from ``nnictl experiment export ID --filename F --type json`` (``--from-export F``). Writes to ``--output-dir``:
+Reads the trials through NNI's REST API while the experiment runs (``--experiment ID``, whose port ``nnictl``
+remembers, or ``--port``), from NNI's own database once it has stopped (``--experiment ID``, read-only; see
+:mod:`efficientnet.nni_db`), or from ``nnictl experiment export ID --filename F --type json`` (``--from-export F``). Writes to ``--output-dir``:
 ``report.md`` (the tables), ``trials.csv`` (every finished trial), ``pareto.png`` (accuracy against MACs and against
 latency, the B0–B3 presets profiled as reference points) and ``best_spec.json`` (the best architecture's spec and
 metrics). Results of proxy-budget trials (``budget: proxy``) are listed apart and never ranked against full ones.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .commands import CLIError, command
+from .nni_db import NNIDatabaseError, experiment_db, read_trials
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
 from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset
@@ -53,55 +55,61 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def _experiment_port(experiment: str) -> int:
-    from nni.tools.nnictl.config_utils import Experiments
-
-    known = Experiments().get_all_experiments()
-    if experiment not in known:
-        ids = ", ".join(sorted(known)) or "none"
-        raise CLIError(f"unknown experiment {experiment!r} (nnictl knows: {ids})")
-    port = known[experiment].get("port")
-    if not port:
-        raise CLIError(f"experiment {experiment!r} has no REST port on record; pass --port or --from-export")
-    return int(port)
-
-
-def load_trials(experiment: str | None = None, port: int | None = None, export: str | None = None) -> list[Trial]:
-    """Every trial of the experiment (from its REST API, or from an export file)."""
-    if export:
-        try:
-            records = json.loads(Path(export).read_text())
-        except FileNotFoundError:
-            raise CLIError(f"export file {export!r} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CLIError(f"export file {export!r} is not JSON: {exc}") from None
-        if not isinstance(records, list):
-            raise CLIError(f"export file {export!r} is not an 'nnictl experiment export --type json' list")
-        trials = []
-        for i, r in enumerate(records):
-            if not isinstance(r, dict):
-                continue
-            params = decode_metric(r.get("parameter")) or {}
-            trials.append(Trial(str(r.get("trialJobId", i)), "SUCCEEDED", params if isinstance(params, dict) else {},
-                                r.get("id"), decode_metric(r.get("value"))))
-        return trials
-    if port is None:
-        if not experiment:
-            raise CLIError("give --experiment ID, --port PORT or --from-export FILE")
-        port = _experiment_port(experiment)
+def _recorded_port(experiment: str) -> int | None:
+    """The REST port nnictl recorded for ``experiment`` (``None`` when it has no record of it)."""
     try:
-        client = NNIClient(port, timeout=15)
-        if experiment:
+        from nni.tools.nnictl.config_utils import Experiments
+
+        port = (Experiments().get_all_experiments().get(experiment) or {}).get("port")
+    except Exception:  # nnictl's record file missing or damaged: the database may still be there
+        return None
+    return int(port) if port else None
+
+
+def _from_export(export: str) -> list[Trial]:
+    try:
+        records = json.loads(Path(export).read_text())
+    except FileNotFoundError:
+        raise CLIError(f"export file {export!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CLIError(f"export file {export!r} is not JSON: {exc}") from None
+    if not isinstance(records, list):
+        raise CLIError(f"export file {export!r} is not an 'nnictl experiment export --type json' list")
+    trials = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            continue
+        params = decode_metric(r.get("parameter")) or {}
+        trials.append(Trial(str(r.get("trialJobId", i)), "SUCCEEDED", params if isinstance(params, dict) else {},
+                            r.get("id"), decode_metric(r.get("value"))))
+    return trials
+
+
+def load_trials(experiment: str | None = None, port: int | None = None, export: str | None = None,
+                experiments_dir: str | None = None) -> list[Trial]:
+    """Every trial of the experiment: from its REST API while it runs (or is viewed), from NNI's own database
+    (read-only) once it has stopped, or from an export file."""
+    if export:
+        return _from_export(export)
+    if port is None and not experiment:
+        raise CLIError("give --experiment ID, --port PORT or --from-export FILE")
+    if port is None and experiments_dir is None:
+        port = _recorded_port(experiment)
+    if port is not None:
+        try:
+            client = NNIClient(port, timeout=15)
             found = client.profile().get("id")
-            if found and found != experiment:
+            if experiment and found and found != experiment:
                 raise CLIError(f"port {port} serves experiment {found}, not {experiment}")
-        return client.trials()
-    except NNIUnavailable:
-        name = experiment or f"on port {port}"
-        raise CLIError(
-            f"experiment {name} is not running: start it read-only with 'nnictl view {experiment or 'ID'}', "
-            "or export it and pass --from-export FILE"
-        ) from None
+            return client.trials()
+        except NNIUnavailable:
+            if not experiment:
+                raise CLIError(f"no NNI experiment answers on port {port}: give --experiment ID to read a stopped "
+                               "one from its database, or --from-export FILE") from None
+    try:  # stopped: NNI's own database
+        return read_trials(experiment_db(experiment, experiments_dir))
+    except NNIDatabaseError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _number(value: Any) -> float | None:
@@ -263,7 +271,10 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
 
 # ------------------------------------------------------------------------------------------------ command
 def _build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", help="experiment ID (nnictl knows its port; it must be running or viewed)")
+    p.add_argument("--experiment", help="experiment ID: read through its REST API while it runs, from NNI's own "
+                   "database (read-only) once it has stopped")
+    p.add_argument("--experiments-dir", help="the folder holding the experiment's folder (default: where nnictl "
+                   "recorded it, else ~/nni-experiments); for an experiment folder copied from elsewhere")
     p.add_argument("--port", type=int, help="REST port of a running or viewed experiment")
     p.add_argument("--from-export", metavar="FILE", help="file of 'nnictl experiment export ID --type json'")
     p.add_argument("--output-dir", default="report", help="where to write the files (default %(default)s)")
@@ -281,7 +292,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     for n in names:
         preset(n)  # SpecError (one line, exit 2) for an unknown preset
-    trials = load_trials(args.experiment, args.port, args.from_export)
+    trials = load_trials(args.experiment, args.port, args.from_export, args.experiments_dir)
     title = f"experiment {args.experiment}" if args.experiment else (
         f"export {Path(args.from_export).name}" if args.from_export else f"experiment on port {args.port}")
     print(build_report(trials, Path(args.output_dir), title, args.top, names, args.num_classes,

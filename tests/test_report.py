@@ -1,9 +1,11 @@
-"""``python -m efficientnet report`` on a real, finished tiny nnictl experiment, and from its export file."""
+"""``python -m efficientnet report`` on a real, finished tiny nnictl experiment: through its REST API, from its
+export file, and from NNI's own database once it has stopped."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 import yaml
 
 from efficientnet.cli import main
+from efficientnet.nni_db import read_trials
 from efficientnet.spec import ArchSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,9 +91,38 @@ def test_report_from_the_export_file_agrees(finished, tmp_path, capsys):
     assert front.count("\n| ") - 1 == len(set(on_front))  # rows minus the header row
 
 
+def test_report_of_a_stopped_experiment_reads_nni_database_read_only(finished, tmp_path, capsys):
+    exp, _ = finished
+    live = {t.id: (t.status, t.parameters, t.final, t.intermediate) for t in exp.client.trials()}
+    nni_harness.stop(exp)  # no REST server any more
+    db = exp.workdir / exp.id / "db" / "nni.sqlite"
+    before = db.read_bytes()
+    assert main(["report", "--experiment", exp.id, "--output-dir", str(tmp_path), "--presets", ""]) == 0
+    text = capsys.readouterr().out
+    assert db.read_bytes() == before
+    assert {t.id: (t.status, t.parameters, t.final, t.intermediate) for t in read_trials(db)} == live
+    best = max(live, key=lambda i: live[i][2]["default"])
+    assert json.loads((tmp_path / "best_spec.json").read_text())["trial"] == best
+    assert f"## Best {TRIALS} trials (full budget)" in text
+    copied = tmp_path / "elsewhere"  # an experiment folder copied from another machine
+    shutil.copytree(exp.workdir / exp.id, copied / exp.id)
+    assert main(["report", "--experiment", exp.id, "--experiments-dir", str(copied), "--output-dir",
+                 str(tmp_path / "copy"), "--presets", ""]) == 0
+    assert capsys.readouterr().out == text.replace(str(tmp_path), str(tmp_path / "copy"))
+
+
 def test_bad_input_is_one_error_line(tmp_path, capsys):
-    assert main(["report", "--experiment", "no-such-exp", "--output-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: unknown experiment 'no-such-exp'")
+    assert main(["report", "--experiment", "no-such-exp", "--experiments-dir", str(tmp_path), "--output-dir",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: no NNI database at {tmp_path / 'no-such-exp' / 'db' / 'nni.sqlite'}; check the "
+                   "experiment ID, or pass --experiments-dir (the experimentWorkingDirectory of its config)\n")
+    (tmp_path / "broken" / "db").mkdir(parents=True)
+    (tmp_path / "broken" / "db" / "nni.sqlite").write_text("not a database")
+    assert main(["report", "--experiment", "broken", "--experiments-dir", str(tmp_path), "--output-dir",
+                 str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read the NNI database") and err.count("\n") == 1
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps([{"trialJobId": "a", "parameter": {"alpha": 1.0}, "value": "\"oops\""}]))
     assert main(["report", "--from-export", str(empty), "--output-dir", str(tmp_path)]) == 2
@@ -98,5 +130,5 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert err.startswith("error: ") and "no finished trial" in err and err.count("\n") == 1
     port = nni_harness.free_port()
     assert main(["report", "--port", str(port), "--output-dir", str(tmp_path)]) == 2
-    assert "not running" in capsys.readouterr().err
+    assert f"no NNI experiment answers on port {port}" in capsys.readouterr().err
 
