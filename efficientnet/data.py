@@ -112,11 +112,11 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
     class goes to ``val/``. Writing happens in a temporary directory renamed into place at the end, so a
     concurrent or killed export never leaves a partial cache behind.
     """
-    from sklearn.datasets import load_digits
-
     root = Path(cache_dir or default_cache_dir()).expanduser() / f"digits-{size}px"
     if (root / ".complete").is_file():
         return root
+    from sklearn.datasets import load_digits  # here: importing scikit-learn takes a second
+
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".digits-export-", dir=root.parent))
