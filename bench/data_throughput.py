@@ -38,6 +38,7 @@ from efficientnet.spec import resolve_arch  # noqa: E402
 from efficientnet.training import (amp_dtype, build_optimizer, build_scheduler, prepare_model,  # noqa: E402
                                    resolve_device, train_step)
 from efficientnet.weights import build_model  # noqa: E402
+from train_throughput import time_steps  # noqa: E402  (this folder is on sys.path when run as a script)
 
 CLASSES = 10
 
@@ -103,17 +104,7 @@ def model_rate(args, device: torch.device) -> float:
 
     for _ in range(3):
         step()
-    best = 0.0
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, args.steps * args.batch_size / (time.perf_counter() - start))
-    return best
+    return max(time_steps(step, args.steps, args.batch_size, device) for _ in range(3))
 
 
 def main(argv=None) -> int:
