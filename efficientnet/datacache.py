@@ -243,6 +243,7 @@ class BatchAugment:
         self.randaug, self.randaug_group = randaug, randaug_group
         self._scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
         self._shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # copied once per device
         self._randaug = None
         if randaug > 0:
             from torchvision.transforms import v2
@@ -250,7 +251,9 @@ class BatchAugment:
             self._randaug = v2.RandAugment(num_ops=2, magnitude=int(randaug))
 
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        scale, shift = self._scale.to(pixels.device), self._shift.to(pixels.device)
+        if pixels.device not in self._on_device:
+            self._on_device[pixels.device] = (self._scale.to(pixels.device), self._shift.to(pixels.device))
+        scale, shift = self._on_device[pixels.device]
         return torch.addcmul(shift, pixels, scale)
 
     def crop_grid(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
@@ -295,7 +298,7 @@ class CachedLoader:
         self.data, self.batch_size, self.augment, self.device = data, batch_size, augment, device
         self.sampler, self.drop_last, self.base_seed = sampler, drop_last, seed
         self.generator = torch.Generator(device=device)
-        self._buffers: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+        self._buffers: list[tuple[tuple[torch.Tensor, torch.Tensor], torch.cuda.Event | None]] = []
         self.dataset = range(len(sampler) if sampler is not None else len(data))  # as DataLoader.dataset's length
 
     def __len__(self) -> int:
@@ -311,36 +314,40 @@ class CachedLoader:
             return int(torch.randint(2**62, (1,), generator=s.generator))
         return self.base_seed
 
-    def _indices(self) -> Iterator[torch.Tensor]:
+    def _indices(self) -> list[torch.Tensor]:
+        """The epoch's batches of indices, on the cache's device (one copy per epoch, not one per batch)."""
         order = list(self.sampler) if self.sampler is not None else list(range(len(self.data)))
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        for start in range(0, stop, self.batch_size):
-            yield torch.tensor(order[start:start + self.batch_size], dtype=torch.int64)
+        index = torch.tensor(order[:stop], dtype=torch.int64)
+        if self.data.images.device == self.device:
+            index = index.to(self.device)
+        return list(index.split(self.batch_size))
 
     def _to_device(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.data.images, self.data.targets
         if images.device == self.device:
-            idx = idx.to(self.device, non_blocking=True)
             return images.index_select(0, idx), targets.index_select(0, idx)
         if self.device.type != "cuda" or not images.is_pinned():
             return images.index_select(0, idx).to(self.device), targets.index_select(0, idx).to(self.device)
-        slot = step % 2  # gather into a pinned buffer, then copy without blocking; reuse it once that copy is done
-        shape = (self.batch_size, *images.shape[1:])
+        slot = step % 2  # gather into pinned buffers, copy without blocking; reuse them once those copies are done
         if len(self._buffers) <= slot:
-            self._buffers.append((torch.empty(shape, dtype=images.dtype).pin_memory(), None))
-        buffer, done = self._buffers[slot]
+            self._buffers.append(((torch.empty((self.batch_size, *images.shape[1:]), dtype=images.dtype).pin_memory(),
+                                   torch.empty(self.batch_size, dtype=targets.dtype).pin_memory()), None))
+        (image_buffer, target_buffer), done = self._buffers[slot]
         if done is not None:
             done.synchronize()
-        part = buffer[: len(idx)]
-        torch.index_select(images, 0, idx, out=part)
-        on_device = part.to(self.device, non_blocking=True)
+        n = len(idx)
+        torch.index_select(images, 0, idx, out=image_buffer[:n])
+        torch.index_select(targets, 0, idx, out=target_buffer[:n])
+        on_device = (image_buffer[:n].to(self.device, non_blocking=True),
+                     target_buffer[:n].to(self.device, non_blocking=True))
         event = torch.cuda.Event()
         event.record()
-        self._buffers[slot] = (buffer, event)
-        return on_device, targets.index_select(0, idx).to(self.device, non_blocking=True)
+        self._buffers[slot] = ((image_buffer, target_buffer), event)
+        return on_device
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = list(self._indices())  # draws the sampler's order first
+        indices = self._indices()  # draws the sampler's order first
         self.generator.manual_seed(self._augment_seed())
         for step, idx in enumerate(indices):
             images, targets = self._to_device(idx, step)
