@@ -1,9 +1,13 @@
 """Hardware budgets and the feasibility check that every candidate passes before it becomes a trial.
 
 A candidate is checked in order of cost: a dominance pre-filter (it is at least as large, coordinate by coordinate,
-as a candidate already known to break a budget), the closed-form parameter/MAC/size counts of
-:mod:`efficientnet.search.costs`, and only then the meta-device profiler (cached per spec) and, when
+as a candidate already known to break a budget), then the closed forms of :mod:`efficientnet.search.costs`
+(parameters, MACs, model size and peak activation memory, in well under a millisecond), and, only when
 ``max_latency_ms`` is set, a real CPU latency measurement. Only a candidate that passes everything is proposed.
+
+The meta-device profiler stays as the reference: the first ``cross_check`` candidates are profiled as well, and if
+the profile disagrees with the closed forms (a changed model implementation, say), a warning names the difference
+and from then on every candidate is profiled and the profile decides.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from ..spec import ArchSpec
 from .candidates import Candidate, CandidateSpace
-from .costs import estimate_costs
 
 __all__ = ["Budgets", "BudgetError", "FeasibilityChecker", "cached_profile"]
 
@@ -80,8 +85,27 @@ def _cached_latency(spec: ArchSpec, num_classes: int) -> float:
     return measure_latency(spec, num_classes=num_classes)
 
 
+@lru_cache(maxsize=65536)
+def _cached_estimate(spec: ArchSpec, num_classes: int) -> "Profile":
+    from .costs import estimated_profile
+
+    return estimated_profile(spec, num_classes)
+
+
+def _agree(closed: "Profile", profiled: "Profile") -> list[str]:
+    """The cost names on which the closed forms and a profile disagree (counts exactly, sizes to 1e-6 relative)."""
+    out = [n for n in ("params", "macs") if getattr(closed, n) != getattr(profiled, n)]
+    out += [n for n in ("model_size_mb", "peak_memory_mb")
+            if not math.isclose(getattr(closed, n), getattr(profiled, n), rel_tol=1e-6, abs_tol=1e-9)]
+    return out
+
+
 class FeasibilityChecker:
-    """Decides whether a candidate fits the budgets, and returns its profile when it does."""
+    """Decides whether a candidate fits the budgets, and returns its costs (a ``Profile``) when it does.
+
+    ``profiler`` is the reference the closed forms are cross-checked against (the meta-device profiler by default);
+    ``cross_check`` is how many candidates are checked both ways.
+    """
 
     def __init__(
         self,
@@ -89,21 +113,64 @@ class FeasibilityChecker:
         budgets: Budgets,
         num_classes: int = 1000,
         profiler: ProfileFn | None = None,
+        cross_check: int = 1,
     ) -> None:
         self.space = space
         self.budgets = budgets
         self.num_classes = num_classes
         self.profiler: ProfileFn = profiler or cached_profile
+        self.cross_check = cross_check
+        self.closed_forms_agree = True  # False once a cross-check disagreed: the profiler decides from then on
         self._over: list[tuple[float, ...]] = []  # minimal cost vectors known to break a budget
+        self._over_array: np.ndarray | None = None
+        self._fits: dict[Candidate, bool] = {}  # fits_estimate's answers (costs are fixed per candidate)
         self.profiled = 0
         self.rejected = 0
 
+    def costs(self, spec: ArchSpec) -> "Profile":
+        """The costs of ``spec``: closed forms, cross-checked against the profiler for the first candidates."""
+        closed = _cached_estimate(spec, self.num_classes)
+        if self.profiled >= self.cross_check and self.closed_forms_agree:
+            return closed
+        profiled = self.profiler(spec, self.num_classes)
+        self.profiled += 1
+        if self.closed_forms_agree:
+            differ = _agree(closed, profiled)
+            if differ:
+                self.closed_forms_agree = False
+                _logger.warning(
+                    "closed-form costs disagree with the profiler on %s for %s (%s vs %s): every candidate is "
+                    "profiled from now on", ", ".join(differ), spec,
+                    {n: getattr(closed, n) for n in differ}, {n: getattr(profiled, n) for n in differ},
+                )
+        return profiled
+
     def _dominates_violator(self, vector: tuple[float, ...]) -> bool:
-        return any(all(a >= b for a, b in zip(vector, bad)) for bad in self._over)
+        if self._over_array is None:
+            self._over_array = np.asarray(self._over, dtype=float)
+        return bool(np.any(np.all(np.asarray(vector) >= self._over_array, axis=1)))
 
     def _remember(self, vector: tuple[float, ...]) -> None:
         self._over = [v for v in self._over if not all(a >= b for a, b in zip(v, vector))]
         self._over.append(vector)
+        self._over_array = None
+
+    def fits_estimate(self, candidate: Candidate) -> bool:
+        """A cheap pre-check for strategies choosing among many candidates: the dominance pre-filter and the closed
+        forms only (never the profiler, never a latency measurement); :meth:`check` has the last word."""
+        if not self.budgets.active():
+            return True
+        known = self._fits.get(candidate)
+        if known is not None:
+            return known
+        vector = candidate.cost_vector()
+        fits = not (self._over and self._dominates_violator(vector))
+        if fits and self.budgets.violations(_cached_estimate(self.space.spec(candidate), self.num_classes)):
+            self._remember(vector)
+            self.rejected += 1
+            fits = False
+        self._fits[candidate] = fits
+        return fits
 
     def check(self, candidate: Candidate) -> tuple[Profile | None, dict[str, float]]:
         """``(profile, {})`` when the candidate fits every budget, else ``(None, violations)``."""
@@ -112,17 +179,11 @@ class FeasibilityChecker:
             self.rejected += 1
             return None, {"dominated": 1.0}
         spec = self.space.spec(candidate)
-        if self.budgets.active():
-            broken = self.budgets.violations(estimate_costs(spec, self.num_classes))
-            if broken:
-                self._remember(vector)
-                self.rejected += 1
-                return None, broken
-        result = self.profiler(spec, self.num_classes)
-        self.profiled += 1
-        if self.budgets.max_latency_ms is not None:
-            result = dataclasses.replace(result, latency_ms=_cached_latency(spec, self.num_classes))
+        result = self.costs(spec)
         broken = self.budgets.violations(result)
+        if not broken and self.budgets.max_latency_ms is not None:  # measured only when the rest fits
+            result = dataclasses.replace(result, latency_ms=_cached_latency(spec, self.num_classes))
+            broken = self.budgets.violations(result)
         if broken:
             self._remember(vector)
             self.rejected += 1
@@ -138,15 +199,15 @@ class FeasibilityChecker:
         if not self.budgets.active():
             return self.space.cheapest()[0]
         cheapest = sorted(
-            self.space.cheapest(), key=lambda c: estimate_costs(self.space.spec(c), self.num_classes).macs
+            self.space.cheapest(), key=lambda c: _cached_estimate(self.space.spec(c), self.num_classes).macs
         )
         _logger.info("checking the budgets against %d minimal candidates", len(cheapest))
         always: set[str] | None = None
         smallest: dict[str, float] = {}
         for candidate in cheapest:
             spec = self.space.spec(candidate)
-            broken = self.budgets.violations(estimate_costs(spec, self.num_classes))
-            if not broken:
+            broken = self.budgets.violations(_cached_estimate(spec, self.num_classes))
+            if not broken or not self.closed_forms_agree:
                 prof, broken = self.check(candidate)
                 if prof is not None:
                     return candidate
