@@ -5,12 +5,12 @@ Use it from ``config.yml``::
     tuner:
       codeDirectory: .
       className: tuner.EfficientNetTuner
-      classArgs: {strategy: evolution, product: 2.0, base: lite0, max_params: 6000000}
+      classArgs: {strategy: bo, product: 2.0, base: lite0, max_params: 6000000}
 
 Each proposal is a flat dict (see :mod:`efficientnet.proposal`): ``alpha``, ``beta``, ``gamma``, ``phi``, the block
 choices ``stageN_kernel|expand|se|repeats``, ``arch`` (the architecture's compact string, authoritative), its profiled
 ``params``, ``macs``, ``model_size_mb``, ``peak_memory_mb`` (and ``latency_ms``), plus the hyperparameters of the
-search space drawn with NNI's semantics. ``FixedProductTuner`` keeps the old seed's ``classArgs: {product: 2}``
+search space (chosen by the ``bo`` strategy, drawn with NNI's semantics by the others). ``FixedProductTuner`` keeps the old seed's ``classArgs: {product: 2}``
 working: a grid over the alpha/beta/gamma points that meet the constraint.
 """
 
@@ -25,10 +25,12 @@ import numpy as np
 from nni.tuner import Tuner
 from nni.utils import OptimizeMode, extract_scalar_reward
 
+import efficientnet.search.bayesopt  # noqa: F401  (registers strategy "bo")
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from efficientnet.search.costs import estimate_costs
+from efficientnet.search.fidelity import is_partial_result, partial_score
 from efficientnet.search.pareto import MultiObjective, nsga2_fitness
 from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
@@ -47,8 +49,10 @@ _logger = logging.getLogger(__name__)
 class EfficientNetTuner(Tuner):
     """Proposes EfficientNets meeting alpha·beta²·gamma² ≈ ``product`` and every hardware budget.
 
-    classArgs: ``product`` (2.0) and absolute ``tolerance`` (0.1); ``phi`` (1.0); ``strategy`` (``grid``,
-    ``random`` or ``evolution``, the default); ``population_size`` (20) and ``sample_size`` (5) for evolution;
+    classArgs: ``product`` (2.0) and absolute ``tolerance`` (0.1); ``phi`` (1.0); ``strategy`` (``bo``, the
+    default: Bayesian optimisation, see :mod:`efficientnet.search.bayesopt`; ``grid``, ``random``, ``evolution`` or
+    ``predictor``); ``n_init`` (space-filling proposals before bo's first model; default half the number of
+    features, 4 to 8); ``population_size`` (20) and ``sample_size`` (5) for evolution;
     ``seed``; ``optimize_mode`` (``maximize``, the default, or ``minimize``); ``base`` (``lite0`` or ``b0``, the
     pretrained weights' family, or any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma scaling; default the base's 224);
     ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``, ``max_macs``, ``max_model_size_mb``,
@@ -57,10 +61,15 @@ class EfficientNetTuner(Tuner):
     Strategy ``predictor`` (a surrogate model picks evolution's children): ``pool_size`` (200), ``explore`` (0.2),
     ``warmup`` (random trials before the first fit). Multi-objective: ``objectives`` (``[accuracy]``, or accuracy
     with ``latency_ms``, ``macs`` and/or ``params``), ``multi_objective`` (``pareto``: NSGA-II rank and crowding pick
-    the parents; ``weighted``: MnasNet's reward ``acc · (cost / target) ** reward_exponent`` with ``target_latency_ms``
-    or ``target_macs``; ``reward_exponent`` -0.07). Proxy training: ``proxy_subset``, ``proxy_epochs``,
-    ``proxy_trials``, ``promote_top`` (3) and ``full_epochs`` (see :mod:`efficientnet.search.proxy`).
-    ``profiler`` is for tests and benchmarks only: a ``(spec, num_classes) -> Profile`` replacing the meta profiler.
+    the parents, and bo models it; ``weighted``: MnasNet's reward ``acc · (cost / target) ** reward_exponent`` with
+    ``target_latency_ms`` or ``target_macs``; ``reward_exponent`` -0.07). Proxy training: ``proxy_subset``,
+    ``proxy_epochs``, ``proxy_trials``, ``promote_top`` (3) and ``full_epochs`` (see :mod:`efficientnet.search.proxy`).
+    Budgets are checked on closed-form costs; ``profiler`` (a ``(spec, num_classes) -> Profile``) replaces the
+    meta-device profiler they are cross-checked against (for tests and benchmarks).
+
+    A result shaped like an intermediate one (an assessor stopped the trial and NNI passed its last intermediate
+    result on) is a partial result, see :mod:`efficientnet.search.fidelity`; the architecture of a trial stopped early
+    may be proposed once more.
     """
 
     def __init__(
@@ -68,7 +77,8 @@ class EfficientNetTuner(Tuner):
         product: float = DEFAULT_PRODUCT,
         tolerance: float = DEFAULT_TOLERANCE,
         phi: float = 1.0,
-        strategy: str = "evolution",
+        strategy: str = "bo",
+        n_init: int | None = None,
         population_size: int = 20,
         sample_size: int = 5,
         seed: int | None = None,
@@ -106,6 +116,12 @@ class EfficientNetTuner(Tuner):
         self.strategy_options: dict[str, Any] = {"population_size": int(population_size), "sample_size": int(sample_size)}
         if strategy == "predictor":
             self.strategy_options.update(pool_size=pool_size, explore=explore, warmup=warmup)
+        if n_init is not None:
+            if strategy != "bo":
+                raise ValueError(f"classArg n_init is for strategy bo, not {strategy!r}: remove it or use strategy bo")
+            if not isinstance(n_init, int) or isinstance(n_init, bool) or n_init < 1:
+                raise ValueError(f"classArg n_init must be an integer >= 1, got {n_init!r}")
+            self.strategy_options["n_init"] = n_init
         try:
             self.optimize_mode = OptimizeMode(optimize_mode)
         except ValueError:
@@ -139,12 +155,16 @@ class EfficientNetTuner(Tuner):
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
         self._used: set[Candidate] = set()                   # proposed, imported or over budget: never proposed again
+        self._second_chance: set[Candidate] = set()          # ... except once more, after an early stop
+        self._had_second_chance: set[Candidate] = set()
         self._by_id: dict[int, tuple[Candidate, str]] = {}    # parameter id -> (candidate, training budget)
         self._params: dict[int, Mapping[str, Any]] = {}      # parameter id -> proposal (for its profiled costs)
         # successful results per training budget, as scores the strategy ranks (higher is better); proxy and full
         # results are never mixed: the strategy only ever hears results of its own budget
         self._results: dict[tuple[Candidate, str], float] = {}
         self._failed: set[tuple[Candidate, str]] = set()
+        # early-stopped trials (their last intermediate result, handed over as final): raw score before capping
+        self._partial: dict[tuple[Candidate, str], float] = {}
         self._costs: dict[Candidate, tuple[float, ...]] = {}   # observed cost objectives (multi-objective)
         self._ms_per_mac: list[float] = []                     # observed latency per closed-form MAC
         self.strategy_budget = self.proxy.next_budget()
@@ -176,10 +196,19 @@ class EfficientNetTuner(Tuner):
         self.strategy_budget = budget
         for (candidate, b), score in self._results.items():
             if b == budget and candidate in self.space:
-                self.strategy.tell(candidate, score)
+                self._tell(candidate, score, (candidate, b) in self._partial)
+
+    def _tell(self, candidate: Candidate, score: float | None, partial: bool = False) -> None:
+        assert self.strategy is not None
+        if partial:
+            self.strategy.tell(candidate, score, partial=True)
+        else:
+            self.strategy.tell(candidate, score)
 
     def _is_free(self, candidate: Candidate) -> bool:
-        return candidate not in self._used
+        """Not used yet, and within the budgets by the closed forms (strategies skip what could not be proposed)."""
+        return ((candidate not in self._used or candidate in self._second_chance)
+                and (self.checker is None or self.checker.fits_estimate(candidate)))
 
     def _pareto_fitness(self, members: Any) -> list[float]:
         """NSGA-II fitness of (candidate, accuracy score) members over (accuracy, cost objectives...)."""
@@ -219,11 +248,19 @@ class EfficientNetTuner(Tuner):
                              self.proxy.results[PROXY][candidate])
                 return self._register(parameter_id, candidate, FULL, prof)
         while True:
-            if len(self._used) >= self.space.size:
+            if len(self._used) >= self.space.size and not self._second_chance:
                 raise nni.NoMoreTrialError("every candidate of the search space has been proposed or is over budget")
             candidate = self.strategy.ask()
             if candidate is None:
                 raise nni.NoMoreTrialError("the search strategy has no candidate left")
+            if candidate in self._second_chance:  # a stopped trial's architecture, trained to the end this time
+                self._second_chance.discard(candidate)
+                self._had_second_chance.add(candidate)
+                prof, _ = self.checker.check(candidate)
+                if prof is not None:
+                    _logger.info("second chance for %s, stopped early before", candidate)
+                    return self._register(parameter_id, candidate, budget, prof)
+                continue
             if candidate in self._used:  # a strategy should not do this; never propose twice anyway
                 _logger.debug("strategy asked for a used candidate %s", candidate)
                 continue
@@ -231,12 +268,15 @@ class EfficientNetTuner(Tuner):
             prof, broken = self.checker.check(candidate)
             if prof is None:
                 _logger.debug("over budget %s: %s", candidate, broken)
+                self.strategy.tell(candidate, None)  # never trained: no result will come
                 continue
             if budget == PROXY:
                 self.proxy.proposed_proxy += 1
             return self._register(parameter_id, candidate, budget, prof)
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
+        hyper = dict(candidate.hyper) if candidate.hyper else self.space.parsed.sample_hyperparameters(self.rng)
+        candidate = Candidate(candidate.coefficients, candidate.choices, tuple(hyper.items()))
         self._by_id[parameter_id] = (candidate, budget)
         params = self._proposal(candidate, prof)
         params.update(self.proxy.parameters(budget))
@@ -244,6 +284,7 @@ class EfficientNetTuner(Tuner):
         return params
 
     def _proposal(self, candidate: Candidate, prof: Profile) -> dict[str, Any]:
+        """The proposal dict: the candidate's keys, its costs and its hyperparameters (``candidate.hyper``)."""
         assert self.space is not None
         params = self.space.parameters(candidate)
         params["arch"] = str(self.space.spec(candidate))
@@ -255,7 +296,7 @@ class EfficientNetTuner(Tuner):
         )
         if prof.latency_ms is not None:
             params["latency_ms"] = round(prof.latency_ms, 3)
-        params.update(self.space.parsed.sample_hyperparameters(self.rng))
+        params.update(dict(candidate.hyper))
         return params
 
     # ------------------------------------------------------------------------------------------ results
@@ -272,9 +313,11 @@ class EfficientNetTuner(Tuner):
             known = None if candidate is None else (candidate, self.proxy.budget_of(parameters))
         return known
 
-    def _record(self, candidate: Candidate, budget: str, value: Any, parameters: Any) -> None:
+    def _record(self, candidate: Candidate, budget: str, value: Any, parameters: Any, partial: bool = False) -> None:
         """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it under its
-        budget; the strategy hears it only when it searches that budget."""
+        budget; the strategy hears it only when it searches that budget. A ``partial`` result (the last intermediate
+        result of an early-stopped trial) is capped into [lowest, median] of the full results of its budget, see
+        :mod:`efficientnet.search.fidelity`."""
         score = self._score(value)
         if isinstance(value, str):
             value = json.loads(value)
@@ -290,13 +333,21 @@ class EfficientNetTuner(Tuner):
                 _logger.warning("result of %s has no %s: its plain accuracy is used", candidate, self.objectives.costs)
             score = self.objectives.scalar(score, costs)
         self._used.add(candidate)
-        self._results[(candidate, budget)] = score
+        key = (candidate, budget)
+        if partial:
+            self._partial[key] = score
+            score = partial_score(score, (v for k, v in self._results.items()
+                                          if k[1] == budget and k not in self._partial))
+        else:
+            self._partial.pop(key, None)
+        self._results[key] = score
         self.proxy.record(candidate, budget, score)
         if budget == self.strategy_budget and self.strategy is not None:
-            self.strategy.tell(candidate, score)
+            self._tell(candidate, score, partial)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
-        """Record a final result (a number, or a dict with ``default``); results may arrive in any order."""
+        """Record a final result (a number, or a dict with ``default``); results may arrive in any order. A result
+        shaped like an intermediate one is an early-stopped trial's (see :mod:`efficientnet.search.fidelity`)."""
         known = self._candidate_of(parameter_id, parameters)
         if known is None or self.strategy is None:
             _logger.warning("result for unknown parameters %s ignored", parameter_id)
@@ -304,12 +355,30 @@ class EfficientNetTuner(Tuner):
         self._score(value)  # a result without a usable number is an error before anything is recorded
         if known in self._failed:
             return
-        self._record(*known, value, self._params.get(parameter_id, parameters))
+        self._record(*known, value, self._params.get(parameter_id, parameters), partial=is_partial_result(value))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        """A failed (or killed) trial's architecture is never used as a parent (within its budget)."""
+        """A failed (or killed) trial's architecture is never used as a parent (within its budget). A trial stopped
+        by the assessor after its last intermediate result was handed over keeps that result as a partial one; a
+        trial that succeeds after an intermediate-shaped result keeps it as a full one."""
         known = self._by_id.get(parameter_id)
-        if success or known is None or self.strategy is None:
+        if known is None or self.strategy is None:
+            return
+        if known in self._partial:
+            if success:  # its final result had the shape of an intermediate one: a full result after all
+                score = self._partial.pop(known)
+                self._results[known] = score
+                self.proxy.record(*known, score)
+                if known[1] == self.strategy_budget:
+                    self._tell(known[0], score)
+            else:
+                _logger.info("trial of %s stopped early: its last intermediate result is kept as a partial one",
+                             known[0])
+                if known[0] not in self._had_second_chance and known[1] == self.strategy_budget:
+                    self._second_chance.add(known[0])
+                    self._tell(known[0], self._results[known], partial=True)  # the strategy may propose it again
+            return
+        if success:
             return
         self._failed.add(known)
         self._results.pop(known, None)
@@ -343,7 +412,8 @@ class EfficientNetTuner(Tuner):
                 self.proxy.proposed_proxy += 1
             elif self.proxy.enabled and (candidate, PROXY) in self._results:
                 self.proxy.promoted.add(candidate)
-            self._record(candidate, budget, record.get("value"), parameters)
+            self._record(candidate, budget, record.get("value"), parameters,
+                         partial=is_partial_result(record.get("value")))
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
                      imported, skipped)

@@ -77,7 +77,8 @@ def _tuner(**kwargs) -> EfficientNetTuner:
 
 
 def test_weighted_mode_tells_the_strategy_mnasnet_rewards_from_the_result_dict():
-    tuner = _tuner(objectives=["accuracy", "latency_ms"], multi_objective="weighted", target_latency_ms=20.0)
+    tuner = _tuner(strategy="evolution", objectives=["accuracy", "latency_ms"], multi_objective="weighted",
+                   target_latency_ms=20.0)
     for pid in range(4):
         p = tuner.generate_parameters(pid)
         tuner.receive_trial_result(pid, p, {"default": 80.0, "latency_ms": 10.0 * (pid + 1), "macs": p["macs"]})
@@ -109,3 +110,20 @@ def test_pareto_mode_picks_parents_on_the_front(strategy):
     for pid in range(6, 10):  # and the search goes on
         p = tuner.generate_parameters(pid)
         tuner.receive_trial_result(pid, p, {"default": 70.0, "macs": p["macs"]})
+
+
+def test_bo_in_pareto_mode_models_the_nsga2_fitness_and_its_incumbent_is_on_the_front():
+    tuner = _tuner(objectives=["accuracy", "macs"], multi_objective="pareto")
+    results = {}
+    for pid in range(12):
+        p = tuner.generate_parameters(pid)
+        acc = 95.0 if pid == 3 else 60.0 + p["macs"] / 1e7  # one cheap, accurate model; otherwise bigger is better
+        results[tuner.space.candidate_from_parameters(p)] = (acc, p["macs"])
+        tuner.receive_trial_result(pid, p, {"default": acc, "macs": p["macs"]})
+        tuner.trial_end(pid, True)
+    strategy = tuner.strategy
+    strategy._fit()
+    front = {c for c, v in results.items() if not any(dominates(o, v, UP_DOWN) for o in results.values())}
+    scores = {c: o.score for c, o in strategy.observations.items()}
+    assert min(scores[c] for c in front) > max(s for c, s in scores.items() if c not in front)
+    assert strategy._incumbent in front

@@ -46,13 +46,15 @@ def test_kendall_tau():
 def test_predictor_ranks_held_out_candidates_better_than_chance_over_seeds():
     space = make_tuner(seed=0).space
     taus, shuffled = [], []
-    for seed in range(5):
+    for seed in range(10):
         rng = np.random.default_rng(seed)
         candidates = list({space.sample(rng) for _ in range(90)})[:80]
         values = [truth(space.parameters(c)) for c in candidates]
-        model = SurrogatePredictor(space, num_classes=10, seed=seed).fit(candidates[:50], values[:50])
-        taus.append(kendall_tau(model.predict(candidates[50:]), values[50:]))
-        # the same model fitted on shuffled labels: chance level, so the test can tell skill from luck
+        if seed < 5:
+            model = SurrogatePredictor(space, num_classes=10, seed=seed).fit(candidates[:50], values[:50])
+            taus.append(kendall_tau(model.predict(candidates[50:]), values[50:]))
+        # the same model fitted on shuffled labels: chance level, so the test can tell skill from luck (ten seeds:
+        # one tau on 30 points spreads by about 0.13)
         noise = SurrogatePredictor(space, num_classes=10, seed=seed).fit(candidates[:50], list(rng.permutation(values[:50])))
         shuffled.append(kendall_tau(noise.predict(candidates[50:]), values[50:]))
     assert min(taus) > 0.3, taus

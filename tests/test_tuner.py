@@ -96,12 +96,17 @@ def test_infeasible_peak_memory_is_found_with_the_profiler():
 def test_bad_class_args_name_the_argument():
     for kwargs, word in [({"strategy": "anneal"}, "strategy"), ({"base": "b9"}, "base"),
                          ({"optimize_mode": "max"}, "optimize_mode"), ({"max_params": -1}, "max_params"),
-                         ({"tolerance": -0.1}, "tolerance"), ({"population_size": 1}, "population_size")]:
-        with pytest.raises(ValueError, match=word):
+                         ({"tolerance": -0.1}, "tolerance"),
+                         ({"strategy": "evolution", "population_size": 1}, "population_size"),
+                         ({"n_init": 0}, "n_init"), ({"n_init": 2.5}, "n_init"),
+                         ({"strategy": "evolution", "n_init": 3}, "strategy bo")]:
+        with pytest.raises(ValueError, match=word) as info:
             EfficientNetTuner(**kwargs).update_search_space(SEED_SPACE)
+        assert "\n" not in str(info.value)
 
 
-def test_import_data_restores_the_population_and_prevents_duplicates():
+@pytest.mark.parametrize("strategy", ["evolution", "bo"])
+def test_import_data_restores_what_the_strategy_learnt_and_prevents_duplicates(strategy):
     first = EfficientNetTuner(seed=1, population_size=10, sample_size=3, profiler=estimated_profile)
     first.update_search_space(DEFAULT_SPACE)
     records = []
@@ -112,21 +117,31 @@ def test_import_data_restores_the_population_and_prevents_duplicates():
         records.append({"parameter": p, "value": [value, {"default": value}, json.dumps({"default": value})][pid % 3]})
     records.append({"parameter": {"alpha": 1.23, "beta": 1.0, "gamma": 1.0}, "value": 0.9})  # off the grid: skipped
     records.append({"parameter": records[0]["parameter"], "value": "not a number"})  # skipped
-    resumed = EfficientNetTuner(seed=2, population_size=10, sample_size=3, profiler=estimated_profile)
+    resumed = EfficientNetTuner(strategy=strategy, seed=2, population_size=10, sample_size=3,
+                                profiler=estimated_profile)
     resumed.update_search_space(DEFAULT_SPACE)
     resumed.import_data(records)
     imported = {r["parameter"]["arch"] for r in records[:15]}
-    population = resumed.strategy.population
-    assert len(population) == 10
-    assert {str(resumed.space.spec(c)) for c, _ in population} <= imported
-    expected = [r["parameter"]["alpha"] - r["parameter"]["beta"] for r in records[5:15]]  # the 10 newest
-    assert all(math.isclose(v, e) for (_, v), e in zip(population, expected))
+    if strategy == "evolution":
+        population = resumed.strategy.population
+        assert len(population) == 10
+        assert {str(resumed.space.spec(c)) for c, _ in population} <= imported
+        expected = [r["parameter"]["alpha"] - r["parameter"]["beta"] for r in records[5:15]]  # the 10 newest
+        assert all(math.isclose(v, e) for (_, v), e in zip(population, expected))
+    else:  # every result, with the hyperparameters it was trained with
+        observations = resumed.strategy.observations
+        assert {str(resumed.space.spec(c)) for c in observations} == imported
+        for r in records[:15]:
+            c = resumed.space.candidate_from_parameters(r["parameter"])
+            assert math.isclose(observations[c].value, r["parameter"]["alpha"] - r["parameter"]["beta"])
+            assert dict(observations[c].candidate.hyper) == {k: r["parameter"][k] for k in ("lr", "batch_size")}
     fresh = [resumed.generate_parameters(100 + i)["arch"] for i in range(30)]
     assert not imported & set(fresh) and len(set(fresh)) == 30
 
 
 def test_results_out_of_order_and_unknown_ids_are_handled():
-    tuner = EfficientNetTuner(seed=4, population_size=4, sample_size=2, profiler=estimated_profile)
+    tuner = EfficientNetTuner(strategy="evolution", seed=4, population_size=4, sample_size=2,
+                              profiler=estimated_profile)
     tuner.update_search_space(DEFAULT_SPACE)
     proposals = {pid: tuner.generate_parameters(pid) for pid in range(6)}
     for pid in (5, 2, 0, 4, 1, 3):  # reverse-ish order, mixed metric forms
@@ -145,3 +160,160 @@ def test_generate_before_search_space_and_bad_space_type():
         tuner.generate_parameters(0)
     with pytest.raises(SearchSpaceError, match="JSON object"):
         tuner.update_search_space([1, 2])
+
+
+# ------------------------------------------------------------------------------------------- early-stopped trials
+INTERMEDIATE = {"default": 99.0, "loss": 0.1, "top5": 99.9, "f1": 0.99}  # the trial's per-epoch report
+
+
+def finished(tuner, count, value=lambda pid: 70.0 + pid):
+    proposals = {}
+    for pid in range(count):
+        proposals[pid] = tuner.generate_parameters(pid)
+        tuner.receive_trial_result(pid, proposals[pid], {"default": value(pid), "epochs": 3, "best_epoch": 2})
+        tuner.trial_end(pid, True)
+    return proposals
+
+
+@pytest.mark.parametrize("strategy", ["bo", "evolution"])
+def test_an_early_stopped_trial_is_a_partial_result_not_a_failure(strategy):
+    """NNI passes a stopped trial's last intermediate result as final, then ends the trial as unsuccessful."""
+    tuner = EfficientNetTuner(strategy=strategy, seed=0, population_size=6, sample_size=2, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    finished(tuner, 6)  # full results 70..75: median 72.5
+    stopped = tuner.generate_parameters(6)
+    tuner.receive_trial_result(6, stopped, dict(INTERMEDIATE))
+    tuner.trial_end(6, False)
+    candidate, budget = tuner._by_id[6]
+    assert (candidate, budget) not in tuner._failed and tuner._partial[(candidate, budget)] == 99.0
+    assert tuner._results[(candidate, budget)] == 72.5  # capped at the median: it cannot outrank completed trials
+    if strategy == "bo":
+        obs = tuner.strategy.observations[candidate]
+        assert obs.partial and obs.value == 72.5 and tuner.strategy._incumbent != candidate
+    else:
+        assert (candidate, 72.5) in list(tuner.strategy.population)
+    later = [tuner.generate_parameters(100 + i)["arch"] for i in range(10)]
+    assert later.count(stopped["arch"]) <= 1  # at most one more time (a second chance), never more
+
+
+def test_a_low_partial_result_is_floored_at_the_worst_full_one_and_a_real_failure_is_still_a_failure():
+    tuner = EfficientNetTuner(seed=1, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    finished(tuner, 5)
+    low = tuner.generate_parameters(5)
+    tuner.receive_trial_result(5, low, {**INTERMEDIATE, "default": 12.0})  # epoch-1 accuracy
+    tuner.trial_end(5, False)
+    assert tuner._results[tuner._by_id[5]] == 70.0
+    crashed = tuner.generate_parameters(6)
+    tuner.receive_trial_result(6, crashed, {"default": 90.0, "epochs": 3})  # a final result, then a crash
+    tuner.trial_end(6, False)
+    assert tuner._by_id[6] in tuner._failed and tuner._by_id[6] not in tuner._results
+    assert tuner._by_id[6][0] not in tuner.strategy.observations
+
+
+def test_an_intermediate_shaped_result_of_a_successful_trial_counts_in_full():
+    tuner = EfficientNetTuner(seed=2, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    finished(tuner, 4)
+    p = tuner.generate_parameters(4)
+    tuner.receive_trial_result(4, p, dict(INTERMEDIATE))
+    tuner.trial_end(4, True)  # a trial whose own final result had only these keys
+    known = tuner._by_id[4]
+    assert known not in tuner._partial and tuner._results[known] == 99.0
+    assert not tuner.strategy.observations[known[0]].partial
+
+
+def test_imported_partial_results_stay_partial():
+    tuner = EfficientNetTuner(seed=3, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    source = EfficientNetTuner(seed=4, profiler=estimated_profile)
+    source.update_search_space(DEFAULT_SPACE)
+    records = [{"parameter": source.generate_parameters(i), "value": {"default": 60.0 + i, "epochs": 5}}
+               for i in range(4)]
+    stopped = source.generate_parameters(9)
+    records.append({"parameter": stopped, "value": json.dumps(INTERMEDIATE)})
+    tuner.import_data(records)
+    candidate = tuner.space.candidate_from_parameters(stopped)
+    assert tuner._results[(candidate, "full")] == 61.5 and tuner.strategy.observations[candidate].partial
+
+
+def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch):
+    """NNI's real MsgDispatcher with its Medianstop assessor and this tuner; only the websocket to the NNI manager
+    is replaced by a list of what would have been sent."""
+    from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+    from nni.common.serializer import dump, load
+    from nni.runtime import msg_dispatcher
+    from nni.runtime.tuner_command_channel import CommandType
+
+    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars",
+                        msg_dispatcher.dispatcher_env_vars._replace(NNI_INCLUDE_INTERMEDIATE_RESULTS="true"))
+
+    class Recorded(msg_dispatcher.MsgDispatcher):
+        def send(self, command, data):
+            self.sent.append((command, data))
+
+    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
+    dispatcher = Recorded("ws://_unittest_", tuner, MedianstopAssessor(optimize_mode="maximize", start_step=1))
+    dispatcher.sent = []
+
+    def process(command, data):
+        dispatcher.process_command(command, data)
+        while not dispatcher.default_command_queue.empty():  # what the dispatcher queued for itself
+            dispatcher.process_command(*dispatcher.default_command_queue.get())
+
+    process(CommandType.Initialize, DEFAULT_SPACE)
+    process(CommandType.RequestTrialJobs, 4)
+    jobs = [load(d) for c, d in dispatcher.sent if c is CommandType.NewTrialJob]
+    assert len(jobs) == 4
+
+    def report(job, kind, value, sequence=0):
+        process(CommandType.ReportMetricData, {"parameter_id": job["parameter_id"], "type": kind, "sequence": sequence,
+                                               "trial_job_id": f"t{job['parameter_id']}", "value": dump(value)})
+
+    def end(job, event):
+        process(CommandType.TrialEnd, {"trial_job_id": f"t{job['parameter_id']}", "event": event,
+                                       "hyper_params": dump({"parameter_id": job["parameter_id"]})})
+
+    for k, job in enumerate(jobs[:3]):  # three trials run their two epochs and finish
+        for epoch, acc in enumerate((60.0 + k, 70.0 + k)):
+            report(job, "PERIODICAL", {"default": acc, "loss": 1.0, "top5": 90.0, "f1": 0.5}, epoch)
+        report(job, "FINAL", {"default": 70.0 + k, "epochs": 2, "best_epoch": 2, "loss": 1.0})
+        end(job, "SUCCEEDED")
+    weak = jobs[3]
+    report(weak, "PERIODICAL", {"default": 20.0, "loss": 3.0, "top5": 50.0, "f1": 0.1}, 0)  # below the median
+    assert (CommandType.KillTrialJob, dump(f"t{weak['parameter_id']}")) in dispatcher.sent
+    end(weak, "EARLY_STOPPED")
+    known = tuner._by_id[weak["parameter_id"]]
+    assert known in tuner._partial and known not in tuner._failed
+    assert tuner._results[known] == 70.0  # 20 % after one epoch, floored at the worst finished trial
+    assert tuner.strategy.observations[known[0]].partial
+
+
+def test_the_tuner_module_loads_without_torch():
+    """NNI gives a tuner 10 s to connect: torch (and the profiler) load on the first proposal, not at import."""
+    import subprocess
+    import sys
+
+    code = "import sys, tuner; print('torch' in sys.modules, 'efficientnet.profiler' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_a_stopped_architecture_gets_one_second_chance_and_no_third():
+    """A stopped trial may have been stopped wrongly: its architecture may be proposed once more (to be trained to
+    the end); stopped again, it is never proposed a third time. The seed grid (109 points) is drained to check."""
+    tuner = EfficientNetTuner(seed=0, base="b0", profiler=estimated_profile)
+    tuner.update_search_space(SEED_SPACE)
+    archs, stops = [], 0
+    with pytest.raises(nni.NoMoreTrialError):
+        for pid in range(300):
+            p = tuner.generate_parameters(pid)
+            archs.append(p["arch"])
+            if p["arch"] == archs[0]:  # the first architecture is stopped early, every time
+                stops += 1
+                tuner.receive_trial_result(pid, p, {**INTERMEDIATE, "default": 50.0})
+                tuner.trial_end(pid, False)
+            else:
+                tuner.receive_trial_result(pid, p, {"default": 60.0 + (pid % 7), "epochs": 3})
+                tuner.trial_end(pid, True)
+    assert archs.count(archs[0]) == stops == 2 and len(archs) == 110 and len(set(archs)) == 109

@@ -1,6 +1,7 @@
 """Search-space parsing, the compound constraint, the candidate space, hardware budgets and search strategies
 behind the project's NNI tuner (``tuner.EfficientNetTuner``)."""
 
+from .bayesopt import BayesOptStrategy
 from .budgets import BudgetError, Budgets, FeasibilityChecker, cached_profile
 from .candidates import Candidate, CandidateSpace
 from .constraint import CompoundConstraint, feasible_points
@@ -12,6 +13,7 @@ from .proxy import ProxySchedule
 from .strategies import STRATEGIES, EvolutionStrategy, GridStrategy, RandomStrategy, Strategy, make_strategy, register_strategy
 
 __all__ = [
+    "BayesOptStrategy",
     "BudgetError",
     "Budgets",
     "Candidate",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -19,10 +19,15 @@ __all__ = ["Candidate", "CandidateSpace"]
 
 @dataclass(frozen=True)
 class Candidate:
-    """One architecture of the space: ``(alpha, beta, gamma)`` and one value per block-choice dimension."""
+    """One architecture of the space: ``(alpha, beta, gamma)`` and one value per block-choice dimension.
+
+    ``hyper`` optionally carries the training hyperparameters chosen for it, as ``((name, value), ...)``; it is not
+    part of the identity (equality, hashing): an architecture is proposed once, whatever its hyperparameters.
+    """
 
     coefficients: tuple[float, float, float]
     choices: tuple[int, ...] = ()
+    hyper: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     def cost_vector(self) -> tuple[float, ...]:
         """Every coordinate grows the model when it grows (used for dominance pre-filters)."""
@@ -85,6 +90,10 @@ class CandidateSpace:
             digits.append(digit)
         choices = tuple(d.values[i] for d, i in zip(self.choice_dims, reversed(digits)))
         return Candidate(self.points[index], choices)
+
+    def point_index(self, coefficients: tuple[float, float, float]) -> int:
+        """Position of a feasible coefficient point in :attr:`points`."""
+        return self._point_index[coefficients]
 
     def index(self, candidate: Candidate) -> int:
         """Inverse of :meth:`at`."""
@@ -181,5 +190,6 @@ class CandidateSpace:
             return None
         if "phi" in params and not math.isclose(float(params["phi"]), self.phi):
             return None
-        candidate = Candidate(tuple(coefficients), tuple(choices))  # type: ignore[arg-type]
+        hyper = tuple((k, params[k]) for k in self.parsed.hyperparameters if k in params)
+        candidate = Candidate(tuple(coefficients), tuple(choices), hyper)  # type: ignore[arg-type]
         return candidate if candidate in self else None

@@ -213,8 +213,8 @@ class PredictorStrategy(EvolutionStrategy):
         return best[int(self.rng.integers(len(best)))][0]
 
     # ------------------------------------------------------------------------------------------ tell
-    def tell(self, candidate: Candidate, value: float | None) -> None:
-        super().tell(candidate, value)
+    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
+        super().tell(candidate, value, partial)
         if value is None:
             if self.history.pop(candidate, None) is not None:
                 self._dirty = True

@@ -1,9 +1,12 @@
-"""Search strategies: one small ask/tell protocol, shared by grid, random and regularized evolution.
+"""Search strategies: one small ask/tell protocol, shared by grid, random, regularized evolution, the predictor
+(:mod:`~efficientnet.search.predictor`) and Bayesian optimisation (:mod:`~efficientnet.search.bayesopt`).
 
 A strategy proposes candidates of a :class:`~efficientnet.search.candidates.CandidateSpace` and learns from their
 results. It does not check budgets or duplicates itself beyond skipping candidates that ``is_free`` rejects; the
 tuner does the shared feasibility/dedupe work and marks every candidate it has used (proposed, imported or found
 over budget) as no longer free. Values are *scores*: higher is better (the tuner negates them when minimizing).
+A candidate the strategy returns may carry training hyperparameters (``Candidate.hyper``); otherwise the tuner
+draws them with NNI's semantics. Several ``ask`` calls may come before any ``tell`` (parallel trials).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ class Strategy(Protocol):
     def ask(self) -> Candidate | None:
         """A free candidate to try next, or None when the strategy has nothing left (the space is exhausted)."""
 
-    def tell(self, candidate: Candidate, value: float | None) -> None:
-        """The score of ``candidate`` (higher is better); None means its trial failed and it must never be a parent,
-        even if a score was told earlier."""
+    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
+        """The score of ``candidate`` (higher is better); None means its trial failed (or it was never trained, being
+        over budget) and it must never be a parent, even if a score was told earlier. ``partial``: the score is the
+        last intermediate result of a trial an assessor stopped early (a lower-fidelity observation, already capped
+        by the tuner, see :mod:`efficientnet.search.fidelity`). A candidate told again replaces its earlier score."""
 
 
 def _scan(space: CandidateSpace, is_free: IsFree, start: int) -> Candidate | None:
@@ -65,7 +70,7 @@ class GridStrategy:
                 return candidate
         return None
 
-    def tell(self, candidate: Candidate, value: float | None) -> None:
+    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
         """Grid search ignores results."""
 
 
@@ -84,7 +89,7 @@ class RandomStrategy:
                 return candidate
         return _scan(self.space, self.is_free, int(self.rng.integers(self.space.size)))
 
-    def tell(self, candidate: Candidate, value: float | None) -> None:
+    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
         """Random search ignores results."""
 
 
@@ -146,9 +151,11 @@ class EvolutionStrategy:
             return self.space.move_coefficient(parent, which, 1 if self.rng.random() < 0.5 else -1, self.rng)
         return self.space.change_choice(parent, which, self.rng)
 
-    def tell(self, candidate: Candidate, value: float | None) -> None:
-        if value is None:
+    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
+        """A result joins the population (replacing the candidate's earlier one); None removes the candidate."""
+        if value is None or any(m[0] == candidate for m in self.population):
             self.population = deque(m for m in self.population if m[0] != candidate)
+        if value is None:
             return
         self.population.append((candidate, float(value)))
         while len(self.population) > self.population_size:

@@ -1,0 +1,48 @@
+"""Results of trials that an assessor stopped early: how to tell them apart, and what they are worth.
+
+When an assessor (NNI's Medianstop, or :class:`~efficientnet.search.assessor.RungAssessor`) stops a trial and the
+experiment sets ``includeIntermediateResults``, NNI's dispatcher hands the trial's *last intermediate result* to
+the tuner's ``receive_trial_result`` as if it were final, then ends the trial as not successful. This project's
+trial reports intermediate results as ``{"default", "loss", "top5", "f1"}`` and final results with more keys
+(``epochs``, ``best_epoch``, ``arch``, ``budget``, ``params``, ``macs``), so the two can be told apart by shape.
+
+Such a result is a lower-fidelity observation of a candidate that was judged weak: not a failure (it says something
+about the candidate), and not a full-budget result either (an accuracy after a few epochs, next to final ones). Its
+score is therefore moved into ``[lowest, median]`` of the full-budget scores known at the time: the assessor stopped
+it for trailing the others, so it cannot outrank a completed trial's median, and a low early-epoch accuracy does not
+make it the worst architecture ever seen.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any, Iterable, Mapping
+
+__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_score"]
+
+FINAL_ONLY_KEYS = frozenset({"epochs", "best_epoch", "arch", "budget", "params", "macs", "subset"})
+INTERMEDIATE_KEYS = frozenset({"loss", "top5", "f1"})
+
+
+def is_partial_result(value: Any) -> bool:
+    """Whether a result handed over as final has the shape of an intermediate one (see the module docstring): a
+    dict (or its JSON) with ``loss``, ``top5`` or ``f1`` and none of the keys only a final result has. A bare
+    number or ``{"default": x}`` counts as final."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return False
+    if not isinstance(value, Mapping):
+        return False
+    keys = set(value)
+    return bool(keys & INTERMEDIATE_KEYS) and not keys & FINAL_ONLY_KEYS
+
+
+def partial_score(score: float, full_scores: Iterable[float]) -> float:
+    """``score`` moved into ``[min, median]`` of ``full_scores`` (unchanged while there are none)."""
+    full = list(full_scores)
+    if not full:
+        return float(score)
+    return float(min(max(score, min(full)), statistics.median(full)))

@@ -1,0 +1,190 @@
+"""Bayesian optimisation (strategy ``bo``): the GP, expected improvement, efficiency against the random order, batches
+of pending trials, hyperparameters, early-stopped (partial) results and spaces too large to enumerate."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import approx_fprime
+from scipy.stats import norm
+
+from efficientnet.search.bayesopt import BayesOptStrategy
+from efficientnet.search.costs import estimated_profile
+from efficientnet.search.gp import GaussianProcess, expected_improvement, log_expected_improvement
+from efficientnet.search.synthetic import SyntheticObjective
+from tuner import EfficientNetTuner
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_SPACE = json.loads((ROOT / "search_space_seed.json").read_text())
+DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
+
+
+def make_tuner(space: dict, **kwargs) -> EfficientNetTuner:
+    tuner = EfficientNetTuner(strategy=kwargs.pop("strategy", "bo"), base_resolution=64, num_classes=10,
+                              profiler=estimated_profile, **kwargs)
+    tuner.update_search_space(space)
+    return tuner
+
+
+# ------------------------------------------------------------------------------------------------- the GP
+def test_gp_gradient_is_that_of_the_log_posterior():
+    rng = np.random.default_rng(0)
+    X = rng.random((25, 3))
+    y = np.sin(4 * X[:, 0]) + X[:, 1] ** 2
+    gp = GaussianProcess()
+    yz = (y - y.mean()) / y.std()
+    extra = np.where(np.arange(25) == 3, 0.5, 0.0)
+    diffs = (X[:, None, :] - X[None, :, :]) ** 2
+    theta = rng.normal(size=5) * 0.5
+    analytic = gp._neg_log_posterior(theta, X, yz, extra, diffs)[1]
+    numeric = approx_fprime(theta, lambda t: gp._neg_log_posterior(t, X, yz, extra, diffs)[0], 1e-6)
+    assert np.allclose(analytic, numeric, rtol=1e-4, atol=1e-4)
+
+
+def test_gp_learns_a_smooth_function_and_its_uncertainty_is_calibrated():
+    rng = np.random.default_rng(1)
+    f = lambda X: np.sin(3 * X[:, 0]) + 0.5 * X[:, 1] ** 2 - X[:, 2]  # noqa: E731
+    X, Xt = rng.random((40, 3)), rng.random((300, 3))
+    gp = GaussianProcess().fit(X, f(X))
+    mu, sd = gp.predict(Xt)
+    assert np.corrcoef(mu, f(Xt))[0, 1] > 0.99
+    inside = np.abs(mu - f(Xt)) <= 2 * sd
+    assert inside.mean() > 0.85  # a 2-sigma band holds most of the truth
+    _, sd_train = gp.predict(X)
+    assert sd_train.max() < sd.mean()  # no doubt where it has seen the value
+
+
+def test_log_ei_matches_ei_and_stays_finite_and_ordered_in_the_tail():
+    mu = np.array([-3.0, -1.0, 0.0, 0.5, 2.0])
+    sd = np.array([1.0, 0.5, 2.0, 1.0, 0.1])
+    z = mu / sd
+    exact = sd * (z * norm.cdf(z) + norm.pdf(z))
+    assert np.allclose(expected_improvement(mu, sd, 0.0), exact, rtol=1e-9)
+    tail = log_expected_improvement(np.array([-50.0, -100.0, -1e4]), np.ones(3), 0.0)
+    assert np.all(np.isfinite(tail)) and tail[0] > tail[1] > tail[2]
+
+
+# ------------------------------------------------------------------------------------------------- efficiency
+def trials_to_best(tuner: EfficientNetTuner, objective: SyntheticObjective, target: float, cap: int = 109) -> int:
+    for pid in range(cap):
+        params = tuner.generate_parameters(pid)
+        value = objective.value(params)
+        if value >= target - 1e-9:
+            return pid + 1
+        tuner.receive_trial_result(pid, params, value)
+        tuner.trial_end(pid, True)
+    return cap + 1
+
+
+def test_bo_finds_the_optimum_of_the_seed_space_in_a_fraction_of_the_random_orders_trials():
+    """The seed grid has 109 points; a uniform random order needs 55 trials on average to hit its best one."""
+    counts = []
+    for seed in range(6):
+        objective = SyntheticObjective("smooth", seed)
+        tuner = make_tuner(SEED_SPACE, seed=seed)
+        best = max(objective.value(tuner.space.parameters(c)) for c in map(tuner.space.at, range(tuner.space.size)))
+        counts.append(trials_to_best(tuner, objective, best))
+    assert statistics.median(counts) <= 0.3 * 55, counts
+
+
+def test_a_batch_of_pending_proposals_spreads_out():
+    """Eight proposals asked before any result: the kriging believer keeps them apart; without it they crowd
+    around the model's favourite."""
+    spreads = {}
+    for believer in (True, False):
+        tuner = make_tuner(DEFAULT_SPACE, seed=3)
+        objective = SyntheticObjective("smooth", 3)
+        for pid in range(8):
+            params = tuner.generate_parameters(pid)
+            tuner.receive_trial_result(pid, params, objective.value(params))
+            tuner.trial_end(pid, True)
+        tuner.strategy.believer = believer
+        batch = [tuner.strategy._features(c) for c in (tuner.strategy.ask() for _ in range(8))]
+        X = np.array(batch)
+        d = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+        spreads[believer] = d[np.triu_indices(8, 1)].mean()
+        assert len({tuple(x) for x in X}) == 8
+    assert spreads[True] > 1.3 * spreads[False], spreads
+
+
+def test_bo_tunes_the_learning_rate_along_with_the_architecture():
+    """lr is part of the search: the best trial's lr sits near the objective's best lr, much nearer than uniform
+    draws from the search space's range (median over seeds), and every lr stays inside that range."""
+    low, high = DEFAULT_SPACE["lr"]["_value"]
+    uniform = np.exp(np.random.default_rng(0).uniform(np.log(low), np.log(high), 2000))
+    found, chance = [], []
+    for seed in range(6):
+        objective = SyntheticObjective("smooth", seed, lr_range=(low, high))
+        lr0 = objective._p["lr0"]
+        tuner = make_tuner(DEFAULT_SPACE, seed=seed)
+        lrs, best = [], (-math.inf, 0.0)
+        for pid in range(40):
+            params = tuner.generate_parameters(pid)
+            value = objective.value(params)
+            lrs.append(params["lr"])
+            best = max(best, (value, params["lr"]))
+            tuner.receive_trial_result(pid, params, value)
+            tuner.trial_end(pid, True)
+        assert all(low <= lr <= high for lr in lrs) and len(set(lrs)) > 20
+        found.append(abs(math.log(best[1] / lr0)))
+        chance.append(np.median(np.abs(np.log(uniform / lr0))))
+    assert statistics.median(found) < 0.5 * statistics.median(chance), (found, chance)
+
+
+def test_a_space_too_large_to_enumerate_is_searched_from_a_pool():
+    tuner = make_tuner(DEFAULT_SPACE, seed=2)
+    strategy = BayesOptStrategy(tuner.space, np.random.default_rng(0), tuner._is_free, max_enumerate=100,
+                                pool_size=200)
+    tuner.strategy = strategy
+    assert not strategy.enumerated
+    objective = SyntheticObjective("smooth", 2)
+    seen = set()
+    for pid in range(20):
+        params = tuner.generate_parameters(pid)
+        seen.add(params["arch"])
+        tuner.receive_trial_result(pid, params, objective.value(params))
+        tuner.trial_end(pid, True)
+    assert len(seen) == 20 and strategy.proposed_by_model >= 10
+
+
+# ------------------------------------------------------------------------------------------------- partial results
+def test_a_partial_result_is_a_noisier_observation_that_is_never_the_incumbent():
+    tuner = make_tuner(SEED_SPACE, seed=0)
+    strategy = tuner.strategy
+    candidates = [strategy.ask() for _ in range(6)]
+    for i, c in enumerate(candidates[:5]):
+        strategy.tell(c, 70.0 + i)
+    strategy.tell(candidates[5], 99.0, partial=True)  # an (impossible) high partial value
+    strategy._fit()
+    assert strategy._incumbent != candidates[5] and strategy._best < 80
+    X, y, extra = strategy._training_set()
+    assert extra.tolist() == [0.0] * 5 + [strategy.partial_noise]
+
+
+def test_bad_options_are_one_line_errors_naming_the_option():
+    tuner = make_tuner(SEED_SPACE, seed=0)
+    for kwargs, word in [({"n_init": 0}, "n_init"), ({"max_points": 3}, "max_points"),
+                         ({"partial_noise": -1}, "partial_noise")]:
+        with pytest.raises(ValueError, match=word) as info:
+            BayesOptStrategy(tuner.space, np.random.default_rng(0), tuner._is_free, **kwargs)
+        assert "\n" not in str(info.value)
+
+
+def test_the_strategy_is_exhausted_only_when_every_candidate_is_used():
+    tuner = make_tuner(SEED_SPACE, seed=1)
+    objective = SyntheticObjective("multimodal", 1)
+    seen = set()
+    import nni
+
+    with pytest.raises(nni.NoMoreTrialError):
+        for pid in range(200):
+            params = tuner.generate_parameters(pid)
+            seen.add((params["alpha"], params["beta"], params["gamma"]))
+            tuner.receive_trial_result(pid, params, objective.value(params))
+            tuner.trial_end(pid, True)
+    assert len(seen) == tuner.space.size == 109 and not math.isnan(objective.value(params))
