@@ -485,10 +485,11 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
                     save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
                                     is_best=state.best_epoch == state.epoch)
                     log.info(_epoch_line(record, cfg.epochs, state))
-                    for key, value in record.items():
-                        if key != "epoch":
-                            writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
-                    writer.flush()
+                    if writer is not None:
+                        for key, value in record.items():
+                            if key != "epoch":
+                                writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
+                        writer.flush()
                     report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
             distributed.barrier(dist_info)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
     except TrialStopped as stop:
@@ -532,7 +533,12 @@ def _reduce_means(meter: TrainMeter, dist_info: Dist, device: torch.device) -> t
 
 
 def _summary_writer(out_dir: Path, start_epoch: int):
-    from torch.utils.tensorboard import SummaryWriter
+    """TensorBoard's writer for ``out_dir/tensorboard``; ``None`` (with one line saying so) without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("no TensorBoard logs: the tensorboard package is not installed (pip install tensorboard)")
+        return None
 
     return SummaryWriter(os.fspath(out_dir / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None)
 

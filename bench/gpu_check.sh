@@ -1,27 +1,52 @@
 #!/usr/bin/env bash
-# The GPU checks in one run (about 6 minutes on one H100): the CUDA tests, then the training-step and data
-# benchmarks for the B and Lite families. Run from the project root on a CUDA machine; where $OUT is set (a
-# folder that is copied back), every log goes there too.
-#   bash bench/gpu_check.sh
+# The GPU checks in one run (about 6 minutes on one H100/H200): the CUDA tests, the training-step benchmark for the
+# B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile and a step profile. Run from the
+# project root on a CUDA machine; where $OUT is set (a folder that is copied back), every log goes there.
+#   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-bench/results}"
 mkdir -p "$out"
 py=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-"$py" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
-  | tee -a "$out/gpu.txt"
+start=$SECONDS
+budget=${BUDGET_S:-560}
 
-timeout 240 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py -ra 2>&1 | tail -25 | tee "$out/tests.txt"
+# step SECONDS FILE CMD...: run CMD with at most SECONDS (less if the budget is short), appending to $out/FILE
+step() {
+  local want=$1 file=$2; shift 2
+  local left=$(( budget - (SECONDS - start) - 5 ))
+  if (( left < 20 )); then echo "skipped (budget spent): $*" | tee -a "$out/$file"; return; fi
+  local limit=$(( want < left ? want : left ))
+  echo "\$ $* (limit ${limit} s, at $(( SECONDS - start )) s)" >> "$out/$file"
+  timeout "$limit" "$@" >> "$out/$file" 2>&1
+  echo "[exit $? after $(( SECONDS - start )) s]" >> "$out/$file"
+}
 
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$py" -c "import sys, torch, torchvision; print('python', sys.version.split()[0], 'torch', torch.__version__,
+torchvision.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
+  nproc; } > "$out/gpu.txt" 2>&1
+
+# the synthetic JPEGs for the data benchmark are written on the CPU while the tests use the GPU
+"$py" -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import tempfile
+from data_throughput import write_dataset
+write_dataset(Path(tempfile.gettempdir()) / 'efficientnet-nni-bench-images', 2000)" > /dev/null 2>&1 &
+writer=$!
+
+step 150 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
+step 60 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
 for arch in b0 lite0; do
-  timeout 150 "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 --batch-size 128 \
-    --steps 20 --rounds 4 2>&1 | tail -8 | tee "$out/train_$arch.txt"
+  step 90 "train_$arch.txt" "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 \
+    --batch-size 128 --steps 20 --rounds 4 --variants
 done
-timeout 120 "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
-  --steps 20 --rounds 3 --compile --no-plain 2>&1 | tail -6 | tee "$out/train_lite0_compile.txt"
-
-timeout 200 "$py" bench/data_throughput.py --images 2000 --resolution 224 --batch-size 128 --epochs 3 \
-  --modes auto,off 2>&1 | grep -v "^epoch\|^weights\|^arch\|^output\|^precision\|^final" | tail -12 \
-  | tee "$out/data.txt"
+wait "$writer"
+step 120 data.txt "$py" bench/data_throughput.py --images 2000 --resolution 224 --batch-size 128 --epochs 3 \
+  --modes auto,off
+tmp=$(mktemp -d)
+step 60 hand.txt "$py" main_efficientnet.py --data digits --download-dir "$tmp/data" --weights lite0 \
+  --resolution 224 --epochs 3 --device cuda --output-dir "$tmp/run" --progress off
+step 100 compile.txt "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
+  --steps 20 --rounds 3 --compile --no-plain
+step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
+echo "done in $(( SECONDS - start )) s" >> "$out/gpu.txt"
