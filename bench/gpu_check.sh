@@ -3,9 +3,13 @@
 # B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile and a step profile. Run from the
 # project root on a CUDA machine; where $OUT is set (a folder that is copied back), every log goes there.
 #   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
+#   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1  # third-party pytest plugins of the image may choke on PYTHONPATH packages
+checks=" ${GPU_CHECKS:-tests train data hand compile profile} "
+want() { [[ "$checks" == *" $1 "* ]]; }
 out="${OUT:-bench/results}"
 mkdir -p "$out"
 py=${PYTHON:-python3}
@@ -34,19 +38,23 @@ from data_throughput import write_dataset
 write_dataset(Path(tempfile.gettempdir()) / 'efficientnet-nni-bench-images', 2000)" > /dev/null 2>&1 &
 writer=$!
 
-step 150 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
-step 60 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
-for arch in b0 lite0; do
-  step 90 "train_$arch.txt" "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 \
-    --batch-size 128 --steps 20 --rounds 4 --variants
-done
+if want tests; then
+  step 150 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
+  step 60 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
+fi
+if want train; then
+  for arch in b0 lite0; do
+    step 90 "train_$arch.txt" "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 \
+      --batch-size 128 --steps 20 --rounds 4 --variants
+  done
+fi
 wait "$writer"
-step 120 data.txt "$py" bench/data_throughput.py --images 2000 --resolution 224 --batch-size 128 --epochs 3 \
+want data && step 120 data.txt "$py" bench/data_throughput.py --images 2000 --resolution 224 --batch-size 128 --epochs 3 \
   --modes auto,off
 tmp=$(mktemp -d)
-step 60 hand.txt "$py" main_efficientnet.py --data digits --download-dir "$tmp/data" --weights lite0 \
+want hand && step 60 hand.txt "$py" main_efficientnet.py --data digits --download-dir "$tmp/data" --weights lite0 \
   --resolution 224 --epochs 3 --device cuda --output-dir "$tmp/run" --progress off
-step 100 compile.txt "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
+want compile && step 150 compile.txt "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
   --steps 20 --rounds 3 --compile --no-plain
-step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
+want profile && step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
 echo "done in $(( SECONDS - start )) s" >> "$out/gpu.txt"

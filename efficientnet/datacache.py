@@ -47,6 +47,7 @@ __all__ = [
     "DataCache",
     "DataCacheError",
     "DecodedImages",
+    "same_device",
     "BatchAugment",
     "CachedLoader",
     "cache_size",
@@ -285,6 +286,17 @@ class BatchAugment:
 
 
 # ------------------------------------------------------------------------------------------------ loading
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` name one device: ``cuda`` (the current GPU) is ``cuda:0`` when GPU 0 is current,
+    though ``torch.device("cuda") != torch.device("cuda:0")``."""
+    if a.type != b.type:
+        return False
+    if a.index == b.index:
+        return True
+    current = torch.cuda.current_device() if a.type == "cuda" and torch.cuda.is_available() else 0
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
 class CachedLoader:
     """Batches ``(images, targets)`` from :class:`DecodedImages`, augmented on ``device``: a drop-in for the
     DataLoader of the training loop.
@@ -319,13 +331,13 @@ class CachedLoader:
         order = list(self.sampler) if self.sampler is not None else list(range(len(self.data)))
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         index = torch.tensor(order[:stop], dtype=torch.int64)
-        if self.data.images.device == self.device:
-            index = index.to(self.device)
+        if same_device(self.data.images.device, self.device):
+            index = index.to(self.data.images.device)
         return list(index.split(self.batch_size))
 
     def _to_device(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.data.images, self.data.targets
-        if images.device == self.device:
+        if same_device(images.device, self.device):
             return images.index_select(0, idx), targets.index_select(0, idx)
         if self.device.type != "cuda" or not images.is_pinned():
             return images.index_select(0, idx).to(self.device), targets.index_select(0, idx).to(self.device)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch
-from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
+from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples, same_device,
                                     decode_images)
 from efficientnet.preprocess import eval_transform, normalization
 from efficientnet.spec import preset
@@ -139,3 +139,15 @@ def test_draft_decoding_keeps_photos_recognisable(photo_folder: Path, tmp_path: 
     draft = decode_images(samples, 64, draft=True, cache_dir=None).images.float()
     assert (exact - draft).abs().mean() < 6.0  # JPEG's reduced-scale decoding: the same picture
     assert np.corrcoef(exact.flatten().numpy(), draft.flatten().numpy())[0, 1] > 0.98
+
+
+def test_same_device_treats_the_current_gpu_and_its_index_as_one():
+    """torch.device("cuda") != torch.device("cuda:0"), yet a tensor made on "cuda" reports cuda:0: a cache in GPU
+    memory must be recognised as on the training device, or batches are gathered with indices on the CPU."""
+    cuda, cuda0, cuda1 = torch.device("cuda"), torch.device("cuda:0"), torch.device("cuda:1")
+    assert cuda != cuda0  # why the helper exists
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    assert same_device(cuda, torch.device("cuda", current)) and same_device(torch.device("cuda", current), cuda)
+    assert same_device(cuda1, cuda1) and not same_device(cuda0, cuda1)
+    assert same_device(cuda, cuda1) == (current == 1)
+    assert same_device(torch.device("cpu"), torch.device("cpu")) and not same_device(torch.device("cpu"), cuda0)
