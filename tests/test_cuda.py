@@ -48,7 +48,7 @@ def trial(digits: Path, out: Path, capsys, *extra: str) -> tuple[int, str, dict]
 def test_hand_trial_with_amp_and_channels_last(digits: Path, tmp_path: Path, capsys, cache: str):
     _, log, result = trial(digits, tmp_path / "run", capsys, "--epochs", "3", "--data-cache", cache, "-j", "2")
     assert "device cuda" in log and "channels_last" in log
-    assert ("bf16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast") in log
+    assert ("bfloat16 autocast" if torch.cuda.is_bf16_supported() else "float16 autocast") in log
     assert ("data cache in GPU memory" if cache == "gpu" else "data cache off") in log
     assert result["top1"] > 50.0  # 10 classes: a GPU run learns as the CPU one does
     ckpt = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)  # saved from the GPU, loaded on the CPU

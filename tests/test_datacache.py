@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch
-from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples, same_device,
-                                    decode_images)
+from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
+                                    decode_images, same_device)
 from efficientnet.preprocess import eval_transform, normalization
 from efficientnet.spec import preset
 
