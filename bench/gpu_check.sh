@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Prepare with bench/gpu_prepare.sh (here), carry .gpu. The GPU checks in one run (about 6 minutes on one H100/H200): the CUDA tests, the training-step benchmark for the
+# The GPU checks in one run (about 6 minutes on one H100/H200): the CUDA tests, the training-step benchmark for the
 # B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile and a step profile. Run from the
-# project root on a CUDA machine; where $OUT is set (a folder that is copied back), every log goes there.
+# project root on a CUDA machine (on a bare torch image: bench/gpu_prepare.sh first, here, and carry .gpu); where
+# $OUT is set (a folder that is copied back), every log goes there.
 #   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
 #   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile
 set -uo pipefail
