@@ -85,7 +85,7 @@ def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd, pyth
     config = write_config(root, tmp_path / "exp", overrides, TINY_TRIAL_ARGS, template="configs/remote.yml")
     raw = yaml.safe_load(config.read_text())
     assert raw["trialCommand"].startswith("/home/alice/venv/bin/python main_efficientnet.py")
-    raw["trialCommand"] = raw["trialCommand"].replace("/home/alice/venv/bin/python", str(interpreter))
+    raw["trialCommand"] = raw["trialCommand"].replace("/home/alice/venv/bin/python", str(interpreter)) + " --threads 1"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     remote_dirs = []
     try:
