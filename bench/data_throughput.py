@@ -28,17 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import main_efficientnet  # noqa: E402
 from efficientnet.spec import resolve_arch  # noqa: E402
-from efficientnet.training import (amp_dtype, build_optimizer, build_scheduler, prepare_model,  # noqa: E402
-                                   resolve_device, train_step)
-from efficientnet.weights import build_model  # noqa: E402
-from train_throughput import time_steps  # noqa: E402  (this folder is on sys.path when run as a script)
+from efficientnet.training import amp_dtype, resolve_device  # noqa: E402
+from train_throughput import our_step, time_steps  # noqa: E402  (this folder is on sys.path when run as a script)
 
 CLASSES = 10
 
@@ -90,18 +87,9 @@ def trial_rate(data: Path, out: Path, args, cache: str) -> tuple[float, float]:
 def model_rate(args, device: torch.device) -> float:
     """Images/s of the training step alone, on a batch already on the device."""
     spec = resolve_arch(args.arch).replace(resolution=args.resolution)
-    model = prepare_model(build_model(spec, CLASSES), device).train()
-    opt = build_optimizer(model, "sgd", lr=0.01, weight_decay=1e-5)
-    sched = build_scheduler(opt, total_steps=10**6, warmup_steps=10)
-    dtype = amp_dtype(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device=device)
-    y = torch.randint(0, CLASSES, (args.batch_size,), device=device)
-
-    def step() -> None:
-        train_step(model, x, y, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype, clip_grad=5.0)
-
+    images = torch.randn(args.batch_size, 3, args.resolution, args.resolution, device=device)
+    targets = torch.randint(0, CLASSES, (args.batch_size,), device=device)
+    step, _ = our_step(spec, CLASSES, images, targets, device, amp_dtype(device))
     for _ in range(3):
         step()
     return max(time_steps(step, args.steps, args.batch_size, device) for _ in range(3))

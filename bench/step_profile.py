@@ -19,8 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import (OURS, baseline_models, baseline_step, resolve_arch, resolve_device,  # noqa: E402
-                              amp_dtype, build_model, build_optimizer, build_scheduler, prepare_model, train_step)
+from train_throughput import (OURS, amp_dtype, baseline_models, baseline_step, our_step,  # noqa: E402
+                              resolve_arch, resolve_device)
 
 
 def main(argv=None) -> int:
@@ -39,14 +39,7 @@ def main(argv=None) -> int:
     dtype = amp_dtype(device)
     steps = {name: baseline_step(make(), images, targets, dtype, device)
              for name, make in list(baseline_models(spec, 10).items())[:1]}
-    ours = prepare_model(build_model(spec, 10), device).train()
-    opt = build_optimizer(ours, "sgd", lr=0.01, weight_decay=1e-5)
-    sched = build_scheduler(opt, total_steps=10**6, warmup_steps=10)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    x, y = images.to(device), targets.to(device)
-    steps[OURS] = lambda: train_step(ours, x, y, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype,
-                                     clip_grad=5.0)
+    steps[OURS], _ = our_step(spec, 10, images, targets, device, dtype)
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"

@@ -103,6 +103,26 @@ def baseline_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     return step
 
 
+def our_step(spec, num_classes: int, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
+             dtype: torch.dtype | None, *, compile: bool = False,
+             fused: bool = False) -> tuple[Callable[[], object], nn.Module]:
+    """main_efficientnet.py's training step (``train_step`` on a model prepared by ``prepare_model``, with its
+    optimizer, warm-up + cosine scheduler, label smoothing and gradient clipping) on a batch already on the device,
+    as the data cache delivers batches; returns the step and the (uncompiled) model."""
+    model = prepare_model(build_model(spec, num_classes), device).train()
+    net = torch.compile(model) if compile else model
+    opt = build_optimizer(model, "sgd", lr=0.01, weight_decay=1e-5, fused=fused)
+    sched = build_scheduler(opt, total_steps=10**6, warmup_steps=10)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    x, y = images.to(device), targets.to(device)
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        return train_step(net, x, y, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype, clip_grad=5.0)
+
+    return step, model
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="b0")
@@ -148,26 +168,12 @@ def main(argv=None) -> int:
         model = make()
         steps[name] = baseline_step(maybe_compile(model) if args.compile else model, images, targets, dtype, device)
 
-    ours = prepare_model(build_model(spec, args.num_classes), device).train()
+    steps[OURS], ours = our_step(spec, args.num_classes, images, targets, device, dtype, compile=args.compile)
     assert isinstance(ours, SpecEfficientNet)
     n_params = sum(q.numel() for q in ours.parameters())
-    net = maybe_compile(ours)
-    opt = build_optimizer(ours, "sgd", lr=0.01, weight_decay=1e-5)
-    sched = build_scheduler(opt, total_steps=10**6, warmup_steps=10)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x_ours, y_ours = images.to(device), targets.to(device)  # as the data cache delivers batches
-    steps[OURS] = lambda: train_step(net, x_ours, y_ours, opt, loss_fn, scheduler=sched, scaler=scaler, dtype=dtype,
-                                     clip_grad=5.0)
     if args.variants and device.type == "cuda":  # the same step with PyTorch's fused SGD kernel
-        twin = prepare_model(build_model(spec, args.num_classes), device).train()
-        twin_net = maybe_compile(twin)
-        twin_opt = build_optimizer(twin, "sgd", lr=0.01, weight_decay=1e-5, fused=True)
-        twin_sched = build_scheduler(twin_opt, total_steps=10**6, warmup_steps=10)
-        twin_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        steps[OURS + " (fused SGD)"] = lambda: train_step(twin_net, x_ours, y_ours, twin_opt, loss_fn,
-                                                          scheduler=twin_sched, scaler=twin_scaler, dtype=dtype,
-                                                          clip_grad=5.0)
+        steps[OURS + " (fused SGD)"], _ = our_step(spec, args.num_classes, images, targets, device, dtype,
+                                                   compile=args.compile, fused=True)
 
     for step in steps.values():  # warm-up (allocator, oneDNN/cuDNN kernel selection, compilation)
         for _ in range(3):
