@@ -310,6 +310,7 @@ class CachedLoader:
         self.data, self.batch_size, self.augment, self.device = data, batch_size, augment, device
         self.sampler, self.drop_last, self.base_seed = sampler, drop_last, seed
         self.generator = torch.Generator(device=device)
+        self._resident = same_device(data.images.device, device)  # the cache already lives on the training device
         self._buffers: list[tuple[tuple[torch.Tensor, torch.Tensor], torch.cuda.Event | None]] = []
         self.dataset = range(len(sampler) if sampler is not None else len(data))  # as DataLoader.dataset's length
 
@@ -331,13 +332,13 @@ class CachedLoader:
         order = list(self.sampler) if self.sampler is not None else list(range(len(self.data)))
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         index = torch.tensor(order[:stop], dtype=torch.int64)
-        if same_device(self.data.images.device, self.device):
+        if self._resident:
             index = index.to(self.data.images.device)
         return list(index.split(self.batch_size))
 
     def _to_device(self, idx: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = self.data.images, self.data.targets
-        if same_device(images.device, self.device):
+        if self._resident:
             return images.index_select(0, idx), targets.index_select(0, idx)
         if self.device.type != "cuda" or not images.is_pinned():
             return images.index_select(0, idx).to(self.device), targets.index_select(0, idx).to(self.device)
