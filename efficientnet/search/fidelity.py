@@ -1,8 +1,10 @@
 """Results of trials that an assessor stopped early: how to tell them apart, and what they are worth.
 
-When an assessor (NNI's Medianstop, or :class:`~efficientnet.search.assessor.RungAssessor`) stops a trial and the
-experiment sets ``includeIntermediateResults``, NNI's dispatcher hands the trial's *last intermediate result* to
-the tuner's ``receive_trial_result`` as if it were final, then ends the trial as not successful. This project's
+When an assessor (NNI's Medianstop, or :class:`~efficientnet.search.assessor.CurveAssessor`) stops a trial and
+the dispatcher's ``NNI_INCLUDE_INTERMEDIATE_RESULTS`` is ``true`` (NNI 1.x's ``includeIntermediateResults``; NNI
+3.0's experiment config has no such field, so there the tuner only hears that the trial did not succeed), NNI's
+dispatcher hands the trial's *last intermediate result* to the tuner's ``receive_trial_result`` as if it were final,
+then ends the trial as not successful. This project's
 trial reports intermediate results as ``{"default", "loss", "top5", "f1"}`` and final results with more keys
 (``epochs``, ``best_epoch``, ``arch``, ``budget``, ``params``, ``macs``), so the two can be told apart by shape.
 
