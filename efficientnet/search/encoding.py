@@ -19,6 +19,7 @@ from nni.common.hpo_utils import deformat_parameters, format_parameters, format_
 from scipy.special import ndtr
 
 from .candidates import Candidate, CandidateSpace
+from .space import draw_formatted
 
 __all__ = ["ArchEncoding", "HyperparameterEncoding"]
 
@@ -134,11 +135,7 @@ class HyperparameterEncoding:
     # ------------------------------------------------------------------------------------------- sampling
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         """One draw with NNI's semantics (as NNI's random tuner)."""
-        if not self.raw:
-            return {}
-        from nni.algorithms.hpo import random_tuner
-
-        return deformat_parameters(random_tuner.suggest(rng, self.formatted), self.formatted)
+        return draw_formatted(self.formatted, rng)
 
     def perturb(self, values: Mapping[str, Any], rng: np.random.Generator, scale: float = 0.1) -> dict[str, Any]:
         """A neighbour of ``values``: numerical values moved by ``scale`` of their range (in NNI's, possibly log,

@@ -83,10 +83,15 @@ class ParsedSearchSpace:
 
     def sample_hyperparameters(self, rng: np.random.Generator) -> dict[str, Any]:
         """One draw of the hyperparameters with NNI's semantics (as NNI's random tuner does)."""
-        if not self.hyperparameters:
-            return {}
-        formatted = self._hp_formatted  # type: ignore[attr-defined]
-        return deformat_parameters(random_tuner.suggest(rng, formatted), formatted)
+        return draw_formatted(self._hp_formatted, rng)  # type: ignore[attr-defined]
+
+
+def draw_formatted(formatted: Mapping[Any, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """One draw of a search space in NNI's formatted form (``format_search_space``), with NNI's semantics (as NNI's
+    random tuner does); ``{}`` for an empty one."""
+    if not formatted:
+        return {}
+    return deformat_parameters(random_tuner.suggest(rng, formatted), formatted)
 
 
 def _find(values: tuple[float, ...], value: float) -> int | None:
