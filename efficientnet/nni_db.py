@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .nni_rest import Trial, decode_metric
 
-__all__ = ["NNIDatabaseError", "DEFAULT_EXPERIMENTS_DIR", "experiment_db", "read_trials", "read_status"]
+__all__ = ["NNIDatabaseError", "DEFAULT_EXPERIMENTS_DIR", "experiment_db", "nnictl_record", "read_trials"]
 
 DEFAULT_EXPERIMENTS_DIR = Path.home() / "nni-experiments"
 
@@ -24,17 +24,22 @@ class NNIDatabaseError(RuntimeError):
     """The database is missing or unreadable; the message names the path and the fix."""
 
 
+def nnictl_record(experiment_id: str) -> dict:
+    """What nnictl recorded for ``experiment_id`` (its REST ``port``, its ``logDir``, ...); ``{}`` when nnictl has no
+    record of it, or its record file is missing or damaged."""
+    try:
+        from nni.tools.nnictl.config_utils import Experiments
+
+        return dict(Experiments().get_all_experiments().get(experiment_id) or {})
+    except Exception:  # the record file missing or damaged: callers fall back to their defaults
+        return {}
+
+
 def experiment_db(experiment_id: str, experiments_dir: str | Path | None = None) -> Path:
     """The database of ``experiment_id``: under ``experiments_dir``, else the folder nnictl recorded for it (the
     config's ``experimentWorkingDirectory``), else ``~/nni-experiments``."""
     if experiments_dir is None:
-        try:
-            from nni.tools.nnictl.config_utils import Experiments
-
-            record = Experiments().get_all_experiments().get(experiment_id) or {}
-        except Exception:  # nnictl's record file missing or damaged: fall back to the default folder
-            record = {}
-        experiments_dir = record.get("logDir") or DEFAULT_EXPERIMENTS_DIR
+        experiments_dir = nnictl_record(experiment_id).get("logDir") or DEFAULT_EXPERIMENTS_DIR
     return Path(experiments_dir).expanduser() / experiment_id / "db" / "nni.sqlite"
 
 
@@ -89,11 +94,3 @@ def read_trials(path: str | Path) -> list[Trial]:
         return sorted(trials.values(), key=lambda t: order[t.id])
     finally:
         con.close()
-
-
-def read_status(path: str | Path) -> dict[str, int]:
-    """How many trials end in each status (``{"SUCCEEDED": 6, "EARLY_STOPPED": 2}``)."""
-    counts: dict[str, int] = {}
-    for trial in read_trials(path):
-        counts[trial.status] = counts.get(trial.status, 0) + 1
-    return counts

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .commands import CLIError, command
-from .nni_db import NNIDatabaseError, experiment_db, read_trials
+from .nni_db import NNIDatabaseError, experiment_db, nnictl_record, read_trials
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
 from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset
@@ -57,12 +57,7 @@ class Row:
 # ------------------------------------------------------------------------------------------------ loading
 def _recorded_port(experiment: str) -> int | None:
     """The REST port nnictl recorded for ``experiment`` (``None`` when it has no record of it)."""
-    try:
-        from nni.tools.nnictl.config_utils import Experiments
-
-        port = (Experiments().get_all_experiments().get(experiment) or {}).get("port")
-    except Exception:  # nnictl's record file missing or damaged: the database may still be there
-        return None
+    port = nnictl_record(experiment).get("port")  # no record: the database may still be there
     return int(port) if port else None
 
 
