@@ -275,8 +275,8 @@ class EfficientNetTuner(Tuner):
             return self._register(parameter_id, candidate, budget, prof)
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
-        hyper = dict(candidate.hyper) if candidate.hyper else self.space.parsed.sample_hyperparameters(self.rng)
-        candidate = Candidate(candidate.coefficients, candidate.choices, tuple(hyper.items()))
+        if not candidate.hyper:
+            candidate = candidate.with_hyper(self.space.parsed.sample_hyperparameters(self.rng))
         self._by_id[parameter_id] = (candidate, budget)
         params = self._proposal(candidate, prof)
         params.update(self.proxy.parameters(budget))

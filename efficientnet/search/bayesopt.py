@@ -194,15 +194,12 @@ class BayesOptStrategy:
                     break
         return list(seen)
 
-    def _with_hyper(self, candidate: Candidate, hyper: dict[str, Any]) -> Candidate:
-        return Candidate(candidate.coefficients, candidate.choices, tuple(hyper.items()))
-
     def _space_filling(self) -> Candidate | None:
         """The random free candidate farthest from every observed and pending one (greedy max-min)."""
         options = self._random_candidates(self.init_pool)
         if not options:
             return None
-        options = [self._with_hyper(c, self.hp.sample(self.rng)) if self.hp.raw else c for c in options]
+        options = [c.with_hyper(self.hp.sample(self.rng)) if self.hp.raw else c for c in options]
         taken = [o.x for o in self.observations.values()] + list(self.pending.values())
         if not taken:
             return options[0]
@@ -364,7 +361,7 @@ class BayesOptStrategy:
         X = np.hstack([np.repeat(A, len(H), axis=0), np.tile(H, (len(A), 1))])
         mu, sd = self._model.predict(X)
         k = int(np.argmax(log_expected_improvement(mu, sd, self._best)))
-        return self._with_hyper(archs[k // len(H)], settings[k % len(H)])
+        return archs[k // len(H)].with_hyper(settings[k % len(H)])
 
     # ------------------------------------------------------------------------------------------- tell
     def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:

@@ -29,6 +29,10 @@ class Candidate:
     choices: tuple[int, ...] = ()
     hyper: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
+    def with_hyper(self, hyper: Mapping[str, Any]) -> "Candidate":
+        """This architecture with the training hyperparameters ``hyper``."""
+        return Candidate(self.coefficients, self.choices, tuple(hyper.items()))
+
     def cost_vector(self) -> tuple[float, ...]:
         """Every coordinate grows the model when it grows (used for dominance pre-filters)."""
         return self.coefficients + tuple(float(c) for c in self.choices)
