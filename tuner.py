@@ -30,7 +30,7 @@ from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from efficientnet.search.costs import estimate_costs
-from efficientnet.search.fidelity import is_partial_result, partial_score
+from efficientnet.search.fidelity import hear_stopped_trials, is_partial_result, partial_score
 from efficientnet.search.pareto import MultiObjective, nsga2_fitness
 from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
@@ -67,9 +67,11 @@ class EfficientNetTuner(Tuner):
     Budgets are checked on closed-form costs; ``profiler`` (a ``(spec, num_classes) -> Profile``) replaces the
     meta-device profiler they are cross-checked against (for tests and benchmarks).
 
-    A result shaped like an intermediate one (an assessor stopped the trial and NNI passed its last intermediate
-    result on) is a partial result, see :mod:`efficientnet.search.fidelity`; the architecture of a trial stopped early
-    may be proposed once more.
+    Early-stopped trials: ``learn_from_stopped`` (True) has NNI's dispatcher hand the tuner the last intermediate
+    result of a trial that an assessor stopped (NNI 3.0's config cannot ask for it; see
+    :func:`~efficientnet.search.fidelity.hear_stopped_trials`). Such a result is a partial one, see
+    :mod:`efficientnet.search.fidelity`, and the architecture may be proposed once more, to be trained to the end.
+    With False, a stopped trial counts as a failed one, as in plain NNI 3.0.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class EfficientNetTuner(Tuner):
         proxy_trials: int | None = None,
         promote_top: int | None = None,
         full_epochs: int | None = None,
+        learn_from_stopped: bool = True,
         profiler: Callable[[ArchSpec, int], Profile] | None = None,
     ) -> None:
         self.constraint = CompoundConstraint(float(product), float(tolerance))
@@ -151,6 +154,10 @@ class EfficientNetTuner(Tuner):
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self._profiler = profiler
+        if not isinstance(learn_from_stopped, bool):
+            raise ValueError(f"classArg learn_from_stopped must be true or false, got {learn_from_stopped!r}")
+        # inside NNI's dispatcher: NNI hands over an assessor-stopped trial's last intermediate result
+        self.hears_stopped_trials = learn_from_stopped and hear_stopped_trials()
         self.space: CandidateSpace | None = None
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
@@ -168,9 +175,10 @@ class EfficientNetTuner(Tuner):
         self._costs: dict[Candidate, tuple[float, ...]] = {}   # observed cost objectives (multi-objective)
         self._ms_per_mac: list[float] = []                     # observed latency per closed-form MAC
         self.strategy_budget = self.proxy.next_budget()
-        _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s)%s",
-                     strategy, self.seed, self.constraint, self.budgets.active() or "none",
+        _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s), stopped trials "
+                     "%s%s", strategy, self.seed, self.constraint, self.budgets.active() or "none",
                      list(self.objectives.names), self.objectives.mode,
+                     "heard (partial results)" if self.hears_stopped_trials else "not heard",
                      f", proxy {self.proxy.parameters(PROXY)} for {self.proxy.trials} trials, top "
                      f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
 
@@ -334,7 +342,12 @@ class EfficientNetTuner(Tuner):
             score = self.objectives.scalar(score, costs)
         self._used.add(candidate)
         key = (candidate, budget)
+        if partial and key in self._results and key not in self._partial:
+            # stopped at its last epoch while its final result was on its way, and the final one came first
+            _logger.info("partial result of %s ignored: its full result is known", candidate)
+            return
         if partial:
+            _logger.info("partial result %.4g for %s: its trial was stopped early", score, candidate)
             self._partial[key] = score
             score = partial_score(score, (v for k, v in self._results.items()
                                           if k[1] == budget and k not in self._partial))

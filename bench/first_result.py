@@ -79,7 +79,7 @@ def run(config: Path, full: bool, timeout: float) -> dict[str, float | None]:
                 out["first final"] = now
             if not full and out["first final"] is not None:
                 break
-            if full and status in ("DONE", "NO_MORE_TRIAL", "STOPPED", "ERROR") and trials \
+            if full and status in ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED", "ERROR") and trials \
                     and all(t.status in ENDED for t in trials):
                 out["all trials"] = now
                 finals = [t.default for t in trials if t.default is not None]

@@ -41,7 +41,7 @@ def finished(n: int):
 def done(c) -> bool:
     """The experiment has finished: every trial ended and no more will come (or it broke)."""
     status = c.status()
-    if status == "NO_MORE_TRIAL":
+    if status in ("NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL"):  # the trial budget is spent, or the tuner has no more
         return not any(t.status in ("WAITING", "RUNNING") for t in c.trials())
     return status in ("DONE", "ERROR", "STOPPED")
 
@@ -175,21 +175,27 @@ def checkpoint_epoch(trial) -> int:
     return load_checkpoint(Path(trial.log_path) / CHECKPOINT_NAME)["epoch"]
 
 
-def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the_search_goes_on(root, tmp_path):
-    overrides = tiny_overrides(3)
+def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the_tuner_learns_from_it(root, tmp_path):
+    """Every trial is stopped at its first epoch. The search space holds two architectures: the tuner hears each
+    stopped trial's last intermediate result (NNI 3.0 passes it on only because the tuner asks), keeps it as a
+    partial result instead of a failure, and proposes each architecture once more, for four trials in all; a tuner
+    that took the stops for failures would end the search after two."""
+    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
+             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]}}
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    overrides = tiny_overrides(6)
     overrides["trialConcurrency"] = 1
+    overrides["searchSpaceFile"] = str(tmp_path / "space.json")
     config = write_config(root, tmp_path / "exp", overrides, "--epochs 30 --subset 0.5")
     replace_section(config, "assessor", {"codeDirectory": str(root / "tests" / "fixtures"),
                                          "className": "stop_assessor.StopAtFirstResult"})
     with experiment(config) as exp:
         assert exp.client.wait(done, timeout=300), describe(exp)
         trials = exp.client.trials()
-        status = exp.client.status()
         log = dispatcher_log(exp)
     # Stopped, not FAILED: the trial ends by NNI's SIGINT. NNI 3.0 records an assessor's stop as USER_CANCELED (its
     # v3 compat layer sets isEarlyStopped only after the trial's end was recorded); the trial cannot change that.
-    assert {t.status for t in trials} <= {"EARLY_STOPPED", "USER_CANCELED"} and len(trials) == 3, describe(exp)
-    assert status == "DONE"  # the search went on to its three trials
+    assert {t.status for t in trials} <= {"EARLY_STOPPED", "USER_CANCELED"}, describe(exp)
     for t in trials:
         assert t.intermediate and t.final is None
         done_epochs = checkpoint_epoch(t)
@@ -197,6 +203,12 @@ def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the
         stderr = (Path(t.log_path) / "trial.stderr").read_text()
         assert f"stopped by SIGINT in epoch {done_epochs + 1}: the checkpoint of epoch {done_epochs} is kept" in stderr
     assert "Traceback" not in log, log[-3000:]
+    assert "stopped trials heard (partial results)" in log, log[-3000:]
+    # The search went on after every stop: each architecture had its second chance, and no third.
+    archs = [t.parameters["arch"] for t in trials]
+    assert len(trials) == 4 and len(set(archs)) == 2 and all(archs.count(a) == 2 for a in archs), describe(exp)
+    assert log.count("partial result ") == 4 and log.count("kept as a partial one") == 4, log[-3000:]
+    assert log.count("second chance for") == 2, log[-3000:]
 
 
 def test_a_cancelled_trial_is_user_canceled_and_nnictl_stop_ends_trials_without_a_traceback(root, tmp_path):

@@ -237,22 +237,26 @@ def test_imported_partial_results_stay_partial():
     assert tuner._results[(candidate, "full")] == 61.5 and tuner.strategy.observations[candidate].partial
 
 
-def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch):
-    """NNI's real MsgDispatcher with its Medianstop assessor and this tuner; only the websocket to the NNI manager
-    is replaced by a list of what would have been sent."""
+@pytest.mark.parametrize("learn_from_stopped", [True, False])
+def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from_stopped):
+    """NNI's real MsgDispatcher with its Medianstop assessor and this tuner, in a process that NNI's environment
+    marks as its dispatcher (as nnictl starts it: no NNI_INCLUDE_INTERMEDIATE_RESULTS); only the websocket to the
+    NNI manager is replaced by a list of what would have been sent."""
     from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
     from nni.common.serializer import dump, load
     from nni.runtime import msg_dispatcher
     from nni.runtime.tuner_command_channel import CommandType
 
-    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars",
-                        msg_dispatcher.dispatcher_env_vars._replace(NNI_INCLUDE_INTERMEDIATE_RESULTS="true"))
+    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
+        SDK_PROCESS="dispatcher", NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
 
     class Recorded(msg_dispatcher.MsgDispatcher):
         def send(self, command, data):
             self.sent.append((command, data))
 
-    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
+    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile, learn_from_stopped=learn_from_stopped)
+    assert tuner.hears_stopped_trials is learn_from_stopped
+    assert (msg_dispatcher.dispatcher_env_vars.NNI_INCLUDE_INTERMEDIATE_RESULTS == "true") is learn_from_stopped
     dispatcher = Recorded("ws://_unittest_", tuner, MedianstopAssessor(optimize_mode="maximize", start_step=1))
     dispatcher.sent = []
 
@@ -284,9 +288,39 @@ def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch):
     assert (CommandType.KillTrialJob, dump(f"t{weak['parameter_id']}")) in dispatcher.sent
     end(weak, "EARLY_STOPPED")
     known = tuner._by_id[weak["parameter_id"]]
+    if not learn_from_stopped:  # plain NNI 3.0: the tuner only hears that the trial did not succeed
+        assert known in tuner._failed and known not in tuner._results and known[0] in tuner.strategy.failed
+        return
     assert known in tuner._partial and known not in tuner._failed
     assert tuner._results[known] == 70.0  # 20 % after one epoch, floored at the worst finished trial
     assert tuner.strategy.observations[known[0]].partial
+
+
+def test_outside_nnis_dispatcher_the_tuner_leaves_nni_as_it_is(monkeypatch):
+    from nni.runtime import msg_dispatcher
+
+    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
+        SDK_PROCESS=None, NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
+    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
+    assert not tuner.hears_stopped_trials
+    assert msg_dispatcher.dispatcher_env_vars.NNI_INCLUDE_INTERMEDIATE_RESULTS is None
+    with pytest.raises(ValueError, match="learn_from_stopped must be true or false"):
+        EfficientNetTuner(learn_from_stopped="yes")
+
+
+def test_a_stopped_trials_result_arriving_after_its_final_one_is_ignored():
+    """The assessor may stop a trial at its last epoch while its final result is on its way; if the final result
+    reaches the tuner first, the stopped trial's intermediate one must not replace it."""
+    tuner = EfficientNetTuner(seed=3, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    finished(tuner, 3)
+    p = tuner.generate_parameters(3)
+    tuner.receive_trial_result(3, p, {"default": 80.0, "epochs": 3})
+    tuner.receive_trial_result(3, p, {**INTERMEDIATE, "default": 79.0})
+    tuner.trial_end(3, True)
+    known = tuner._by_id[3]
+    assert tuner._results[known] == 80.0 and known not in tuner._partial
+    assert not tuner.strategy.observations[known[0]].partial
 
 
 def test_the_tuner_module_loads_without_torch():
