@@ -28,6 +28,7 @@ from nni.utils import OptimizeMode, extract_scalar_reward
 import efficientnet.search.bayesopt  # noqa: F401  (registers strategy "bo")
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
+from efficientnet.search.class_args import positive_int
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.fidelity import hear_stopped_trials, is_partial_result, partial_score
@@ -122,9 +123,7 @@ class EfficientNetTuner(Tuner):
         if n_init is not None:
             if strategy != "bo":
                 raise ValueError(f"classArg n_init is for strategy bo, not {strategy!r}: remove it or use strategy bo")
-            if not isinstance(n_init, int) or isinstance(n_init, bool) or n_init < 1:
-                raise ValueError(f"classArg n_init must be an integer >= 1, got {n_init!r}")
-            self.strategy_options["n_init"] = n_init
+            self.strategy_options["n_init"] = positive_int("n_init", n_init)
         try:
             self.optimize_mode = OptimizeMode(optimize_mode)
         except ValueError:

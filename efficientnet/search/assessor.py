@@ -27,6 +27,8 @@ from typing import Any
 from nni.assessor import Assessor, AssessResult
 from nni.utils import extract_scalar_reward
 
+from .class_args import positive_int
+
 __all__ = ["CurveAssessor"]
 
 _logger = logging.getLogger(__name__)
@@ -51,9 +53,8 @@ class CurveAssessor(Assessor):
                  slack: float = 0.25) -> None:
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"classArg optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
-        for name, value, low in (("min_epochs", min_epochs, 2), ("min_trials", min_trials, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"classArg {name} must be an integer >= {low}, got {value!r}")
+        positive_int("min_epochs", min_epochs, 2)
+        positive_int("min_trials", min_trials)
         if not isinstance(slack, (int, float)) or isinstance(slack, bool) or not slack >= 0:
             raise ValueError(f"classArg slack must be a number >= 0, got {slack!r}")
         self.sign = 1.0 if optimize_mode == "maximize" else -1.0

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .candidates import Candidate, CandidateSpace
+from .class_args import positive_int
 from .encoding import ArchEncoding, HyperparameterEncoding
 from .gp import GaussianProcess, log_expected_improvement, single_threaded
 from .strategies import Fitness, IsFree, register_strategy
@@ -62,12 +63,6 @@ class _Observation:
     def __post_init__(self) -> None:
         if math.isnan(self.score):
             self.score = self.value
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"classArg {name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class BayesOptStrategy:
@@ -104,11 +99,11 @@ class BayesOptStrategy:
         self.hp = HyperparameterEncoding(space.parsed.hyperparameters)
         self.dim = self.arch.dim + self.hp.dim
         self.n_init = (
-            int(np.clip(self.dim // 2, 4, 8)) if n_init is None else _positive_int("n_init", n_init)
+            int(np.clip(self.dim // 2, 4, 8)) if n_init is None else positive_int("n_init", n_init)
         )
-        self.exact_until = _positive_int("exact_until", exact_until, 0)
-        self.max_points = _positive_int("max_points", max_points, 10)
-        self.max_scored = _positive_int("max_scored", max_scored, 10)
+        self.exact_until = positive_int("exact_until", exact_until, 0)
+        self.max_points = positive_int("max_points", max_points, 10)
+        self.max_scored = positive_int("max_scored", max_scored, 10)
         self.pool_size, self.top_archs, self.hp_samples = pool_size, top_archs, hp_samples
         if not isinstance(partial_noise, (int, float)) or not partial_noise >= 0:
             raise ValueError(f"classArg partial_noise must be a number >= 0, got {partial_noise!r}")

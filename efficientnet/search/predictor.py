@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from .candidates import Candidate, CandidateSpace
+from .class_args import positive_int
 from .costs import estimate_costs
 from .strategies import EvolutionStrategy, Fitness, IsFree, register_strategy
 
@@ -133,8 +134,7 @@ class PredictorStrategy(EvolutionStrategy):
         if not isinstance(explore, (int, float)) or not 0 <= explore <= 1:
             raise ValueError(f"classArg explore must be within [0, 1], got {explore!r}")
         warmup = min(population_size, 10) if warmup is None else warmup
-        if not isinstance(warmup, int) or warmup < 2:
-            raise ValueError(f"classArg warmup must be an integer >= 2, got {warmup!r}")
+        positive_int("warmup", warmup, 2)
         self.pool_size, self.explore, self.warmup, self.log_every = pool_size, float(explore), warmup, log_every
         self.predictor = SurrogatePredictor(space, num_classes, seed=int(rng.integers(2**31)))
         self.history: dict[Candidate, float] = {}      # every successful result (the training set)

@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .candidates import Candidate
+from .class_args import positive_int
 
 __all__ = ["PROXY", "FULL", "ProxySchedule"]
 
 PROXY, FULL = "proxy", "full"
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"classArg {name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @dataclass
@@ -47,22 +42,22 @@ class ProxySchedule:
         if subset is None and epochs is None and not trials:
             if promote_top:
                 raise ValueError("classArg promote_top needs proxy_trials and proxy_subset and/or proxy_epochs")
-            return cls(full_epochs=None if full_epochs is None else _positive_int("full_epochs", full_epochs))
+            return cls(full_epochs=None if full_epochs is None else positive_int("full_epochs", full_epochs))
         if subset is not None and (
             not isinstance(subset, (int, float)) or isinstance(subset, bool) or not 0 < subset <= 1
         ):
             raise ValueError(f"classArg proxy_subset must be a fraction in (0, 1], got {subset!r}")
         if epochs is not None:
-            _positive_int("proxy_epochs", epochs)
+            positive_int("proxy_epochs", epochs)
         if subset is None and epochs is None:
             raise ValueError("classArg proxy_trials needs proxy_subset and/or proxy_epochs")
-        trials = _positive_int("proxy_trials", trials)
-        promote_top = _positive_int("promote_top", 3 if promote_top is None else promote_top, 0)
+        trials = positive_int("proxy_trials", trials)
+        promote_top = positive_int("promote_top", 3 if promote_top is None else promote_top, 0)
         if promote_top > trials:
             raise ValueError(f"classArg promote_top ({promote_top}) cannot exceed proxy_trials ({trials})")
         return cls(
             None if subset is None else float(subset), epochs, trials, promote_top,
-            None if full_epochs is None else _positive_int("full_epochs", full_epochs),
+            None if full_epochs is None else positive_int("full_epochs", full_epochs),
         )
 
     @property
