@@ -206,6 +206,8 @@ class EfficientNetTuner(Tuner):
                 self._tell(candidate, score, (candidate, b) in self._partial)
 
     def _tell(self, candidate: Candidate, score: float | None, partial: bool = False) -> None:
+        """``strategy.tell``; ``partial`` is passed only when set, so a strategy registered with the two-argument
+        ``tell(candidate, value)`` keeps working."""
         assert self.strategy is not None
         if partial:
             self.strategy.tell(candidate, score, partial=True)
@@ -352,10 +354,14 @@ class EfficientNetTuner(Tuner):
                                           if k[1] == budget and k not in self._partial))
         else:
             self._partial.pop(key, None)
+        self._store(key, score, partial)
+
+    def _store(self, key: tuple[Candidate, str], score: float, partial: bool = False) -> None:
+        """File ``score`` under (candidate, budget) and tell the strategy when it searches that budget."""
         self._results[key] = score
-        self.proxy.record(candidate, budget, score)
-        if budget == self.strategy_budget and self.strategy is not None:
-            self._tell(candidate, score, partial)
+        self.proxy.record(*key, score)
+        if key[1] == self.strategy_budget and self.strategy is not None:
+            self._tell(key[0], score, partial)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Record a final result (a number, or a dict with ``default``); results may arrive in any order. A result
@@ -378,11 +384,7 @@ class EfficientNetTuner(Tuner):
             return
         if known in self._partial:
             if success:  # its final result had the shape of an intermediate one: a full result after all
-                score = self._partial.pop(known)
-                self._results[known] = score
-                self.proxy.record(*known, score)
-                if known[1] == self.strategy_budget:
-                    self._tell(known[0], score)
+                self._store(known, self._partial.pop(known))
             else:
                 _logger.info("trial of %s stopped early: its last intermediate result is kept as a partial one",
                              known[0])
