@@ -28,7 +28,6 @@ if __name__ == "__main__":  # started by a Python without the project's packages
 
     exit_if_incomplete()
 
-import json
 import logging
 import math
 import os
@@ -46,7 +45,8 @@ from torch import nn
 
 from efficientnet import distributed
 from efficientnet.builder import SpecEfficientNet
-from efficientnet.checkpoint import (CHECKPOINT_NAME, CheckpointError, is_trial_checkpoint, load_checkpoint,
+from efficientnet.checkpoint import (BEST_NAME, CHECKPOINT_NAME, CheckpointError, OutputError, UnreadableCheckpoint,
+                                     atomic_write_json, describe_checkpoint, is_trial_checkpoint, load_checkpoint,
                                      rng_state, save_checkpoint, set_rng_state)
 from efficientnet.data import (DataError, DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders,
                                seed_epoch, set_train_transform, subset_train, train_transform)
@@ -56,16 +56,16 @@ from efficientnet.metrics import EpochMetrics, TrainMeter
 from efficientnet.progressive import Progressive, ProgressiveError, Stage, mixup_batch, mixup_loss
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
 from efficientnet.stopping import StopSignals, TrialStopped, critical, die_by
-from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperparameters, output_dir_for, parse_config,
-                                       resolve_spec)
+from efficientnet.trial_config import (ConfigError, TrialConfig, apply_hyperparameters, output_dir_for,
+                                       overridden_flags, parse_config, resolve_spec)
 from efficientnet.training import (NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler,
                                    evaluate, loss_check_interval, prepare_model, read_loss, resolve_device, train_step,
                                    use_channels_last, warmup_steps_for)
 from efficientnet.weights import WeightsError, build_model
 
 log = logging.getLogger("efficientnet.trial")
-USER_ERRORS = (ConfigError, DataError, DataCacheError, CheckpointError, SpecError, WeightsError, TrainingError,
-               ProgressiveError)
+USER_ERRORS = (ConfigError, DataError, DataCacheError, CheckpointError, OutputError, SpecError, WeightsError,
+               TrainingError, ProgressiveError)
 PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the running loss back from the device)
 EXIT_USER_ERROR = 2
 
@@ -108,6 +108,14 @@ def report(metrics: dict[str, Any], final: bool = False) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- setup
+class _LogFile(logging.FileHandler):
+    """``log.txt``: a line that cannot be written (a full disk) is dropped quietly; the checkpoint write that
+    follows reports the folder's problem as the run's one error line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(out_dir: Path, rank: int = 0) -> list[logging.Handler]:
     """Plain lines to stdout and ``out_dir/log.txt``; returns the handlers (removed by :func:`main`).
 
@@ -120,7 +128,10 @@ def setup_logging(out_dir: Path, rank: int = 0) -> list[logging.Handler]:
         log.setLevel(logging.ERROR)
         log.propagate = False
         return handlers
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(out_dir / "log.txt", encoding="utf-8")]
+    try:
+        handlers = [logging.StreamHandler(sys.stdout), _LogFile(out_dir / "log.txt", encoding="utf-8")]
+    except OSError as exc:
+        raise OutputError.writing(out_dir / "log.txt", exc) from None
     for h in handlers:
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
@@ -162,43 +173,94 @@ class TrainState:
 
 
 def initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, out_dir: Path,
-                  dynamic_padding: bool = False) -> tuple[SpecEfficientNet, dict | None]:
+                  dynamic_padding: bool = False) -> tuple[SpecEfficientNet, dict | None, Path | None]:
     """Build the model from (in order) the output dir's own checkpoint, ``--resume`` or ``--weights``.
 
-    Returns the model and, for a full resume of the same architecture, the checkpoint to restore the rest from.
-    ``dynamic_padding`` (progressive learning) pads "same" for every input size; the weights are the same.
+    Returns the model and, for a full resume of the same architecture, the checkpoint to restore the rest from and
+    its path. ``dynamic_padding`` (progressive learning) pads "same" for every input size; the weights are the same.
     """
-    model, ckpt = _initial_model(cfg, spec, num_classes, out_dir)
+    model, ckpt, source = _initial_model(cfg, spec, num_classes, out_dir)
     if dynamic_padding:
         dynamic = SpecEfficientNet(spec, num_classes, dynamic_padding=True)
         dynamic.load_state_dict(model.state_dict())
         dynamic.inheritance = model.inheritance
         model = dynamic
-    return model, ckpt
+    return model, ckpt, source
 
 
-def _initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, out_dir: Path) -> tuple[SpecEfficientNet, dict | None]:
+def _initial_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int,
+                   out_dir: Path) -> tuple[SpecEfficientNet, dict | None, Path | None]:
     own = out_dir / CHECKPOINT_NAME
     if cfg.auto_resume and own.is_file():
-        ckpt = load_checkpoint(own)
+        try:
+            ckpt = load_checkpoint(own)
+        except UnreadableCheckpoint as exc:
+            raise CheckpointError(f"cannot read checkpoint {own} ({exc.reason}), which this run would resume from: it "
+                                  f"is damaged; {_what_is_intact(out_dir)}") from None
         if not is_trial_checkpoint(ckpt):
             raise CheckpointError(f"{own} is not a checkpoint of this trainer; move it away or pass --no-auto-resume")
         if ArchSpec.from_dict(ckpt["spec"]) != spec or ckpt.get("num_classes") != num_classes:
             raise CheckpointError(f"{out_dir} holds a checkpoint of another architecture or class count "
                                   f"({ckpt.get('arch')}, {ckpt.get('num_classes')} classes); use another "
                                   "--output-dir or pass --no-auto-resume")
-        return _model_from_checkpoint(ckpt, spec, num_classes), ckpt
-    if cfg.resume:
-        path = Path(cfg.resume).expanduser()
-        if path.is_file():
-            return _model_from_resume(path, spec, num_classes)
-        log.warning("warning: --resume %s does not exist; starting from --weights %s", path, cfg.weights)
+        return _model_from_checkpoint(ckpt, spec, num_classes), ckpt, own
+    path = resume_path(cfg, out_dir)
+    if path is not None:
+        model, ckpt = _model_from_resume(path, spec, num_classes)
+        if ckpt is None or path.parent.resolve() != out_dir.resolve():
+            _keep_earlier_best(out_dir)
+        return model, ckpt, path if ckpt is not None else None
+    _keep_earlier_best(out_dir)
     weights = None if cfg.weights.lower() == "none" else cfg.weights
     weights_spec = resolve_arch(cfg.weights_arch) if cfg.weights_arch else None
     model = build_model(spec, num_classes, weights=weights, weights_spec=weights_spec)
     if model.inheritance is not None:
         log.info("weights %s: %s", cfg.weights, model.inheritance.summary())
-    return model, None
+    return model, None, None
+
+
+def resume_path(cfg: TrialConfig, out_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` names; a missing path or a folder is an error (a run asked to resume must not
+    start afresh). Under NNI, the old seed's ``--resume ./model_best.pth.tar`` (a bare file name of this trainer's)
+    means the trial's own file in its output folder, if it has one yet."""
+    if not cfg.resume:
+        return None
+    path = Path(cfg.resume).expanduser()
+    if path.is_file():
+        return path
+    if under_nni() and path.name in (BEST_NAME, CHECKPOINT_NAME) and not path.parent.name:
+        own = out_dir / path.name
+        if own.is_file():
+            return own
+        log.info("--resume %s: this trial has none yet in %s; starting from --weights %s", cfg.resume, out_dir,
+                 cfg.weights)
+        return None
+    if path.is_dir():
+        inside = [p for p in (path / CHECKPOINT_NAME, path / BEST_NAME) if p.is_file()]
+        raise CheckpointError(f"--resume {path} is a folder: give a checkpoint file"
+                              + (f", e.g. {inside[0]}" if inside else " (it holds no checkpoint of this trainer)"))
+    raise CheckpointError(f"--resume {path} does not exist; check the path, or leave --resume out to start from "
+                          f"--weights {cfg.weights}")
+
+
+def _what_is_intact(out_dir: Path) -> str:
+    """What a damaged checkpoint leaves in ``out_dir``, and how to continue from it."""
+    best = out_dir / BEST_NAME
+    described = describe_checkpoint(best) if best.is_file() else None
+    if described is None:
+        return f"no intact checkpoint is left in {out_dir}: move the damaged file away to start over"
+    return (f"{best} is intact ({described}): continue from it with --resume {best} --no-auto-resume (the damaged "
+            "file is replaced after the next epoch)")
+
+
+def _keep_earlier_best(out_dir: Path) -> None:
+    """A run that does not continue this folder's own checkpoint must not overwrite its ``model_best.pth.tar``."""
+    best = out_dir / BEST_NAME
+    if best.is_file():
+        described = describe_checkpoint(best) or "unreadable"
+        raise CheckpointError(f"{out_dir} holds {BEST_NAME} of an earlier run ({described}) and no checkpoint "
+                              f"this run continues, so it would be overwritten: continue from it with --resume {best} "
+                              "--no-auto-resume, or start over in another --output-dir (or move the file away)")
 
 
 def _model_from_checkpoint(ckpt: dict, spec: ArchSpec, num_classes: int) -> SpecEfficientNet:
@@ -280,13 +342,6 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     return result
 
 
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically (temporary file + ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------------- training
 def run(cfg: TrialConfig) -> dict[str, Any]:
     """Train one trial end to end; return the final result dict.
@@ -301,10 +356,15 @@ def run(cfg: TrialConfig) -> dict[str, Any]:
         spec = resolve_spec(cfg, proposal)
         out_dir = output_dir_for(cfg, spec, os.environ.get("NNI_OUTPUT_DIR") if under_nni() else None)
         if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError.writing(out_dir, exc) from None
         distributed.barrier(dist_info)
         handlers = setup_logging(out_dir, dist_info.rank)
         try:
+            for note in overridden_flags(cfg, proposal, spec):
+                log.warning("note: %s", note)
             return _train(cfg, spec, out_dir, proposal, ignored, dist_info, dist_device)
         finally:
             for h in handlers:
@@ -386,7 +446,7 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
         log.info("progressive learning: %s", "; ".join(st.describe() for st in plan.plan()))
 
     # -- model, optimizer, schedule: fresh, inherited or resumed
-    model, ckpt = initial_model(cfg, spec, num_classes, out_dir, dynamic_padding=plan is not None)
+    model, ckpt, resumed_from = initial_model(cfg, spec, num_classes, out_dir, dynamic_padding=plan is not None)
     channels_last = use_channels_last(cfg.channels_last)
     model = prepare_model(model, device, channels_last, cfg.bn_momentum)
     net: nn.Module = model
@@ -414,8 +474,7 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
             set_rng_state(ckpt["rng"])
         else:  # the checkpoint holds rank 0's RNG; the others continue on their own seeded streams
             seed_everything(cfg.seed + dist_info.rank + 1_000 * state.epoch)
-        log.info("resumed at epoch %d from %s (best top-1 so far %.2f%% at epoch %d)", state.epoch + 1,
-                 out_dir / CHECKPOINT_NAME if (out_dir / CHECKPOINT_NAME).is_file() else cfg.resume,
+        log.info("resumed at epoch %d from %s (best top-1 so far %.2f%% at epoch %d)", state.epoch + 1, resumed_from,
                  state.best_top1, state.best_epoch)
     starts = distributed.all_gather_object(state.epoch, dist_info)
     if len(set(starts)) > 1:
@@ -485,11 +544,7 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
                     save_checkpoint(checkpoint_state(state, cfg, spec, split.classes), out_dir,
                                     is_best=state.best_epoch == state.epoch)
                     log.info(_epoch_line(record, cfg.epochs, state))
-                    if writer is not None:
-                        for key, value in record.items():
-                            if key != "epoch":
-                                writer.add_scalar(key.replace("_", "/", 1), value, state.epoch)
-                        writer.flush()
+                    writer = _write_scalars(writer, record, out_dir)
                     report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
             distributed.barrier(dist_info)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
     except TrialStopped as stop:
@@ -497,13 +552,16 @@ def _train(cfg: TrialConfig, spec: ArchSpec, out_dir: Path, proposal: dict, igno
         raise
     finally:
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError:  # its folder cannot be written: the error that matters is reported elsewhere
+                pass
 
     # -- final metrics, once per trial (rank 0 writes and reports; every rank returns them)
     result = None
     if main_rank:
         result = final_result(state, spec, num_classes, cfg, proposal)
-        write_json({**result, "spec": spec.to_dict(), "classes": split.classes, "history": state.history,
+        atomic_write_json({**result, "spec": spec.to_dict(), "classes": split.classes, "history": state.history,
                     "proposal": proposal, "config": cfg.to_dict(),
                     **({"world_size": dist_info.world_size} if dist_info.enabled else {})}, out_dir / "result.json")
         log.info("final: best top-1 %.2f%% at epoch %d | params %d | MACs %d%s | %s", result["top1"],
@@ -541,6 +599,22 @@ def _summary_writer(out_dir: Path, start_epoch: int):
         return None
 
     return SummaryWriter(os.fspath(out_dir / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None)
+
+
+def _write_scalars(writer, record: dict[str, float], out_dir: Path):
+    """One epoch's scalars to TensorBoard; the writer, or None once its folder cannot be written (one line says so;
+    training goes on)."""
+    if writer is None:
+        return None
+    try:
+        for key, value in record.items():
+            if key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, int(record["epoch"]))
+        writer.flush()
+        return writer
+    except OSError as exc:
+        log.warning("warning: no more TensorBoard logs: %s", OutputError.writing(out_dir / "tensorboard", exc))
+        return None
 
 
 def _bar(iterable, desc: str, enabled: bool):

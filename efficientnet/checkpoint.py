@@ -8,11 +8,14 @@ A checkpoint holds only tensors, dicts, lists, numbers, strings and ``None``, so
      "rng": {...}, "args": {...}}
 
 Files are written to a temporary file in the destination directory and moved into place with ``os.replace``, so a
-trial killed mid-write leaves the previous checkpoint intact.
+trial killed mid-write, or a write that fails (a full disk, a read-only folder), leaves the previous checkpoint
+intact; a failed write is an :class:`OutputError` naming the folder.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import random
 import shutil
@@ -28,8 +31,12 @@ __all__ = [
     "BEST_NAME",
     "FORMAT",
     "CheckpointError",
+    "UnreadableCheckpoint",
+    "OutputError",
     "atomic_save",
     "atomic_copy",
+    "atomic_write_json",
+    "describe_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
     "is_trial_checkpoint",
@@ -44,6 +51,41 @@ FORMAT = "efficientnet-nni-trial/1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not one of this trainer's; the message names the fix."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A file that ``torch.load`` cannot read: damaged (truncated, say) or not a PyTorch checkpoint."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot read checkpoint {path} ({reason}); it is damaged or not a PyTorch checkpoint: give "
+                         "another path, or move it away")
+        self.path, self.reason = path, reason
+
+
+class OutputError(RuntimeError):
+    """The output folder cannot be written (full, read-only, not permitted); the message names the folder."""
+
+    @classmethod
+    def writing(cls, path: str | os.PathLike, exc: BaseException) -> "OutputError":
+        """The error for a failed write of ``path`` (its folder is named, and what to do)."""
+        path = Path(path)
+        return cls(f"cannot write {path.name} in {path.parent} ({why_not_written(path.parent, exc)}); free space "
+                   "there or pass --output-dir on another disk (what is already in the folder is intact)")
+
+
+def why_not_written(directory: Path, exc: BaseException) -> str:
+    """What stopped a write into ``directory``, in words: the OS error, or for torch's writer (which reports a full
+    disk as ``unexpected pos ...``) what the folder says about itself."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    try:
+        if shutil.disk_usage(directory).free < 1 << 20:
+            return os.strerror(errno.ENOSPC).lower()
+        if not os.access(directory, os.W_OK):
+            return os.strerror(errno.EACCES).lower()
+    except OSError:
+        pass
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
 
 
 def _temp_in(directory: Path, name: str) -> Path:
@@ -61,14 +103,21 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> P
     """``write`` a temporary file next to ``path``, flush it to disk, then ``os.replace`` it into place: a reader
     sees the old file or the new one, never half of one, and a failure leaves the old file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_in(path.parent, path.name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_in(path.parent, path.name)
         write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer raises RuntimeError on a full disk
+        raise OutputError.writing(path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
     return path
 
 
@@ -80,6 +129,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s directory."""
     return _atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON through a temporary file next to ``path``."""
+    text = json.dumps(obj, indent=2) + "\n"
+    return _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, is_best: bool) -> Path:
@@ -99,9 +154,18 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated files, foreign pickles, text files...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"cannot read checkpoint {path} ({first}); it is damaged or not a PyTorch "
-                              "checkpoint: delete it or give another path") from None
+        raise UnreadableCheckpoint(path, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
+
+
+def describe_checkpoint(path: str | os.PathLike) -> str | None:
+    """``epoch 3, best top-1 74.10%`` for an intact checkpoint of this trainer at ``path``, else None."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        return None
+    if not is_trial_checkpoint(ckpt):
+        return None
+    return f"epoch {ckpt.get('epoch')}, best top-1 {float(ckpt.get('best_top1', float('nan'))):.2f}%"
 
 
 def is_trial_checkpoint(obj: Any) -> bool:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
+from pathlib import Path
 
-__all__ = ["REQUIRED", "missing_packages", "interpreter_problem", "exit_if_incomplete"]
+__all__ = ["REQUIRED", "missing_packages", "interpreter_problem", "exit_if_incomplete", "nvidia_driver",
+           "unusable_gpu"]
 
 REQUIRED = ("torch", "torchvision", "efficientnet_pytorch", "numpy", "PIL", "sklearn", "yaml")
 
@@ -43,3 +46,31 @@ def exit_if_incomplete() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+
+
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
+
+
+def nvidia_driver(version_file: Path = NVIDIA_DRIVER_FILE) -> str | None:
+    """The loaded NVIDIA kernel driver's version (``535.104.05``), or None on a machine without one."""
+    try:
+        text = version_file.read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", text) or re.search(r"\b(\d{3}\.\d+(?:\.\d+)?)\b", text)
+    return match.group(1) if match else "unknown"
+
+
+def unusable_gpu(torch_version: str, torch_cuda: str | None, cuda_available: bool, driver: str | None) -> str | None:
+    """One line when this machine has an NVIDIA driver but torch cannot use the GPU: why, and what to install."""
+    if driver is None or cuda_available or os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return None  # no driver, a usable GPU, or GPUs hidden on purpose
+    if torch_cuda is None:
+        why = f"torch {torch_version} is a CPU-only build"
+    else:
+        why = (f"torch {torch_version} (built for CUDA {torch_cuda}) cannot use it, most often because that CUDA is "
+               "newer than the driver supports")
+    return (f"this machine has an NVIDIA GPU (driver {driver}) but {why}, so training runs on the CPU: install the "
+            "torch build for your driver's CUDA version (nvidia-smi shows it; https://pytorch.org/get-started/locally "
+            "gives the pip command, e.g. pip install torch torchvision --index-url "
+            "https://download.pytorch.org/whl/cu121), or pass --device cpu")

@@ -25,6 +25,7 @@ __all__ = [
     "TrainingError",
     "NonFiniteLossError",
     "resolve_device",
+    "gpu_problem",
     "amp_dtype",
     "use_channels_last",
     "prepare_model",
@@ -58,14 +59,27 @@ def resolve_device(device: str = "auto", gpu: int | None = None) -> tuple[torch.
     if gpu is not None and device == "auto":
         device = f"cuda:{gpu}"
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
+        if torch.cuda.is_available():
+            return torch.device("cuda"), None
+        problem = gpu_problem()
+        return torch.device("cpu"), f"warning: {problem}" if problem else None
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise TrainingError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        return torch.device("cpu"), f"warning: {device} is not available here; running on the CPU"
+        problem = gpu_problem()
+        return torch.device("cpu"), f"warning: {device} is not available here; running on the CPU" + (
+            f" ({problem})" if problem else "")
     return dev, None
+
+
+def gpu_problem() -> str | None:
+    """Why this machine's NVIDIA GPU is not usable by this torch (see :func:`efficientnet.environment.unusable_gpu`);
+    None when there is no NVIDIA driver, or torch can use the GPU."""
+    from .environment import nvidia_driver, unusable_gpu
+
+    return unusable_gpu(torch.__version__, torch.version.cuda, torch.cuda.is_available(), nvidia_driver())
 
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:

@@ -27,7 +27,7 @@ from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
 from .spec import ArchSpec, SpecError, resolve_arch
 
 __all__ = ["ConfigError", "TrialConfig", "make_parser", "parse_config", "apply_hyperparameters", "resolve_spec",
-           "output_dir_for", "ENV_KEYS"]
+           "overridden_flags", "output_dir_for", "ENV_KEYS"]
 
 DEFAULT_ARCH = "lite0"
 ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the seed's ``-a efficientnet``
@@ -368,6 +368,41 @@ def resolve_spec(cfg: TrialConfig, params: Mapping[str, Any] | None = None) -> A
         raise
     except (TypeError, ValueError) as exc:  # e.g. a coefficient or block choice that is not a number
         raise ConfigError(f"the proposal's architecture keys are not usable ({exc}); check the search space") from None
+
+
+def overridden_flags(cfg: TrialConfig, params: Mapping[str, Any] | None, spec: ArchSpec) -> list[str]:
+    """One line for each architecture flag that the tuner's proposal overrides: what is used, and where to change it.
+
+    A proposal with ``arch`` decides the whole architecture; one with coefficients only (the old seed's tuner) scales
+    ``--arch`` at ``--resolution``, so those two flags are used there."""
+    params = params or {}
+    notes = []
+    if params.get("arch"):
+        gamma = params.get("gamma")
+        if cfg.resolution is not None and cfg.resolution != spec.resolution:
+            notes.append(f"--resolution {cfg.resolution} is not used: the tuner's proposal trains at "
+                         f"{spec.resolution} px (its base_resolution"
+                         + (f" x gamma {gamma}" if gamma is not None else "")
+                         + "); set base_resolution in the tuner's classArgs to change it")
+        for flag in ("width", "depth"):
+            given = getattr(cfg, flag)
+            if given is not None and given != getattr(spec, flag):
+                notes.append(f"--{flag} {given} is not used: the tuner's proposal sets {flag} "
+                             f"{getattr(spec, flag):g}; set the tuner's base (classArgs) to change it")
+        arch = ARCH_ALIASES.get(cfg.arch.strip().lower(), cfg.arch)
+        if arch != DEFAULT_ARCH:
+            notes.append(f"--arch {cfg.arch} is not used: the tuner's proposal names the whole architecture; set "
+                         "the tuner's base (classArgs) to change it")
+    elif any(k in params for k in COEFFICIENT_KEYS[:3]) and cfg.resolution is not None \
+            and cfg.resolution != spec.resolution:
+        notes.append(f"--resolution {cfg.resolution} is the base resolution: the proposal's gamma "
+                     f"{params.get('gamma', 1.0)} trains at {spec.resolution} px")
+    if any(k in params for k in COEFFICIENT_KEYS[:3]) or params.get("arch"):
+        for flag in ("alpha", "beta", "gamma"):
+            given = getattr(cfg, flag)
+            if given is not None and flag in params and float(params[flag]) != given:
+                notes.append(f"--{flag} {given} is not used: the tuner's proposal has {flag} {params[flag]}")
+    return notes
 
 
 def _slug(text: str) -> str:
