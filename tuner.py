@@ -28,10 +28,13 @@ from nni.utils import OptimizeMode, extract_scalar_reward
 import efficientnet.search.bayesopt  # noqa: F401  (registers strategy "bo")
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
-from efficientnet.search.class_args import positive_int
+from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
+                                         trial_error)
+from efficientnet.search.class_args import class_arg_names, positive_int, unknown_class_args
 from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from efficientnet.search.costs import estimate_costs
-from efficientnet.search.fidelity import hear_stopped_trials, is_partial_result, partial_score
+from efficientnet.search.failures import FirstFailures
+from efficientnet.search.fidelity import is_partial_result, partial_score
 from efficientnet.search.pareto import MultiObjective, nsga2_fitness
 from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
@@ -70,9 +73,16 @@ class EfficientNetTuner(Tuner):
 
     Early-stopped trials: ``learn_from_stopped`` (True) has NNI's dispatcher hand the tuner the last intermediate
     result of a trial that an assessor stopped (NNI 3.0's config cannot ask for it; see
-    :func:`~efficientnet.search.fidelity.hear_stopped_trials`). Such a result is a partial one, see
+    :func:`~efficientnet.nni_dispatcher.hear_stopped_trials`). Such a result is a partial one, see
     :mod:`efficientnet.search.fidelity`, and the architecture may be proposed once more, to be trained to the end.
     With False, a stopped trial counts as a failed one, as in plain NNI 3.0.
+
+    Failing trials: ``stop_after_failures`` (3): when that many trials fail, before any succeeds, with the same error
+    line, the experiment stops with that line (0 or null: never). ``failure_reader`` (a ``parameter_id -> (trial id,
+    status, error line) | None``) replaces reading the trial's stderr through NNI's REST API (tests).
+
+    An unknown classArg is an error naming the closest known one. :meth:`check_experiment` runs every check of the
+    classArgs and the search space before an experiment starts (``python -m efficientnet create`` calls it).
     """
 
     def __init__(
@@ -108,8 +118,13 @@ class EfficientNetTuner(Tuner):
         promote_top: int | None = None,
         full_epochs: int | None = None,
         learn_from_stopped: bool = True,
+        stop_after_failures: int | None = 3,
         profiler: Callable[[ArchSpec, int], Profile] | None = None,
+        failure_reader: Callable[[int], tuple[str, str, str] | None] | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise ValueError(unknown_class_args(unknown, class_arg_names(EfficientNetTuner.__init__), "the tuner"))
         self.constraint = CompoundConstraint(float(product), float(tolerance))
         if not isinstance(phi, (int, float)) or phi < 0:
             raise ValueError(f"classArg phi must be a number >= 0, got {phi!r}")
@@ -155,8 +170,17 @@ class EfficientNetTuner(Tuner):
         self._profiler = profiler
         if not isinstance(learn_from_stopped, bool):
             raise ValueError(f"classArg learn_from_stopped must be true or false, got {learn_from_stopped!r}")
-        # inside NNI's dispatcher: NNI hands over an assessor-stopped trial's last intermediate result
+        self.first_failures = FirstFailures(0 if stop_after_failures is None
+                                            else positive_int("stop_after_failures", stop_after_failures, minimum=0))
+        self._failure_reader = failure_reader or (trial_error if in_dispatcher() else (lambda parameter_id: None))
+        # inside NNI's dispatcher: NNI hands over an assessor-stopped trial's last intermediate result, and an error
+        # in the tuner ends the experiment with its line instead of leaving it RUNNING with a dead tuner
         self.hears_stopped_trials = learn_from_stopped and hear_stopped_trials()
+        self.reports_errors = report_errors()
+        if in_dispatcher() and not guarded():
+            _logger.warning("NNI's manager runs without this project's fixes (started by plain nnictl): concurrent "
+                            "trials may train each other's proposals and any host that reaches its port can read "
+                            "your files; start experiments with: python -m efficientnet create --config config.yml")
         self.space: CandidateSpace | None = None
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
@@ -173,6 +197,8 @@ class EfficientNetTuner(Tuner):
         self._partial: dict[tuple[Candidate, str], float] = {}
         self._costs: dict[Candidate, tuple[float, ...]] = {}   # observed cost objectives (multi-objective)
         self._ms_per_mac: list[float] = []                     # observed latency per closed-form MAC
+        self._running: set[int] = set()                        # parameter ids proposed, not ended yet
+        self._ended = False                                    # the experiment was ended with an error
         self.strategy_budget = self.proxy.next_budget()
         _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s), stopped trials "
                      "%s%s", strategy, self.seed, self.constraint, self.budgets.active() or "none",
@@ -180,6 +206,17 @@ class EfficientNetTuner(Tuner):
                      "heard (partial results)" if self.hears_stopped_trials else "not heard",
                      f", proxy {self.proxy.parameters(PROXY)} for {self.proxy.trials} trials, top "
                      f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
+
+    @classmethod
+    def check_experiment(cls, class_args: Mapping[str, Any], search_space: Mapping[str, Any]) -> str:
+        """Every check the tuner makes of its classArgs and search space, before an experiment starts: the tuner is
+        built with ``class_args`` and given ``search_space``, as NNI's dispatcher will. Raises ``ValueError`` (or
+        ``TypeError``) with one line; returns a one-line summary."""
+        tuner = cls(**dict(class_args))
+        tuner.update_search_space(search_space)
+        assert tuner.space is not None
+        return (f"tuner {cls.__name__} ({tuner.strategy_name}): {tuner.space.size} candidates, "
+                f"budgets {tuner.budgets.active() or 'none'}")
 
     # ------------------------------------------------------------------------------------------ search space
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
@@ -244,6 +281,8 @@ class EfficientNetTuner(Tuner):
         """The next proposal; ``nni.NoMoreTrialError`` once every candidate has been used."""
         if self.space is None or self.strategy is None or self.checker is None:
             raise RuntimeError("update_search_space must be called before generate_parameters")
+        if self.first_failures.stopped:
+            raise nni.NoMoreTrialError(self.first_failures.stopped)
         budget = self.proxy.next_budget()
         if budget != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
             _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
@@ -287,6 +326,7 @@ class EfficientNetTuner(Tuner):
         if not candidate.hyper:
             candidate = candidate.with_hyper(self.space.parsed.sample_hyperparameters(self.rng))
         self._by_id[parameter_id] = (candidate, budget)
+        self._running.add(parameter_id)
         params = self._proposal(candidate, prof)
         params.update(self.proxy.parameters(budget))
         self._params[parameter_id] = params
@@ -379,6 +419,11 @@ class EfficientNetTuner(Tuner):
         """A failed (or killed) trial's architecture is never used as a parent (within its budget). A trial stopped
         by the assessor after its last intermediate result was handed over keeps that result as a partial one; a
         trial that succeeds after an intermediate-shaped result keeps it as a full one."""
+        self._running.discard(parameter_id)
+        self._trial_end(parameter_id, success)
+        self._watch_failures(parameter_id, success)
+
+    def _trial_end(self, parameter_id: int, success: bool) -> None:
         known = self._by_id.get(parameter_id)
         if known is None or self.strategy is None:
             return
@@ -400,19 +445,35 @@ class EfficientNetTuner(Tuner):
         if known[1] == self.strategy_budget:
             self.strategy.tell(known[0], None)
 
+    def _watch_failures(self, parameter_id: int, success: bool) -> None:
+        """Stop the search when the first trials all fail with the same error (see :class:`FirstFailures`); once
+        the trials still running have ended too, end the experiment with that error."""
+        if self.first_failures.watching:
+            trial = None if success else self._failure_reader(parameter_id)
+            if trial is None or trial[1] == "FAILED":  # not one the assessor or the user stopped
+                stop = self.first_failures.observe(success, trial[2] if trial else None, trial[0] if trial else None)
+                if stop:
+                    _logger.error("%s (no more trials; %d still running)", stop, len(self._running))
+        if self.first_failures.stopped and not self._running and not self._ended:
+            self._ended = True
+            raise ExperimentError(self.first_failures.stopped)  # NNI's manager shows it as the experiment's error
+
     def import_data(self, data: Any) -> None:
         """Replay finished trials (``nnictl resume`` / ``experiment import``): ``[{"parameter", "value"}, ...]``."""
         if self.space is None or self.strategy is None:
             raise RuntimeError("update_search_space must be called before import_data")
         if isinstance(data, str):
             data = json.loads(data)
-        imported = skipped = 0
+        imported = skipped = mismatched = 0
         for record in data:
             if isinstance(record, str):
                 record = json.loads(record)
             parameters = record.get("parameter")
             if isinstance(parameters, str):
                 parameters = json.loads(parameters)
+            if not result_matches(parameters, record.get("value")):
+                mismatched += 1  # NNI recorded it with another trial's proposal: it would teach a wrong pair
+                continue
             known = self._candidate_of(None, parameters)
             try:
                 self._score(record.get("value"))
@@ -431,6 +492,23 @@ class EfficientNetTuner(Tuner):
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
                      imported, skipped)
+        if mismatched:
+            _logger.warning("%d imported trials were left out: their result names another architecture than the "
+                            "proposal NNI recorded for them (an experiment run by plain nnictl with concurrent "
+                            "trials)", mismatched)
+
+
+def result_matches(parameters: Any, value: Any) -> bool:
+    """Whether a final result and the proposal NNI recorded beside it describe one architecture: the trial echoes
+    the ``arch`` it trained in its final result (a result without one cannot be checked and is taken as it is)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return True
+    trained = value.get("arch") if isinstance(value, Mapping) else None
+    proposed = parameters.get("arch") if isinstance(parameters, Mapping) else None
+    return trained is None or proposed is None or trained == proposed
 
 
 class FixedProductTuner(EfficientNetTuner):

@@ -138,7 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
-    from . import report  # noqa: F401  (registers the ``report`` subcommand)
+    from . import launcher, report  # noqa: F401  (register the ``create/resume/view`` and ``report`` subcommands)
 
     parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -54,8 +54,9 @@ class Trial:
 class NNIClient:
     """Read an experiment's status, trials and metrics over HTTP."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-        self.base = f"http://{host}:{port}/api/v1/nni"
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, url_prefix: str | None = None) -> None:
+        prefix = f"/{url_prefix.strip('/')}" if url_prefix and url_prefix.strip("/") else ""
+        self.base = f"http://{host}:{port}{prefix}/api/v1/nni"
         self.timeout = timeout
 
     def get(self, path: str) -> Any:
@@ -67,6 +68,14 @@ class NNIClient:
             raise NNIUnavailable(f"no answer from {self.base}{path}: {exc}") from None
         except json.JSONDecodeError:
             raise NNIUnavailable(f"{self.base}{path} did not answer with JSON: is an NNI experiment on that port?") from None
+
+    def text(self, path: str) -> str:
+        """GET ``path`` (relative to the API root) as text (a trial's log files)."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=self.timeout) as resp:
+                return resp.read().decode(errors="replace")
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise NNIUnavailable(f"no answer from {self.base}{path}: {exc}") from None
 
     def cancel(self, trial_id: str) -> None:
         """Cancel one trial, as the WebUI's kill button does (``DELETE /trial-jobs/ID``)."""

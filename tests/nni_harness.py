@@ -1,8 +1,14 @@
-"""Start, watch and always stop real ``nnictl`` experiments on a free loopback port (for the end-to-end tests)."""
+"""Start, watch and always stop real NNI experiments on a free loopback port (for the end-to-end tests).
+
+Experiments start as the README starts them, ``python -m efficientnet create`` (``nnictl create`` after the project's
+checks, with NNI's manager guarded); ``plain=True`` runs ``nnictl`` itself. Every guarded start checks that the guard
+applied every fix to this NNI, so a future NNI that no longer has what it patches fails here, loudly.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -20,6 +26,7 @@ from efficientnet.nni_rest import NNIClient
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+LAUNCHER = [sys.executable, "-m", "efficientnet"]
 
 
 def free_port() -> int:
@@ -29,10 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nnictl(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``nnictl`` with a bounded wait; output is returned without colour codes."""
+def nnictl(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
+           launcher: bool = False) -> subprocess.CompletedProcess:
+    """Run ``nnictl`` (or, with ``launcher``, ``python -m efficientnet``) with a bounded wait; output is returned
+    without colour codes."""
     proc = subprocess.run(
-        [*NNICTL, *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        [*(LAUNCHER if launcher else NNICTL), *args], capture_output=True, text=True, timeout=timeout, env=env,
+        stdin=subprocess.DEVNULL
     )
     proc.stdout, proc.stderr = ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr)
     return proc
@@ -77,31 +87,42 @@ class Experiment:
     workdir: Path
     config: Path
     client: NNIClient
+    created: subprocess.CompletedProcess | None = None  # what the create command printed
 
     def trials_dir(self) -> Path:
         """Where NNI keeps this experiment's trial folders (logs, and the trials' outputs)."""
         return self.workdir / self.id / "environments" / "local-env" / "trials"
 
 
-def start(config: Path, port: int, timeout: float = 120) -> Experiment:
-    """``nnictl create`` and wait until the REST server answers."""
-    proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout)
+def start(config: Path, port: int, timeout: float = 180, plain: bool = False) -> Experiment:
+    """``python -m efficientnet create`` (``nnictl create`` with ``plain``) and wait until the REST server
+    answers; a guarded start must report every fix applied."""
+    proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, launcher=not plain)
     match = re.search(r"Experiment ID: (\w+)", proc.stdout)
-    if proc.returncode != 0 or not match:
-        raise RuntimeError(f"nnictl create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    exp = Experiment(match.group(1), port, config.parent, config, NNIClient(port))
+    if not match:
+        raise RuntimeError(f"create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    exp = Experiment(match.group(1), port, config.parent, config, NNIClient(port), proc)
     if not exp.client.wait(lambda c: c.status() is not None, timeout=60, interval=1):
         raise RuntimeError(f"experiment {exp.id} did not answer on port {port}")
+    if not plain:
+        assert_guarded(exp)
     return exp
 
 
-def resume(exp: Experiment, timeout: float = 120) -> Experiment:
-    """``nnictl resume`` on the same port."""
-    proc = nnictl("resume", exp.id, "--port", str(exp.port), timeout=timeout)
+def assert_guarded(exp: Experiment) -> None:
+    """The guard ran in this experiment's manager and applied every fix (see efficientnet/nni_guard.js)."""
+    status = json.loads((exp.workdir / exp.id / "log" / "efficientnet_guard.json").read_text())
+    assert status["problems"] == [] and all(status["patched"].values()), status
+
+
+def resume(exp: Experiment, timeout: float = 180) -> Experiment:
+    """``python -m efficientnet resume`` on the same port."""
+    proc = nnictl("resume", exp.id, "--port", str(exp.port), timeout=timeout, launcher=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"nnictl resume failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(f"resume failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     if not exp.client.wait(lambda c: c.status() is not None, timeout=60, interval=1):
         raise RuntimeError(f"resumed experiment {exp.id} did not answer on port {exp.port}")
+    assert_guarded(exp)
     return exp
 
 
@@ -113,7 +134,7 @@ def stop(exp: Experiment) -> None:
     while time.monotonic() < deadline and _port_busy(exp.port):
         time.sleep(0.5)
     if _port_busy(exp.port):
-        _kill_listeners(exp.port)
+        _kill_manager(exp.id)
 
 
 def _port_busy(port: int) -> bool:
@@ -121,21 +142,22 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _kill_listeners(port: int) -> None:
-    """Last resort: SIGKILL the processes whose command line names this experiment's port."""
+def _kill_manager(experiment_id: str) -> None:
+    """Last resort: SIGKILL this experiment's NNI manager (the node process started with its experiment ID)."""
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if "nni" in cmdline and f"{port}" in cmdline and int(pid_dir.name) != os.getpid():
+            args = (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any(a.endswith("nni_node/main.js") for a in args) and "--experiment-id" in args \
+                    and args[args.index("--experiment-id") + 1] == experiment_id:
                 os.kill(int(pid_dir.name), signal.SIGKILL)
 
 
 @contextlib.contextmanager
-def experiment(config: Path, port: int | None = None) -> Iterator[Experiment]:
+def experiment(config: Path, port: int | None = None, plain: bool = False) -> Iterator[Experiment]:
     """Start an experiment and stop it when the block ends, however it ends."""
-    exp = start(config, port or free_port())
+    exp = start(config, port or free_port(), plain=plain)
     try:
         yield exp
     finally:

@@ -1,4 +1,5 @@
-"""End to end: real ``nnictl`` experiments on a free loopback port, read back through NNI's REST API.
+"""End to end: real NNI experiments on a free loopback port, started as the README starts them
+(``python -m efficientnet create``), read back through NNI's REST API.
 
 The experiments use the project's own config.yml, search_space.json, tuner and trial script, shrunk to a tiny
 model (width 0.15 of Lite0, 32 px, one epoch on a subset of the digits demo) so that the whole module stays within
@@ -7,9 +8,12 @@ a few minutes on two cores. Every experiment is stopped in a ``finally`` block, 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,10 +50,17 @@ def done(c) -> bool:
     return status in ("DONE", "ERROR", "STOPPED")
 
 
-def describe(exp) -> str:
-    """Status, trials and the tail of each failed trial's stderr, for assertion messages."""
-    lines = [f"status {exp.client.status()}"]
-    for t in exp.client.trials():
+def describe(exp, trials=None) -> str:
+    """Status, trials and the tail of each failed trial's stderr, for assertion messages; after the experiment has
+    stopped (no REST server), the ``trials`` read before."""
+    from efficientnet.nni_rest import NNIUnavailable
+
+    try:
+        lines = [f"status {exp.client.status()}"]
+        trials = exp.client.trials()
+    except NNIUnavailable:
+        lines = ["(the experiment has stopped)"]
+    for t in trials or []:
         lines.append(f"{t.id} {t.status} final={t.final}")
         if t.status == "FAILED" and t.log_path:
             local = t.log_path.split(":", 1)[1] if t.log_path.startswith("127.0.0.1:") else t.log_path  # remote
@@ -99,14 +110,84 @@ def test_configs_are_valid_nni_experiment_configs(root, name):
     assert commands and all("main_efficientnet.py" in c and "--request-from-nni" in c for c in commands)
 
 
-def test_experiment_runs_reports_shows_in_webui_and_resumes(root, tmp_path):
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port``, from the kernel's socket tables."""
+    found = set()
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            if family == 4:
+                found.add(".".join(str(b) for b in raw[::-1]))
+            else:  # four little-endian 32-bit words
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                found.add(str(ipaddress.IPv6Address(words)))
+    return found
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def assert_each_trial_trained_what_nni_records(exp, trials) -> None:
+    """NNI's record of every trial (the WebUI's parameters, its parameter id) is what the trial trained and
+    reported: result.json's proposal, the final metric's architecture and parameter id."""
+    jobs = {job["trialJobId"]: job for job in exp.client.get("/trial-jobs")}
+    for t in trials:
+        job = jobs[t.id]
+        recorded = json.loads(job["hyperParameters"][0])
+        result = json.loads((Path(t.log_path) / "result.json").read_text())
+        assert result["proposal"] == recorded["parameters"] == t.parameters, t.id
+        assert t.final["arch"] == t.parameters["arch"] == result["arch"], t.id
+        assert [int(m["parameterId"]) for m in job["finalMetricData"]] == [recorded["parameter_id"]], t.id
+    exported = exp.client.get("/export-data")
+    assert len(exported) == len(trials)
+    for record in exported:  # what nnictl experiment export writes, and nnictl resume hands the tuner
+        value = json.loads(record["value"]) if isinstance(record["value"], str) else record["value"]
+        value = json.loads(value) if isinstance(value, str) else value
+        parameter = json.loads(record["parameter"]) if isinstance(record["parameter"], str) else record["parameter"]
+        assert value["arch"] == parameter["arch"], record
+
+
+def test_concurrent_trials_train_what_nni_shows_nobody_else_can_reach_it_and_it_resumes(root, tmp_path):
+    """8 trials at 4 at a time: each trains exactly the proposal NNI records for it (NNI 3.0 alone hands them out
+    first come, first served). The port listens on loopback only, trial-file serves nothing outside a trial's
+    folder, the WebUI shows the trials, and a resumed experiment's tuner receives only consistent pairs."""
     ARTIFACTS.mkdir(exist_ok=True)
-    config = write_config(root, tmp_path / "exp", tiny_overrides(2), TINY_TRIAL_ARGS)
+    overrides = tiny_overrides(8)
+    overrides["trialConcurrency"] = 4
+    config = write_config(root, tmp_path / "exp", overrides, TINY_TRIAL_ARGS + " --subset 0.3")
     class_args = yaml.safe_load(config.read_text())["tuner"]["classArgs"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do-not-serve-this")
     with experiment(config) as exp:
-        assert exp.client.wait(done, timeout=300), describe(exp)
+        assert f"WebUI http://127.0.0.1:{exp.port}: only this machine can connect" in exp.created.stdout
+        assert listening_addresses(exp.port) <= {"127.0.0.1", "::1"} and "127.0.0.1" in listening_addresses(exp.port)
+        assert exp.client.wait(done, timeout=420), describe(exp)
         first = exp.client.trials()
-        assert [t.status for t in first] == ["SUCCEEDED"] * 2, describe(exp)
+        assert [t.status for t in first] == ["SUCCEEDED"] * 8, describe(exp)
+        assert_each_trial_trained_what_nni_records(exp, first)
+
+        # trial-file: a file of the trial is served, nothing outside its folder is
+        trial = first[0]
+        up = "..%2F" * len(Path(trial.log_path).relative_to(tmp_path).parts)
+        base = f"http://127.0.0.1:{exp.port}/api/v1/nni/trial-file"
+        assert http_get(f"{base}/{trial.id}/trial.log")[0] == 200
+        for path in (f"{trial.id}/{up}secret.txt", f"{trial.id}/{'%2F'.join(str(secret).split('/'))}",
+                     f"{up}{'..%2F' * 3}/secret.txt", f"{trial.id}/..%2F{trial.id}%2F{up}secret.txt"):
+            status, body = http_get(f"{base}/{path}")
+            assert status == 404 and b"do-not-serve-this" not in body, (path, status, body[:200])
 
         # The WebUI shows the trials and their default metric.
         best = max(first, key=lambda t: t.default)
@@ -116,24 +197,23 @@ def test_experiment_runs_reports_shows_in_webui_and_resumes(root, tmp_path):
         assert all(t.id in detail for t in first)
         assert (ARTIFACTS / "webui-overview.png").stat().st_size > 10_000
 
-        # Stop, resume, ask for two more trials: the tuner restores its history and repeats no proposal.
+        # Stop, resume, ask for two more trials: the tuner imports 8 consistent pairs and repeats no proposal.
         stop(exp)
         resume(exp)
-        update = nnictl("update", "trialnum", exp.id, "--value", "4", timeout=60)
+        assert listening_addresses(exp.port) <= {"127.0.0.1", "::1"}
+        update = nnictl("update", "trialnum", exp.id, "--value", "10", timeout=60)
         assert update.returncode == 0, update.stdout + update.stderr
-        assert exp.client.wait(lambda c: done(c) and finished(4)(c), timeout=300), describe(exp)
+        assert exp.client.wait(lambda c: done(c) and finished(10)(c), timeout=300), describe(exp)
         trials = exp.client.trials()
+        assert [t.status for t in trials] == ["SUCCEEDED"] * 10, describe(exp)
+        assert_each_trial_trained_what_nni_records(exp, trials)
         log = dispatcher_log(exp)
 
-    assert [t.status for t in trials] == ["SUCCEEDED"] * 4, describe(exp)
-    # NNI's trial listing may pair a trial with a sibling's parameters when trials run concurrently, so each
-    # trial's own final result (which echoes the architecture it trained) is matched to the tuner's proposals.
-    proposals = {t.parameters["arch"]: t.parameters for t in trials}
-    assert len(proposals) == 4, list(proposals)
-    assert {t.final["arch"] for t in trials} == set(proposals)
-    assert "import" in log.lower(), log[-2000:]
+    assert "imported 8 trials (0 skipped" in log and "were left out" not in log, log[-3000:]
+    assert "runs without this project's fixes" not in log
+    assert len({t.parameters["arch"] for t in trials}) == 10  # no proposal repeated after the resume
     for t in trials:
-        p = proposals[t.final["arch"]]
+        p = t.parameters
         product = p["alpha"] * p["beta"] ** 2 * p["gamma"] ** 2
         assert abs(product - class_args["product"]) <= class_args["tolerance"] + 1e-9, p
         spec = ArchSpec.parse(p["arch"])
@@ -142,23 +222,27 @@ def test_experiment_runs_reports_shows_in_webui_and_resumes(root, tmp_path):
         assert t.final["params"] == p["params"] and t.final["macs"] == p["macs"]
         assert t.final["params"] <= class_args["max_params"] and t.final["macs"] <= class_args["max_macs"]
         assert t.intermediate and all(isinstance(m, dict) and "default" in m for m in t.intermediate)
-        result = json.loads(next(Path(t.log_path).rglob("result.json")).read_text())
-        assert result["arch"] == t.final["arch"]
 
 
-def test_a_failing_trial_is_failed_and_the_experiment_goes_on(root, tmp_path):
-    overrides = tiny_overrides(2)
-    overrides["trialConcurrency"] = 1
+def test_trials_failing_the_same_way_stop_the_search_with_their_line(root, tmp_path):
+    """A trial command that passes every check before the start but fails in every trial (the digits have 10
+    classes, not 3): after 3 failures and no success the search stops, and once the trials still running have
+    ended, the experiment ends in ERROR with the trials' own line, instead of spending all of maxTrialNumber."""
+    overrides = tiny_overrides(12)
     overrides.pop("assessor", None)
-    config = write_config(root, tmp_path / "exp", overrides, "--data /nonexistent/dataset")
+    config = write_config(root, tmp_path / "exp", overrides, "--num-classes 3")
     with experiment(config) as exp:
-        assert exp.client.wait(done, timeout=180), describe(exp)
-        trials = exp.client.trials()
-        status = exp.client.status()
-        stderr = [(Path(t.log_path) / "trial.stderr").read_text(errors="replace") for t in trials]
-    assert [t.status for t in trials] == ["FAILED", "FAILED"]
-    assert status == "DONE"
-    assert all("/nonexistent/dataset" in err for err in stderr), stderr
+        assert exp.client.wait(lambda c: c.status() == "ERROR", timeout=240), describe(exp)
+        status = exp.client.get("/check-status")
+        trials = exp.client.trials()  # the trials still running when the search stopped have ended too
+    stderr = (Path(trials[0].log_path) / "trial.stderr").read_text()
+    assert "error: --num-classes is 3 but" in stderr
+    [error] = status["errors"]
+    assert error.startswith("tuner error: 3 trials in a row failed, and none succeeded, with: error: --num-classes "
+                            "is 3 but"), error
+    assert "fix that, then start the experiment again" in error
+    # the 3 failures, and at most one more per trial slot (requested before the third failure was heard): not all 12
+    assert 3 <= len(trials) <= 3 + 2 and {t.status for t in trials} == {"FAILED"}, describe(exp, trials)
 
 
 def replace_section(config: Path, key: str, value) -> None:

@@ -8,6 +8,7 @@ machine's, pyenv and all, as on a real remote machine.
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 import subprocess
 import sys
@@ -64,17 +65,20 @@ def sshd(tmp_path):
 
 @pytest.mark.parametrize("python", ["venv", "bare"])
 def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd, python):
-    """The remote machine runs the project from a virtualenv (this test's own, which is not the system Python): the
-    trial succeeds; a trial command naming a Python without the project fails with one line naming it."""
+    """The remote machine runs the project from a virtualenv (this test's own, which is not the system Python):
+    four trials, two at a time, each training exactly the proposal NNI records for it; a trial command naming a
+    Python without the project fails with one line naming it."""
     venv_bin = Path(sys.executable).parent
     assert (venv_bin.parent / "pyvenv.cfg").is_file(), "run the tests from a virtualenv, as the README says"
     interpreter = Path(sys.executable)
     if python == "bare":
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
         interpreter = tmp_path / "bare" / "bin" / "python"
-    overrides = tiny_overrides(1)
-    overrides["trialConcurrency"] = 1
+    trials_wanted = 4 if python == "venv" else 1
+    overrides = tiny_overrides(trials_wanted)
+    overrides["trialConcurrency"] = 2
     overrides["trialGpuNumber"] = 0
+    overrides["nniManagerIp"] = "127.0.0.1"  # the training machine is this one
     overrides["trainingService"] = {
         "platform": "remote",
         "machineList": [
@@ -93,10 +97,14 @@ def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd, pyth
             remote_dirs.append(Path.home() / "nni-experiments" / exp.id)
             assert exp.client.wait(done, timeout=300), describe(exp)
             trials = exp.client.trials()
-            assert [t.status for t in trials] == ["SUCCEEDED" if python == "venv" else "FAILED"], describe(exp)
-            [trial] = trials
-            stderr = (remote_dirs[0] / trial.log_path.split("/nni-experiments/" + exp.id + "/", 1)[1]
-                      / "trial.stderr").read_text()
+            assert [t.status for t in trials] == ["SUCCEEDED" if python == "venv" else "FAILED"] * trials_wanted, \
+                describe(exp)
+            jobs = {job["trialJobId"]: job for job in exp.client.get("/trial-jobs")}
+            folders = {t.id: remote_dirs[0] / t.log_path.split("/nni-experiments/" + exp.id + "/", 1)[1]
+                       for t in trials}
+            results = {t.id: json.loads((folders[t.id] / "result.json").read_text()) for t in trials
+                       if python == "venv"}
+            stderr = (folders[trials[0].id] / "trial.stderr").read_text()
     finally:
         for d in remote_dirs:
             shutil.rmtree(d, ignore_errors=True)
@@ -104,6 +112,11 @@ def test_remote_training_service_over_ssh_on_loopback(root, tmp_path, sshd, pyth
         assert stderr.strip() == one_error_line(stderr)
         assert f"this Python ({interpreter}) cannot import torch" in stderr
         return
-    assert trial.log_path.startswith("127.0.0.1:")
-    assert isinstance(trial.final, dict) and trial.final["params"] == trial.parameters["params"]
-    assert trial.intermediate and "default" in trial.intermediate[0]
+    for t in trials:  # NNI's record of each trial is what it trained and reported
+        assert t.log_path.startswith("127.0.0.1:")
+        recorded = json.loads(jobs[t.id]["hyperParameters"][0])
+        assert results[t.id]["proposal"] == recorded["parameters"] == t.parameters
+        assert t.final["arch"] == t.parameters["arch"] and t.final["params"] == t.parameters["params"]
+        assert [int(m["parameterId"]) for m in jobs[t.id]["finalMetricData"]] == [recorded["parameter_id"]]
+        assert t.intermediate and "default" in t.intermediate[0]
+    assert len({t.parameters["arch"] for t in trials}) == 4

@@ -249,6 +249,8 @@ def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from
 
     monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
         SDK_PROCESS="dispatcher", NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
+    monkeypatch.setattr(msg_dispatcher.MsgDispatcherBase, "process_command",
+                        msg_dispatcher.MsgDispatcherBase.process_command)  # the tuner wraps it; undone afterwards
 
     class Recorded(msg_dispatcher.MsgDispatcher):
         def send(self, command, data):
@@ -296,14 +298,100 @@ def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from
     assert tuner.strategy.observations[known[0]].partial
 
 
+def test_a_tuner_error_inside_nnis_dispatcher_is_sent_to_the_manager_as_its_one_line(monkeypatch):
+    """NNI's command worker only logs an exception in a handler, leaving the experiment RUNNING with a dead tuner;
+    inside the dispatcher the tuner has NNI's own error command (ER) carry its line to the manager."""
+    from nni.runtime import msg_dispatcher
+    from nni.runtime.tuner_command_channel import CommandType
+
+    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
+        SDK_PROCESS="dispatcher"))
+    monkeypatch.setattr(msg_dispatcher.MsgDispatcherBase, "process_command",
+                        msg_dispatcher.MsgDispatcherBase.process_command)  # undone after the test
+
+    class Recorded(msg_dispatcher.MsgDispatcher):
+        def send(self, command, data):
+            self.sent.append((command, data))
+
+    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
+    assert tuner.reports_errors
+    dispatcher = Recorded("ws://_unittest_", tuner, None)
+    dispatcher.sent = []
+    bad = {**DEFAULT_SPACE, "alpha": {"_type": "quniform", "_value": [3.0, 3.5, 0.05]}}
+    dispatcher.default_command_queue.put((CommandType.Initialize, bad))
+    dispatcher.stopping = True  # the worker handles what is queued, then returns
+    dispatcher.command_queue_worker(dispatcher.default_command_queue)
+    assert len(dispatcher.worker_exceptions) == 1  # NNI's own handling of it is unchanged
+    [(command, line)] = dispatcher.sent
+    assert command is CommandType.Error
+    assert line.startswith("no grid point of alpha/beta/gamma meets alpha*beta^2*gamma^2 = 2.0 ± 0.1") and "\n" not in line
+
+
+def test_trials_failing_the_same_way_stop_the_search_once_the_running_ones_end():
+    from efficientnet.nni_dispatcher import ExperimentError
+
+    errors = {0: ("a", "FAILED", "error: --num-classes is 3 but"), 1: ("b", "USER_CANCELED", ""),
+              2: ("c", "FAILED", "error: --num-classes is 3 but"), 3: ("d", "FAILED", "error: --num-classes is 3 but"),
+              4: ("e", "FAILED", "error: --num-classes is 3 but")}
+    tuner = EfficientNetTuner(seed=1, profiler=estimated_profile, failure_reader=errors.get)
+    tuner.update_search_space(DEFAULT_SPACE)
+    for pid in range(5):
+        tuner.generate_parameters(pid)
+    for pid in (0, 1, 2):  # a cancelled trial is not a failure
+        tuner.trial_end(pid, False)
+    tuner.trial_end(3, False)  # the third failure: no more proposals, and trial 4 still runs
+    assert tuner.first_failures.stopped.startswith("3 trials in a row failed, and none succeeded, with: error: "
+                                                   "--num-classes is 3 but (trial.stderr of a, c, d)")
+    with pytest.raises(nni.NoMoreTrialError):
+        tuner.generate_parameters(5)
+    with pytest.raises(ExperimentError, match="3 trials in a row failed"):  # the last running trial ended
+        tuner.trial_end(4, False)
+
+    lucky = EfficientNetTuner(seed=1, profiler=estimated_profile, failure_reader=errors.get)
+    lucky.update_search_space(DEFAULT_SPACE)
+    for pid in range(5):
+        lucky.generate_parameters(pid)
+    lucky.trial_end(0, False)
+    lucky.trial_end(1, True)  # one success: the search goes on whatever fails later
+    for pid in (2, 3, 4):
+        lucky.trial_end(pid, False)
+    assert lucky.first_failures.stopped is None and lucky.generate_parameters(5)
+    with pytest.raises(ValueError, match="stop_after_failures must be an integer >= 0"):
+        EfficientNetTuner(stop_after_failures=-1)
+
+
+def test_an_unknown_class_arg_names_the_closest_known_one():
+    with pytest.raises(ValueError, match=r"the tuner has no classArg 'max_parms' \(did you mean 'max_params'\?\)$"):
+        EfficientNetTuner(max_parms=5e6)
+    with pytest.raises(ValueError, match="no classArg 'colour'; its classArgs: base, base_resolution"):
+        FixedProductTuner(colour="red")
+    assert "5232 candidates" in EfficientNetTuner.check_experiment({"seed": 0}, DEFAULT_SPACE)
+
+
+def test_imported_pairs_that_disagree_are_left_out():
+    """A trial's final result echoes the architecture it trained; an imported record whose proposal names another
+    (NNI's pairing under plain nnictl) would teach the tuner a wrong pair."""
+    source = EfficientNetTuner(seed=4, profiler=estimated_profile)
+    source.update_search_space(DEFAULT_SPACE)
+    a, b = source.generate_parameters(0), source.generate_parameters(1)
+    records = [{"parameter": a, "value": {"default": 70.0, "arch": a["arch"], "epochs": 3}},
+               {"parameter": a, "value": {"default": 90.0, "arch": b["arch"], "epochs": 3}}]  # b's result beside a
+    tuner = EfficientNetTuner(seed=4, profiler=estimated_profile)
+    tuner.update_search_space(DEFAULT_SPACE)
+    tuner.import_data(records)
+    assert list(tuner._results.values()) == [70.0]
+
+
 def test_outside_nnis_dispatcher_the_tuner_leaves_nni_as_it_is(monkeypatch):
     from nni.runtime import msg_dispatcher
 
     monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
         SDK_PROCESS=None, NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
+    process_command = msg_dispatcher.MsgDispatcherBase.process_command
     tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
-    assert not tuner.hears_stopped_trials
+    assert not tuner.hears_stopped_trials and not tuner.reports_errors
     assert msg_dispatcher.dispatcher_env_vars.NNI_INCLUDE_INTERMEDIATE_RESULTS is None
+    assert msg_dispatcher.MsgDispatcherBase.process_command is process_command
     with pytest.raises(ValueError, match="learn_from_stopped must be true or false"):
         EfficientNetTuner(learn_from_stopped="yes")
 

@@ -4,9 +4,9 @@ When an assessor (NNI's Medianstop, or :class:`~efficientnet.search.assessor.Cur
 the dispatcher's ``NNI_INCLUDE_INTERMEDIATE_RESULTS`` is ``true``, NNI's dispatcher hands the trial's *last
 intermediate result* to the tuner's ``receive_trial_result`` as if it were final, then ends the trial as not
 successful. NNI 1.x set it from the config's ``includeIntermediateResults``; NNI 3.0's experiment config has no such
-field, so without help the tuner only hears that the trial did not succeed. :func:`hear_stopped_trials`, called by
-the tuner inside NNI's dispatcher process, turns NNI's own hand-over on. This project's trial reports intermediate
-results as ``{"default", "loss", "top5", "f1"}`` and final results with more keys (``epochs``, ``best_epoch``,
+field, so without help the tuner only hears that the trial did not succeed.
+:func:`efficientnet.nni_dispatcher.hear_stopped_trials`, called by the tuner inside NNI's dispatcher process, turns
+NNI's own hand-over on. This project's trial reports intermediate results as ``{"default", "loss", "top5", "f1"}`` and final results with more keys (``epochs``, ``best_epoch``,
 ``arch``, ``budget``, ``params``, ``macs``), so the two can be told apart by shape.
 
 Such a result is a lower-fidelity observation of a candidate that was judged weak: not a failure (it says something
@@ -19,13 +19,10 @@ make it the worst architecture ever seen.
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "hear_stopped_trials", "is_partial_result", "partial_score"]
-
-_logger = logging.getLogger(__name__)
+__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_score"]
 
 FINAL_ONLY_KEYS = frozenset({"epochs", "best_epoch", "arch", "budget", "params", "macs", "subset"})
 INTERMEDIATE_KEYS = frozenset({"loss", "top5", "f1"})
@@ -52,25 +49,3 @@ def partial_score(score: float, full_scores: Iterable[float]) -> float:
     if not full:
         return float(score)
     return float(min(max(score, min(full)), statistics.median(full)))
-
-
-def hear_stopped_trials() -> bool:
-    """Inside NNI's dispatcher process, have NNI hand an early-stopped trial's last intermediate result to the tuner.
-
-    This is NNI's own notification (``MsgDispatcher._earlystop_notify_tuner``), switched by the dispatcher's
-    ``NNI_INCLUDE_INTERMEDIATE_RESULTS``, which NNI 3.0's experiment config cannot set. Returns whether it is on.
-    Outside the dispatcher (by hand, tests, benchmarks) nothing is changed and the result is False.
-    """
-    try:
-        from nni.runtime import msg_dispatcher
-
-        env = msg_dispatcher.dispatcher_env_vars
-        if env.SDK_PROCESS != "dispatcher":
-            return False
-        if env.NNI_INCLUDE_INTERMEDIATE_RESULTS != "true":
-            msg_dispatcher.dispatcher_env_vars = env._replace(NNI_INCLUDE_INTERMEDIATE_RESULTS="true")
-    except (ImportError, AttributeError, ValueError) as exc:  # an NNI whose dispatcher works differently
-        _logger.warning("early-stopped trials count as failed: this NNI's dispatcher cannot hand their last "
-                        "intermediate result to the tuner (%s)", exc)
-        return False
-    return True

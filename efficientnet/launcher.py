@@ -1,0 +1,348 @@
+"""``python -m efficientnet create|resume|view``: ``nnictl`` with the experiment checked first and NNI's manager fixed.
+
+``create`` checks the experiment before anything starts: NNI's own config validation, then the tuner's own checks
+(classArgs, strategy, search space and budgets: the tuner is built and given the search space, as NNI's dispatcher
+would) and the trial command's flags (and, on the local machine, its data folder). A problem is one ``error:`` line
+and exit status 2, with nothing started.
+
+It then runs ``nnictl`` with NNI's manager preloaded with ``nni_guard.js`` (``NODE_OPTIONS=--require ...``), which
+
+- binds the experiment's port (WebUI, REST API, trial and tuner channels) to loopback, plus the addresses given with
+  ``--bind`` or the config's ``nniManagerIp`` (remote and Kubernetes training machines must reach the manager);
+- hands each trial the parameters NNI recorded for it (NNI 3.0 hands them out first come, first served);
+- serves ``/trial-file/<trial>/<name>`` only from inside the trial's folder;
+- shows a tuner error as the experiment's error.
+
+Finally it waits (a bounded time) until the first trial is submitted, and reports the experiment's error if it
+stopped instead. ``--bind 0.0.0.0`` listens on every interface as plain NNI does; plain ``nnictl`` runs without any
+of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .commands import CLIError, command
+
+__all__ = ["GUARD_JS", "LOOPBACK", "guard_environment", "check_experiment_config", "bind_addresses", "launch"]
+
+GUARD_JS = Path(__file__).with_name("nni_guard.js")
+LOOPBACK = ("127.0.0.1", "::1")
+DEFAULT_PORT = 8080
+START_TIMEOUT = 90.0  # seconds to wait for the first trial after nnictl returns
+GUARD_STATUS = "efficientnet_guard.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def guard_environment(bind: Sequence[str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default ``os.environ``) with NNI's manager preloaded with the guard, bound to ``bind``."""
+    env = dict(os.environ if env is None else env)
+    require = f'--require "{GUARD_JS}"'
+    options = env.get("NODE_OPTIONS", "")
+    if str(GUARD_JS) not in options:
+        env["NODE_OPTIONS"] = f"{options} {require}".strip()
+    env["EFFICIENTNET_NNI_BIND"] = ",".join(dict.fromkeys(bind))
+    return env
+
+
+def bind_addresses(extra: Sequence[str], manager_ip: str | None) -> list[str]:
+    """Loopback, then the config's ``nniManagerIp`` and the ``--bind`` addresses; ``0.0.0.0``/``::`` alone means
+    every interface (NNI's own behaviour)."""
+    wanted = [a for a in extra if a]
+    if any(a in ("0.0.0.0", "::", "*") for a in wanted):
+        return ["0.0.0.0"]
+    if manager_ip and manager_ip not in ("localhost", *LOOPBACK):
+        wanted.insert(0, manager_ip)
+    return list(dict.fromkeys([*LOOPBACK, *wanted]))
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+def load_config(path: Path):
+    """NNI's own reading of an experiment config (v1 files converted as nnictl does), canonical and validated."""
+    import yaml
+    from nni.experiment.config import ExperimentConfig
+
+    if not path.is_file():
+        raise CLIError(f"{path} is not a file: give the experiment's config.yml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CLIError(f"cannot read {path}: {_first_line(exc)}") from None
+    if not isinstance(raw, dict):
+        raise CLIError(f"{path} is not an experiment config (a YAML mapping)")
+    try:
+        if raw.get("trainingServicePlatform"):  # NNI 1.x format, converted the way nnictl converts it
+            from nni.experiment.config import convert, utils
+
+            utils.set_base_path(path.parent)
+            try:
+                config = ExperimentConfig(**convert.to_v2(raw))
+            finally:
+                utils.unset_base_path()
+        else:
+            config = ExperimentConfig.load(str(path))
+        return config.canonical_copy()
+    except Exception as exc:  # NNI raises ValueError, AssertionError, TypeError... with its own message
+        raise CLIError(f"{path}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def check_tuner(config, path: Path) -> str | None:
+    """Build the config's tuner with its classArgs and give it the search space, as NNI's dispatcher would, for a
+    tuner of this project (one with ``check_experiment``); returns its one-line summary."""
+    tuner = config.tuner
+    if tuner is None or not getattr(tuner, "class_name", None):
+        return None  # an NNI built-in tuner: NNI checked its name and classArgs
+    code_dir = Path(tuner.code_directory)
+    module_name, _, class_name = tuner.class_name.rpartition(".")
+    import importlib
+
+    sys.path.insert(0, str(code_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CLIError(f"{path}: tuner module {module_name!r} cannot be imported from {code_dir}: "
+                       f"{_first_line(exc)}") from None
+    finally:
+        sys.path.remove(str(code_dir))
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise CLIError(f"{path}: tuner className {tuner.class_name!r}: {module_name}.py has no {class_name}")
+    check = getattr(cls, "check_experiment", None)
+    if check is None:
+        return None
+    try:
+        return check(dict(tuner.class_args or {}), config.search_space)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{path}: tuner: {_first_line(exc)}") from None
+
+
+def check_trial_command(config, path: Path) -> None:
+    """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
+    the local machine, also check that its data folder exists."""
+    from .trial_config import ConfigError, parse_config
+
+    service = config.training_service
+    commands = [getattr(service, "trial_command", None) or config.trial_command]
+    for command_line in filter(None, commands):
+        try:
+            words = shlex.split(command_line)
+        except ValueError as exc:
+            raise CLIError(f"{path}: trialCommand cannot be parsed ({exc})") from None
+        script = next((i for i, w in enumerate(words) if w.endswith("main_efficientnet.py")), None)
+        if script is None:
+            continue
+        try:
+            cfg = parse_config(words[script + 1:])
+        except ConfigError as exc:
+            raise CLIError(f"{path}: trialCommand: {exc}") from None
+        except SystemExit:  # argparse printed its own usage line
+            raise CLIError(f"{path}: trialCommand: main_efficientnet.py does not take these flags (see above)") \
+                from None
+        platform = getattr(service, "platform", None)
+        if platform == "local" and cfg.data != "digits":
+            data = Path(cfg.data).expanduser()
+            if not data.is_absolute():
+                data = Path(config.trial_code_directory or service.trial_code_directory) / data
+            if not data.exists():
+                raise CLIError(f"{path}: trialCommand: --data {cfg.data} does not exist on this machine "
+                               f"(looked at {data}); give the dataset folder")
+
+
+def check_experiment_config(path: Path):
+    """Every check of ``create``; returns the canonical config."""
+    config = load_config(path)
+    summary = check_tuner(config, path)
+    check_trial_command(config, path)
+    if summary:
+        print(f"checked: {summary}")
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------- running
+def _nnictl(args: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run nnictl with its output passed through (and kept, to find the experiment ID)."""
+    proc = subprocess.Popen([sys.executable, "-m", "nni.tools.nnictl.nnictl", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        seen.append(line)
+    return proc.wait(), _ANSI.sub("", "".join(seen))
+
+
+def _experiment_dir(experiment_id: str) -> Path | None:
+    from .nni_db import nnictl_record
+
+    log_dir = nnictl_record(experiment_id).get("logDir")
+    return Path(log_dir) / experiment_id if log_dir else None
+
+
+def guard_status(experiment_id: str) -> dict[str, Any] | None:
+    """What the guard wrote about itself into the experiment's log folder (None: it did not run)."""
+    import json
+
+    folder = _experiment_dir(experiment_id)
+    if folder is None:
+        return None
+    try:
+        return json.loads((folder / "log" / GUARD_STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_for_start(port: int, url_prefix: str | None, timeout: float = START_TIMEOUT) -> str | None:
+    """Until the first trial is submitted: None, or the experiment's error if it stopped instead (or a line saying
+    the tuner is still starting after ``timeout`` seconds)."""
+    from .nni_rest import NNIClient, NNIUnavailable
+
+    client = NNIClient(port, url_prefix=url_prefix)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = client.get("/check-status")
+            if status.get("status") == "ERROR":
+                return "; ".join(status.get("errors") or ["the experiment stopped with an error"])
+            if status.get("status") in ("DONE", "STOPPED", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL") \
+                    or client.get("/trial-jobs"):
+                return None
+        except NNIUnavailable:
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def launch(action: str, nnictl_args: list[str], bind: list[str], port: int, url_prefix: str | None = None,
+           experiment_id: str | None = None) -> int:
+    """Run nnictl ``action`` under the guard; report what is reachable and whether the experiment started."""
+    if not GUARD_JS.is_file():
+        raise CLIError(f"{GUARD_JS} is missing: reinstall the project (pip install -e .)")
+    env = guard_environment(bind)
+    code, output = _nnictl([action, *nnictl_args], env)
+    if code != 0:
+        return code
+    match = re.search(r"Experiment ID: (\w+)", output)
+    experiment_id = match.group(1) if match else experiment_id
+    where = f"http://127.0.0.1:{port}" + (f"/{url_prefix.strip('/')}" if url_prefix else "")
+    if bind == ["0.0.0.0"]:
+        print(f"warning: the experiment listens on every interface (--bind 0.0.0.0): any host that reaches port "
+              f"{port} can read your files and control the experiment through NNI's REST API", file=sys.stderr)
+    else:
+        others = [a for a in bind if a not in LOOPBACK]
+        print(f"WebUI {where}: only this machine can connect" + (
+            f"; the training machines reach the manager on {', '.join(others)} port {port} (limit that port to "
+            "them with a firewall, or use an SSH tunnel: see the README)" if others else ""))
+    status = guard_status(experiment_id) if experiment_id else None
+    if status is None:
+        print(f"warning: NNI's manager did not load {GUARD_JS.name}; the experiment runs without its fixes "
+              "(is NODE_OPTIONS honoured by NNI's node?)", file=sys.stderr)
+    else:
+        for problem in status.get("problems", []):
+            print(f"warning: {problem}", file=sys.stderr)
+    if action == "view":
+        return 0
+    error = wait_for_start(port, url_prefix)
+    if error:
+        print(f"error: experiment {experiment_id} stopped: {error}", file=sys.stderr)
+        print(f"(the WebUI shows it at {where}; end it with: nnictl stop {experiment_id})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _build_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", required=True, help="the experiment's YAML config (config.yml)")
+    _common(p)
+    p.add_argument("--url_prefix", "-u", help="URL prefix of the WebUI and REST API (as nnictl)")
+    p.add_argument("--check-only", action="store_true", help="check the config, search space and tuner, start nothing")
+
+
+def _build_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", help="the experiment ID")
+    _common(p)
+    p.add_argument("--experiment_dir", "-e", help="the experiment's working directory, if nnictl lost it")
+
+
+def _build_view(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id", help="the experiment ID")
+    p.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="the WebUI and REST API port")
+    p.add_argument("--bind", action="append", default=[], metavar="ADDRESS",
+                   help="also listen on this address (repeatable); 0.0.0.0 listens on every interface")
+    p.add_argument("--experiment_dir", "-e", help="the experiment's working directory, if nnictl lost it")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="the WebUI and REST API port")
+    p.add_argument("--bind", action="append", default=[], metavar="ADDRESS",
+                   help="also listen on this address, e.g. the one training machines reach (repeatable; the "
+                   "config's nniManagerIp is added by itself); 0.0.0.0 listens on every interface, as plain NNI")
+    p.add_argument("--debug", "-d", action="store_true", help="NNI's debug log level")
+    p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground, printing NNI's log")
+
+
+@command("create", "check an experiment config, then start it with nnictl, bound to this machine")(_build_create)
+def cmd_create(args: argparse.Namespace) -> int:
+    """``nnictl create`` after every check, under the guard."""
+    path = Path(args.config)
+    config = check_experiment_config(path)
+    if args.check_only:
+        print(f"{path}: OK")
+        return 0
+    forwarded = ["--config", str(path), "--port", str(args.port)]
+    forwarded += ["--debug"] * args.debug + ["--foreground"] * args.foreground
+    if args.url_prefix:
+        forwarded += ["--url_prefix", args.url_prefix]
+    bind = bind_addresses(args.bind, _manager_ip(config))
+    return launch("create", forwarded, bind, args.port, args.url_prefix)
+
+
+@command("resume", "resume a stopped experiment with nnictl, bound to this machine")(_build_resume)
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``nnictl resume`` under the guard."""
+    forwarded = [args.id, "--port", str(args.port)] + ["--debug"] * args.debug + ["--foreground"] * args.foreground
+    if args.experiment_dir:
+        forwarded += ["--experiment_dir", args.experiment_dir]
+    bind = bind_addresses(args.bind, _stored_manager_ip(args.id, args.experiment_dir))
+    return launch("resume", forwarded, bind, args.port, experiment_id=args.id)
+
+
+@command("view", "show a stopped experiment in the WebUI, bound to this machine")(_build_view)
+def cmd_view(args: argparse.Namespace) -> int:
+    """``nnictl view`` under the guard."""
+    forwarded = [args.id, "--port", str(args.port)]
+    if args.experiment_dir:
+        forwarded += ["--experiment_dir", args.experiment_dir]
+    return launch("view", forwarded, bind_addresses(args.bind, None), args.port, experiment_id=args.id)
+
+
+def _manager_ip(config) -> str | None:
+    service = config.training_service
+    services = service if isinstance(service, list) else [service]
+    ips = [getattr(s, "nni_manager_ip", None) for s in services] + [getattr(config, "nni_manager_ip", None)]
+    return next((ip for ip in ips if isinstance(ip, str) and ip), None)
+
+
+def _stored_manager_ip(experiment_id: str, experiment_dir: str | None) -> str | None:
+    try:
+        from nni.experiment.launcher import get_stopped_experiment_config_json
+
+        raw = get_stopped_experiment_config_json(experiment_id, experiment_dir) or {}
+    except Exception:  # an unknown ID: nnictl itself says so
+        return None
+    service = raw.get("trainingService")
+    services = service if isinstance(service, list) else [service or {}]
+    ips = [s.get("nniManagerIp") for s in services if isinstance(s, dict)] + [raw.get("nniManagerIp")]
+    return next((ip for ip in ips if isinstance(ip, str) and ip), None)

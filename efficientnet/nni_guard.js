@@ -1,0 +1,270 @@
+'use strict';
+/*
+ * Fixes for NNI 3.0's manager (the Node.js process behind nnictl and the WebUI), preloaded into it with
+ * `node --require` by `python -m efficientnet create|resume|view` (efficientnet/launcher.py sets NODE_OPTIONS).
+ * NNI is archived upstream, so every workaround of its manager lives in this one file:
+ *
+ *   1. bind     The REST server (WebUI, REST API, trial and tuner channels) listens on loopback, not on every
+ *               interface: EFFICIENTNET_NNI_BIND lists the addresses (first one: the server itself; the others:
+ *               plain TCP forwarders to it). "0.0.0.0" or "::" keeps NNI's listen-everywhere behaviour.
+ *   2. pairing  Each trial gets the parameters NNI recorded for it. NNI 3.0's v3 compat layer queues parameters
+ *               first come, first served (training_service/v3/compat.js: parameters.push, then shift() on any
+ *               trial's request), so trials started together could train each other's proposals.
+ *   3. files    GET /trial-file/<trial>/<name> serves files inside the trial's folder only (NNI joins the
+ *               URL-decoded name to the folder, so "..%2F" walked out of it).
+ *   4. errors   A tuner error that the dispatcher reports (command "ER") becomes the experiment's error message,
+ *               instead of NNI's generic "Dispatcher stream error, tuner may have crashed.".
+ *
+ * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
+ * launcher and the tests see at once when a future NNI no longer has what is patched here.
+ */
+
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const Module = require('module');
+
+const MAIN = process.argv[1] || '';
+const NNI_NODE = path.dirname(MAIN);
+
+function arg(name) {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+function install() {
+    const status = {
+        version: 1,
+        pid: process.pid,
+        bind: (process.env.EFFICIENTNET_NNI_BIND || '127.0.0.1,::1').split(',').map(s => s.trim()).filter(Boolean),
+        listening: [],
+        patched: {bind: true, pairing: false, files: false, errors: false},
+        problems: [],
+    };
+    const statusFile = statusPath();
+    const save = () => {
+        if (!statusFile) return;
+        try {
+            fs.mkdirSync(path.dirname(statusFile), {recursive: true});
+            fs.writeFileSync(statusFile + '.tmp', JSON.stringify(status, null, 2) + '\n');
+            fs.renameSync(statusFile + '.tmp', statusFile);
+        } catch (error) {
+            say(`cannot write ${statusFile}: ${error.message}`);
+        }
+    };
+    const problem = (what) => {
+        status.problems.push(what);
+        say(`NOT APPLIED: ${what}`);
+        save();
+    };
+    process.env.EFFICIENTNET_NNI_GUARD = '1';  // the dispatcher (the tuner's process) inherits it
+    patchListen(status, save);
+    const patchers = {
+        'training_service/v3/compat.js': exports => patchPairing(exports, status, problem),
+        'core/nnimanager.js': exports => patchManager(exports, status, problem),
+    };
+    const load = Module._load;
+    Module._load = function (request, parent, isMain) {
+        const exports = load.apply(this, arguments);
+        if (exports && !exports.__efficientnetPatched && parent && typeof request === 'string'
+            && /(compat|nnimanager)$/.test(request)) {
+            let file;
+            try {
+                file = path.relative(NNI_NODE, Module._resolveFilename(request, parent, isMain)).split(path.sep).join('/');
+            } catch (error) {
+                file = undefined;
+            }
+            if (file in patchers) {
+                Object.defineProperty(exports, '__efficientnetPatched', {value: true});
+                try {
+                    patchers[file](exports);
+                } catch (error) {
+                    problem(`${file}: ${error.message}`);
+                }
+                save();
+            }
+        }
+        return exports;
+    };
+    save();
+    say(`bind ${status.bind.join(', ')}; trial parameters paired by trial; trial files confined to their folder`);
+}
+
+function statusPath() {
+    const dir = arg('experiments-directory');
+    const id = arg('experiment-id');
+    return dir && id ? path.join(dir, id, 'log', 'efficientnet_guard.json') : undefined;
+}
+
+function say(message) {
+    process.stderr.write(`efficientnet-nni guard: ${message}\n`);
+}
+
+function expect(cond, what) {
+    if (!cond) throw new Error(`${what} is not what this guard was written for (NNI 3.0); the fix is not applied`);
+}
+
+// ------------------------------------------------------------------------------------------------ 1. bind
+const ANY = new Set(['0.0.0.0', '::', '*']);
+
+function patchListen(status, save) {
+    const listen = net.Server.prototype.listen;
+    const [primary, ...extra] = status.bind;
+    if (!primary || ANY.has(primary)) return;  // opted out: NNI's own behaviour
+    net.Server.prototype.listen = function (...args) {
+        const first = args[0];
+        const isPort = typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first));
+        let changed = false;
+        if (isPort && (args.length === 1 || typeof args[1] === 'function' || args[1] === undefined)) {
+            args.splice(1, args.length > 1 && args[1] === undefined ? 1 : 0, primary);
+            changed = true;
+        } else if (first && typeof first === 'object' && first.port !== undefined && first.host === undefined
+                   && first.path === undefined && !(first instanceof net.Server)) {
+            args[0] = {...first, host: primary};
+            changed = true;
+        }
+        if (changed) {
+            this.once('listening', () => {
+                const port = this.address().port;
+                status.listening.push(`${primary}:${port}`);
+                save();
+                for (const address of extra) forward(this, listen, address, primary, port, status, save);
+            });
+        }
+        return listen.apply(this, args);
+    };
+}
+
+/** A plain TCP forwarder on address:port to the real server on primary:port (WebSockets included). */
+function forward(server, listen, address, primary, port, status, save) {
+    const relay = net.createServer(socket => {
+        const upstream = net.connect(port, primary);
+        socket.pipe(upstream).pipe(socket);
+        socket.on('error', () => upstream.destroy());
+        upstream.on('error', () => socket.destroy());
+    });
+    relay.on('error', error => {
+        if (address === '::1') return;  // a machine without IPv6 loopback: 127.0.0.1 serves alone
+        const what = `listen ${address}:${port}: ${error.code || error.message}`;
+        say(what);
+        status.problems.push(what);
+        save();
+    });
+    relay.on('listening', () => {
+        status.listening.push(`${address}:${port}`);
+        save();
+    });
+    server.on('close', () => relay.close());
+    listen.call(relay, port, address);
+}
+
+// ------------------------------------------------------------------------------------------------ 2. pairing
+function patchPairing(exports, status, problem) {
+    const V3asV1 = exports.V3asV1;
+    expect(V3asV1 && typeof V3asV1.prototype.start === 'function'
+             && typeof V3asV1.prototype.submitTrialJob === 'function', 'training_service/v3/compat.js V3asV1');
+    const start = V3asV1.prototype.start;
+    V3asV1.prototype.start = function () {
+        const ts = this;
+        const v3 = this.v3;
+        try {
+            expect(Array.isArray(ts.parameters) && ts.allocatedParameters instanceof Map && ts.trialJobs
+                     && v3 && typeof v3.onRequestParameter === 'function' && typeof v3.sendParameter === 'function',
+                     'V3asV1 instance (parameters, allocatedParameters, trialJobs, v3)');
+        } catch (error) {
+            problem(error.message);
+            return start.apply(this, arguments);
+        }
+        const register = v3.onRequestParameter;
+        v3.onRequestParameter = function (fifo) {
+            return register.call(v3, async trialId => {
+                const value = await recordedParameters(ts, trialId);
+                const index = value === undefined ? -1 : ts.parameters.indexOf(value);
+                if (index < 0) {  // a resumed trial (NNI pairs those itself) or one NNI never recorded
+                    if (value !== undefined) say(`trial ${trialId}: its parameters are not queued; NNI's order is used`);
+                    return fifo(trialId);
+                }
+                ts.parameters.splice(index, 1);
+                await v3.sendParameter(trialId, value);
+            });
+        };
+        return start.apply(this, arguments);
+    };
+    status.patched.pairing = true;
+}
+
+/** The parameters NNI recorded for trialId (submitTrialJob records them once createTrial has returned). */
+async function recordedParameters(ts, trialId, timeoutMs = 60000) {
+    if (ts.allocatedParameters.has(trialId)) return undefined;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const trial = ts.trialJobs[trialId];
+        const form = trial && trial.form;
+        const value = form && form.hyperParameters && form.hyperParameters.value;
+        if (typeof value === 'string' && form.sequenceId >= 0) return value;
+        if (Date.now() > deadline) return undefined;
+        await new Promise(resolve => setTimeout(resolve, 20));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ 3. files, 4. errors
+const TRIAL_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const GENERIC_DISPATCHER_ERROR = 'Dispatcher stream error, tuner may have crashed.';
+
+/** Why a trial-file request is refused, or undefined when it names a file inside the trial's folder. */
+function trialFileProblem(trialId, fileName) {
+    if (typeof trialId !== 'string' || !TRIAL_ID.test(trialId)) return `no trial ${JSON.stringify(trialId)}`;
+    if (typeof fileName !== 'string' || !fileName || fileName.includes('\0') || fileName.includes('\\')) {
+        return `bad file name ${JSON.stringify(fileName)}`;
+    }
+    const normal = path.posix.normalize(fileName);
+    if (path.posix.isAbsolute(normal) || normal === '..' || normal.startsWith('../')) {
+        return `${JSON.stringify(fileName)} is outside the trial's folder`;
+    }
+    return undefined;
+}
+
+function patchManager(exports, status, problem) {
+    const NNIManager = exports.NNIManager;
+    expect(NNIManager && typeof NNIManager.prototype.getTrialFile === 'function', 'core/nnimanager.js NNIManager');
+    const errors = require(path.join(NNI_NODE, 'common', 'errors'));
+    const getTrialFile = NNIManager.prototype.getTrialFile;
+    NNIManager.prototype.getTrialFile = async function (trialJobId, fileName) {
+        const refused = trialFileProblem(trialJobId, fileName);
+        if (refused !== undefined) {
+            say(`trial-file refused: ${refused}`);
+            throw new errors.NNIError(errors.NNIErrorNames.NOT_FOUND, `trial-file: ${refused}`);
+        }
+        return getTrialFile.call(this, trialJobId, fileName);
+    };
+    status.patched.files = true;
+
+    const addEventListeners = NNIManager.prototype.addEventListeners;
+    if (typeof addEventListeners !== 'function') {
+        problem('core/nnimanager.js NNIManager.addEventListeners is missing: tuner errors keep NNI\'s generic message');
+        return;
+    }
+    NNIManager.prototype.addEventListeners = function () {
+        const result = addEventListeners.apply(this, arguments);
+        if (this.dispatcher && typeof this.dispatcher.onError === 'function' && this.status
+            && Array.isArray(this.status.errors)) {
+            this.dispatcher.onError(error => {  // runs after NNI's own listener, which pushed the generic line
+                const lines = String(error && error.message || '').split('\n').map(s => s.trim()).filter(Boolean);
+                if (!lines.length) return;
+                const line = `tuner error: ${lines[lines.length - 1]}`;
+                const at = this.status.errors.lastIndexOf(GENERIC_DISPATCHER_ERROR);
+                if (at >= 0) this.status.errors[at] = line; else this.status.errors.push(line);
+            });
+        }
+        return result;
+    };
+    status.patched.errors = true;
+}
+
+// NODE_OPTIONS reaches every Node process started from this environment: act only in NNI's manager
+if (path.basename(MAIN) === 'main.js' && path.basename(NNI_NODE) === 'nni_node' && !global.__efficientnetGuard) {
+    global.__efficientnetGuard = true;
+    install();
+}
+
+module.exports = {trialFileProblem, recordedParameters};

@@ -1,0 +1,127 @@
+"""``python -m efficientnet create``: every check before an experiment starts, and what NNI's manager and
+dispatcher do with an error once one runs (real nnictl experiments on loopback for the latter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from efficientnet.cli import main
+from efficientnet.launcher import GUARD_JS, bind_addresses, guard_environment
+from nni_harness import dispatcher_log, experiment, free_port, nnictl, write_config
+from test_e2e_nni import TINY_TRIAL_ARGS, describe, tiny_overrides
+from trial_process import one_error_line
+
+BAD_SPACE = {"alpha": {"_type": "quniform", "_value": [3.0, 3.5, 0.05]},
+             "beta": {"_type": "quniform", "_value": [1.0, 1.5, 0.05]},
+             "gamma": {"_type": "quniform", "_value": [1.0, 1.5, 0.05]}}
+
+
+def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, trial_args: str = TINY_TRIAL_ARGS,
+                space: dict | None = None) -> Path:
+    overrides = tiny_overrides(2, **(class_args or {}))
+    if space is not None:
+        (tmp_path / "space.json").write_text(json.dumps(space))
+        overrides["searchSpaceFile"] = str(tmp_path / "space.json")
+    return write_config(root, tmp_path / "exp", overrides, trial_args)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("space", "tuner: no grid point of alpha/beta/gamma meets alpha*beta^2*gamma^2 = 2.0 ± 0.1"),
+    ("value", "tuner: classArg max_params must be a positive number or null, got 'lots'"),
+    ("typo", "tuner: the tuner has no classArg 'max_parms' (did you mean 'max_params'?)"),
+    ("strategy", "tuner: classArg strategy 'bayes' is unknown: use one of"),
+    ("data", "trialCommand: --data /nonexistent/dataset does not exist on this machine"),
+    ("flag", "trialCommand: --epochs must be at least 1, got 0"),
+    ("nni", "config.yml: "),
+])
+def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, case, expected):
+    class_args = {"value": {"max_params": "lots"}, "typo": {"max_parms": 5_000_000},
+                  "strategy": {"strategy": "bayes"}}.get(case)
+    trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0"}.get(case, TINY_TRIAL_ARGS)
+    config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
+    if case == "nni":  # NNI's own validation of the config comes first
+        raw = yaml.safe_load(config.read_text())
+        raw["trialConcurrency"] = -1
+        config.write_text(yaml.safe_dump(raw))
+    before = set((tmp_path / "exp").iterdir())
+    assert main(["create", "--config", str(config), "--port", str(free_port())]) == 2
+    out, err = capsys.readouterr()
+    line = one_error_line(err)
+    assert line.startswith(f"error: {config}: ") and expected in line, line
+    assert set((tmp_path / "exp").iterdir()) == before  # no experiment folder: nothing started
+
+
+def test_check_only_accepts_every_shipped_config(root, capsys, tmp_path, monkeypatch):
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa").write_text("")  # NNI checks that the remote config's key file exists
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("config.yml", "configs/remote.yml", "configs/kubeflow.yml", "configs/frameworkcontroller.yml"):
+        assert main(["create", "--config", str(root / name), "--check-only"]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert f"{root / name}: OK" in out and "checked: tuner EfficientNetTuner (bo)" in out
+
+
+def test_bind_addresses_and_the_guards_environment():
+    assert bind_addresses([], None) == ["127.0.0.1", "::1"]
+    assert bind_addresses([], "10.0.0.5") == ["127.0.0.1", "::1", "10.0.0.5"]  # remote workers reach nniManagerIp
+    assert bind_addresses(["192.168.1.2"], "127.0.0.1") == ["127.0.0.1", "::1", "192.168.1.2"]
+    assert bind_addresses(["0.0.0.0"], "10.0.0.5") == ["0.0.0.0"]  # the opt-out: every interface, as plain NNI
+    env = guard_environment(["127.0.0.1", "::1"], {"NODE_OPTIONS": "--max-http-header-size=80000"})
+    assert env["NODE_OPTIONS"] == f'--max-http-header-size=80000 --require "{GUARD_JS}"'
+    assert env["EFFICIENTNET_NNI_BIND"] == "127.0.0.1,::1"
+    assert guard_environment(["127.0.0.1"], env)["NODE_OPTIONS"] == env["NODE_OPTIONS"]  # not twice
+
+
+def test_the_guard_serves_only_files_inside_a_trials_folder():
+    """nni_guard.js's own rule for /trial-file/<trial>/<name>, run by NNI's node."""
+    import nni_node
+
+    node = Path(nni_node.__path__[0]) / "node"
+    cases = {("Gf3rN", "trial.log"): None, ("Gf3rN", "sub/model.onnx"): None, ("Gf3rN", "a/../b.txt"): None,
+             ("Gf3rN", "../../../etc/hostname"): "outside", ("Gf3rN", "/etc/hostname"): "outside",
+             ("Gf3rN", "a/../../x"): "outside", ("Gf3rN", ".."): "outside", ("Gf3rN", "..\\x"): "bad file name",
+             ("..", "trial.log"): "no trial", ("../../x", "trial.log"): "no trial", ("Gf3rN", ""): "bad file name"}
+    script = (f"const g = require({json.dumps(str(GUARD_JS))}); const cases = {json.dumps([list(k) for k in cases])};"
+              "console.log(JSON.stringify(cases.map(([t, f]) => g.trialFileProblem(t, f) || null)))")
+    out = subprocess.run([str(node), "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for (key, expected), problem in zip(cases.items(), json.loads(out.stdout)):
+        assert (problem is None) if expected is None else (expected in problem), (key, problem)
+
+
+@pytest.mark.e2e
+def test_a_tuner_error_in_a_running_experiment_ends_it_with_its_line(root, tmp_path):
+    """A search space the tuner cannot use, sent to a running experiment (nnictl update searchspace): the
+    experiment turns to ERROR and shows the tuner's line (NNI alone kept it RUNNING, with a dead tuner)."""
+    (tmp_path / "bad.json").write_text(json.dumps(BAD_SPACE))
+    config = config_with(root, tmp_path, trial_args="--epochs 1 --subset 0.1")
+    with experiment(config) as exp:
+        update = nnictl("update", "searchspace", exp.id, "--filename", str(tmp_path / "bad.json"), timeout=60)
+        assert update.returncode == 0, update.stdout + update.stderr
+        assert exp.client.wait(lambda c: c.status() == "ERROR", timeout=60), describe(exp)
+        errors = exp.client.get("/check-status")["errors"]
+        log = dispatcher_log(exp)
+    assert errors == ["tuner error: no grid point of alpha/beta/gamma meets alpha*beta^2*gamma^2 = 2.0 ± 0.1 (the "
+                      "grid spans products 3.000 .. 17.719): widen the alpha/beta/gamma ranges, use a finer q, or "
+                      "change the classArgs product/tolerance"], errors
+    assert "the experiment stops: no grid point" in log
+
+
+@pytest.mark.e2e
+def test_plain_nnictl_with_a_bad_search_space_ends_in_error_instead_of_hanging(root, tmp_path):
+    """Without the launcher's checks (plain nnictl, unguarded), the tuner's error still ends the experiment: NNI
+    shows its generic message and dispatcher.log the tuner's line; the tuner says it runs unguarded."""
+    config = config_with(root, tmp_path, space=BAD_SPACE)
+    with experiment(config, plain=True) as exp:
+        assert exp.client.wait(lambda c: c.status() == "ERROR", timeout=60), describe(exp)
+        errors = exp.client.get("/check-status")["errors"]
+        trials = exp.client.trials()
+        log = dispatcher_log(exp)
+    assert errors == ["Dispatcher stream error, tuner may have crashed."] and trials == []
+    assert "the experiment stops: no grid point of alpha/beta/gamma meets" in log
+    assert "NNI's manager runs without this project's fixes (started by plain nnictl)" in log
