@@ -1,10 +1,11 @@
-"""Time to first result: how long a user waits, after ``nnictl create --config config.yml``, for the first
-intermediate and the first final result, read from the experiment's REST API.
+"""Time to first result: how long a user waits, after the README's ``python -m efficientnet create --config
+config.yml``, for the first intermediate and the first final result, read from the experiment's REST API.
 
 Runs the project's own config.yml (the demo) on a free loopback port in a temporary working directory, and in the
-same run the same experiment with a trivial trial (``bench/trivial_trial.py``: it reports at once), which is NNI's
-floor: starting the manager, the tuner and a trial process. ``--full`` waits for every trial of the demo and prints
-the total time and the best result too.
+same run the same experiment with a trivial trial (``bench/trivial_trial.py``: it reports at once), started by plain
+``nnictl create`` (NNI's floor: starting the manager, the tuner and a trial process) and by the launcher (the floor
+plus the launcher's checks). ``--full`` waits for every trial of the demo and prints the total time and the best
+result too.
 
     python bench/first_result.py            # about 2 minutes on a 2-core CPU
     python bench/first_result.py --full     # the whole demo experiment
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from efficientnet.nni_rest import NNIClient, NNIUnavailable  # noqa: E402
 
 NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+LAUNCHER = [sys.executable, "-m", "efficientnet"]
 ENDED = ("SUCCEEDED", "FAILED", "EARLY_STOPPED", "USER_CANCELED")
 
 
@@ -52,16 +54,16 @@ def write_config(workdir: Path, trial_command: str | None) -> Path:
     return path
 
 
-def run(config: Path, full: bool, timeout: float) -> dict[str, float | None]:
-    """Seconds from ``nnictl create`` to the first intermediate / first final result (and, with ``full``, to the
-    last trial's end, with the best default metric)."""
+def run(config: Path, full: bool, timeout: float, command: list[str] = LAUNCHER) -> dict[str, float | None]:
+    """Seconds from ``create`` (by ``command``) to the first intermediate / first final result (and, with ``full``,
+    to the last trial's end, with the best default metric)."""
     port = free_port()
     start = time.monotonic()
-    proc = subprocess.run([*NNICTL, "create", "--config", str(config), "--port", str(port)], capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([*command, "create", "--config", str(config), "--port", str(port)], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
     match = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout))
     if proc.returncode != 0 or not match:
-        raise SystemExit(f"nnictl create failed:\n{proc.stdout}\n{proc.stderr}")
+        raise SystemExit(f"create failed:\n{proc.stdout}\n{proc.stderr}")
     client = NNIClient(port)
     out: dict[str, float | None] = {"first intermediate": None, "first final": None}
     try:
@@ -99,10 +101,12 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        floor_dir, demo_dir = Path(tmp) / "floor", Path(tmp) / "demo"
-        floor_dir.mkdir()
-        demo_dir.mkdir()
-        floor = run(write_config(floor_dir, f"{sys.executable} bench/trivial_trial.py"), False, 300)
+        floor_dir, checked_dir, demo_dir = Path(tmp) / "floor", Path(tmp) / "checked", Path(tmp) / "demo"
+        for d in (floor_dir, checked_dir, demo_dir):
+            d.mkdir()
+        trivial = f"{sys.executable} bench/trivial_trial.py"
+        floor = run(write_config(floor_dir, trivial), False, 300, NNICTL)
+        checked = run(write_config(checked_dir, trivial), False, 300)
         demo = run(write_config(demo_dir, None), args.full, args.timeout)
 
     def fmt(v):
@@ -110,6 +114,8 @@ def main(argv=None) -> int:
 
     print(f"NNI floor (trivial trial): first intermediate {fmt(floor['first intermediate'])}, "
           f"first final {fmt(floor['first final'])}")
+    print(f"floor through the launcher: first intermediate {fmt(checked['first intermediate'])}, "
+          f"first final {fmt(checked['first final'])}")
     print(f"demo (config.yml):         first intermediate {fmt(demo['first intermediate'])}, "
           f"first final {fmt(demo['first final'])}")
     if args.full:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -37,6 +38,12 @@ __all__ = [
     "train_step",
     "evaluate",
 ]
+
+
+# torch's SequentialLR in older releases (seen with 2.4 and 2.5) steps the next scheduler with an epoch argument at each
+# milestone, which warns that the argument is deprecated: torch's own call, nothing a user can act on
+warnings.filterwarnings("ignore", message=r"The epoch parameter in `scheduler\.step\(\)` was not necessary",
+                        category=UserWarning)
 
 
 class TrainingError(RuntimeError):
