@@ -137,7 +137,9 @@ def bench_model(name: str, spec: ArchSpec, args, device: torch.device, tmp: Path
     if "onnxruntime" in args.backends:
         path = tmp / f"{name}.onnx"
         started = time.perf_counter()
-        export_onnx(model, res, path, exporter=args.exporter)
+        note = export_onnx(model, res, path, exporter=args.exporter)[2]
+        if note:
+            print(f"  note: {note}", flush=True)
         print(f"  {name:>6} exported to ONNX in {time.perf_counter() - started:.1f} s", flush=True)
         session = onnx_session(path, device=device.type, threads=args.threads)
         provider = session.get_providers()[0].removesuffix("ExecutionProvider").lower()
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--threads", type=int, help="CPU threads for both backends (default: PyTorch's)")
     parser.add_argument("--channels-last", action="store_true", help="eager in channels_last memory format")
-    parser.add_argument("--exporter", default="dynamo", help="ONNX exporter: dynamo or legacy")
+    parser.add_argument("--exporter", default="auto", help="ONNX exporter: auto, dynamo or legacy")
     parser.add_argument("--resolution-override", type=int, help="run every model at this resolution (smoke tests)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for CSV and PNG")
     args = parser.parse_args(argv)

@@ -110,7 +110,8 @@ def _build_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", help="onnx or torchscript (default %(default)s)")
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     p.add_argument("--arch", help="architecture of a checkpoint that does not record it (preset, spec or JSON)")
-    p.add_argument("--exporter", default="dynamo", help="ONNX exporter: dynamo or legacy (default %(default)s)")
+    p.add_argument("--exporter", default="auto", help="ONNX exporter: dynamo, legacy, or auto: dynamo, else legacy "
+                   "where dynamo fails on this torch (default %(default)s)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed logit difference (default %(default)g)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -128,6 +129,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     except ExportError as exc:
         raise CLIError(str(exc)) from None
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -9,8 +9,10 @@ for ONNX, ``torch.jit.load`` for TorchScript), run on a random batch of a differ
 exported with (the batch axis is dynamic), and its logits compared with PyTorch's; an export whose largest absolute
 difference exceeds the tolerance fails.
 
-ONNX goes through ``torch.onnx.export``: by default the ``torch.export``-based exporter (``dynamo``, needs
-``onnxscript``), or the older TorchScript-based one (``--exporter legacy``), which is deprecated but faster.
+ONNX goes through ``torch.onnx.export``: the ``torch.export``-based exporter (``dynamo``, needs ``onnxscript``), or
+the older TorchScript-based one (``legacy``), which is deprecated but faster. The default, ``auto``, uses ``dynamo``
+and, where it fails (older torch releases beside a newer onnxscript: torch 2.6 with onnxscript 0.7 fails on
+BatchNorm), ``legacy``, saying so; the sidecar records the exporter that wrote the file.
 Both export efficientnet-pytorch's plain ``Swish`` (``set_swish(memory_efficient=False)``): the memory-efficient
 one is a custom autograd Function that neither exporter can trace.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import time
@@ -50,7 +53,7 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "torchscript")
-EXPORTERS = ("dynamo", "legacy")
+EXPORTERS = ("auto", "dynamo", "legacy")
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-3
 CHECK_BATCH = 3  # the exported files are traced with batch 2 and checked with 3, so a fixed batch axis fails
@@ -86,13 +89,14 @@ class ExportResult:
     max_abs_diff: float
     tolerance: float
     seconds: float
+    note: str | None = None  # what the caller should hear (the auto exporter's fallback)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch's exporter colours its messages
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -255,12 +259,13 @@ def export_onnx(
     resolution: int,
     path: str | os.PathLike,
     opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
-) -> float:
+) -> tuple[float, str, str | None]:
     """Write ``model`` as ONNX with a dynamic batch axis, validate it and compare onnxruntime with PyTorch.
 
-    Returns the largest absolute logit difference on a random batch of ``CHECK_BATCH`` images.
+    Returns the largest absolute logit difference on a random batch of ``CHECK_BATCH`` images, the exporter that
+    wrote the file, and a note when ``auto`` fell back from ``dynamo`` to ``legacy`` (else None).
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown ONNX exporter {exporter!r}: choose one of {', '.join(EXPORTERS)}")
@@ -270,7 +275,36 @@ def export_onnx(
     except ImportError as exc:
         raise ExportError(f"ONNX export needs onnx and onnxruntime ({exc.name} is missing): pip install onnx onnxruntime") from None
     path = Path(path)
+    note = None
+    if exporter == "auto":
+        try:
+            _write_onnx(model, resolution, path, opset, "dynamo")
+            exporter = "dynamo"
+        except ExportError as exc:
+            note = (f"the dynamo ONNX exporter failed on torch {torch.__version__} ({str(exc)[:200]}); the legacy "
+                    "one wrote the file instead")
+            exporter = "legacy"
+            _write_onnx(model, resolution, path, opset, exporter)
+    else:
+        _write_onnx(model, resolution, path, opset, exporter)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{path} does not pass onnx.checker: {_first_line(exc)}") from None
+    check = torch.randn(CHECK_BATCH, 3, resolution, resolution)
+    with torch.inference_mode():
+        want = model(check)
+    session = onnx_session(path)
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: check.numpy()})[0]
+    return _check("onnxruntime", got, want, tolerance), exporter, note
+
+
+def _write_onnx(model: torch.nn.Module, resolution: int, path: Path, opset: int, exporter: str) -> None:
+    """``torch.onnx.export`` with one exporter (``dynamo`` or ``legacy``); an :class:`ExportError` if it fails."""
     x = torch.randn(TRACE_BATCH, 3, resolution, resolution)
+    torch_log = logging.getLogger("torch")  # torch.export logs its guards and schema guesses as warnings
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -294,16 +328,8 @@ def export_onnx(
         ) from None
     except Exception as exc:
         raise ExportError(f"torch.onnx.export ({exporter}) failed: {_first_line(exc)}") from None
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:
-        raise ExportError(f"{path} does not pass onnx.checker: {_first_line(exc)}") from None
-    check = torch.randn(CHECK_BATCH, 3, resolution, resolution)
-    with torch.inference_mode():
-        want = model(check)
-    session = onnx_session(path)
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: check.numpy()})[0]
-    return _check("onnxruntime", got, want, tolerance)
+    finally:
+        torch_log.setLevel(level)
 
 
 def export_torchscript(
@@ -335,7 +361,7 @@ def export_checkpoint(
     out_dir: str | os.PathLike | None = None,
     arch: ArchSpec | None = None,
     opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
     stem: str | None = None,
 ) -> ExportResult:
@@ -363,10 +389,11 @@ def export_checkpoint(
     sidecar_path = out / f"{stem}.json"
     model = model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state)
     res = ckpt.spec.resolution
+    note = None
     if fmt == "onnx":
-        diff = export_onnx(model, res, model_path, opset=opset, exporter=exporter, tolerance=tolerance)
+        diff, used, note = export_onnx(model, res, model_path, opset=opset, exporter=exporter, tolerance=tolerance)
         runtime = "onnxruntime " + __import__("onnxruntime").__version__
-        export_info = {"exporter": f"torch.onnx.export ({exporter})", "opset": opset}
+        export_info = {"exporter": f"torch.onnx.export ({used})", "opset": opset}
     else:
         diff = export_torchscript(model, res, model_path, tolerance=tolerance)
         runtime = "torch.jit.load"
@@ -402,4 +429,5 @@ def export_checkpoint(
         max_abs_diff=diff,
         tolerance=tolerance,
         seconds=time.perf_counter() - started,
+        note=note,
     )

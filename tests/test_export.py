@@ -96,7 +96,14 @@ def test_onnx_export_through_the_cli_matches_pytorch(root, lite_ckpt, tmp_path):
     assert meta["preprocess"]["mean"] == list(LITE_MEAN) and meta["preprocess"]["std"] == list(LITE_STD)
     assert meta["preprocess"]["center_crop"] == [RES, RES] and meta["input"]["channel_order"] == "RGB"
     assert meta["input"]["shape"] == ["batch", 3, RES, RES]
-    assert meta["format"] == "onnx" and meta["opset"] == 18 and "dynamo" in meta["exporter"]
+    assert meta["format"] == "onnx" and meta["opset"] == 18
+    # the default exporter, auto: dynamo, which must work on the newest supported torch; on an older torch whose
+    # dynamo exporter fails beside this onnxscript, the legacy one, and a note saying so
+    newest = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 14)
+    if newest or meta["exporter"] != "torch.onnx.export (legacy)":
+        assert meta["exporter"] == result["exporter"] == "torch.onnx.export (dynamo)" and result["note"] is None
+    else:
+        assert f"note: the dynamo ONNX exporter failed on torch {torch.__version__}" in out.stderr
     assert meta["source"]["epoch"] == 4
 
 
