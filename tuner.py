@@ -208,11 +208,12 @@ class EfficientNetTuner(Tuner):
                      f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
 
     @classmethod
-    def check_experiment(cls, class_args: Mapping[str, Any], search_space: Mapping[str, Any]) -> str:
+    def check_experiment(cls, class_args: Mapping[str, Any], search_space: Mapping[str, Any],
+                         profiler: Callable[[ArchSpec, int], Profile] | None = None) -> str:
         """Every check the tuner makes of its classArgs and search space, before an experiment starts: the tuner is
-        built with ``class_args`` and given ``search_space``, as NNI's dispatcher will. Raises ``ValueError`` (or
-        ``TypeError``) with one line; returns a one-line summary."""
-        tuner = cls(**dict(class_args))
+        built with ``class_args`` (and ``profiler``) and given ``search_space``, as NNI's dispatcher will. Raises
+        ``ValueError`` (or ``TypeError``) with one line; returns a one-line summary."""
+        tuner = cls(**dict(class_args), profiler=profiler)
         tuner.update_search_space(search_space)
         assert tuner.space is not None
         return (f"tuner {cls.__name__} ({tuner.strategy_name}): {tuner.space.size} candidates, "

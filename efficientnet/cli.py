@@ -1,4 +1,4 @@
-"""Command line: ``python -m efficientnet {profile,predict,export,report} ...``.
+"""Command line: ``python -m efficientnet {profile,predict,export,create,resume,view,report} ...``.
 
 Each subcommand is one function ``cmd_<name>(args) -> int``; errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
@@ -13,7 +13,6 @@ from typing import Sequence
 
 from .commands import COMMANDS, CLIError, add_arch_arguments, arch_from_args, command
 from .spec import SpecError, resolve_arch
-from .weights import WeightsError
 
 __all__ = ["CLIError", "main", "make_parser", "arch_from_args", "add_arch_arguments"]
 
@@ -155,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (CLIError, SpecError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        weights = sys.modules.get(f"{__package__}.weights")  # loaded (with torch) only by the commands that use it
+        if isinstance(exc, (CLIError, SpecError)) or (weights is not None and isinstance(exc, weights.WeightsError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise

@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,8 +122,10 @@ def check_tuner(config, path: Path) -> str | None:
     check = getattr(cls, "check_experiment", None)
     if check is None:
         return None
-    try:
-        return check(dict(tuner.class_args or {}), config.search_space)
+    from .search.costs import estimated_profile
+
+    try:  # budgets on the closed forms, which equal the profiler's; NNI's dispatcher cross-checks them with it
+        return check(dict(tuner.class_args or {}), config.search_space, profiler=estimated_profile)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{path}: tuner: {_first_line(exc)}") from None
 
@@ -172,17 +173,31 @@ def check_experiment_config(path: Path):
 
 
 # ----------------------------------------------------------------------------------------------------- running
-def _nnictl(args: Sequence[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run nnictl with its output passed through (and kept, to find the experiment ID)."""
-    proc = subprocess.Popen([sys.executable, "-m", "nni.tools.nnictl.nnictl", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    seen = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        seen.append(line)
-    return proc.wait(), _ANSI.sub("", "".join(seen))
+def _nnictl(args: Sequence[str], env: dict[str, str]) -> int:
+    """Run an nnictl command in this process (its own argument parser and function), with ``env`` as the
+    environment NNI's manager inherits; its exit status."""
+    import warnings
+
+    os.environ.clear()
+    os.environ.update(env)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nnictl imports pkg_resources, which warns that it is deprecated
+        from nni.tools.nnictl.nnictl import get_parser
+    parsed = get_parser().parse_args(list(args))
+    try:
+        parsed.func(parsed)
+    except SystemExit as exc:  # nnictl exits on its errors, having said why
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def _newest_experiment_on(port: int) -> str | None:
+    """The ID of the newest experiment nnictl recorded on ``port`` (the one just created)."""
+    from nni.tools.nnictl.config_utils import Experiments
+
+    records = Experiments().get_all_experiments()
+    on_port = [(r.get("startTime", 0), i) for i, r in records.items() if r.get("port") == port]
+    return max(on_port)[1] if on_port else None
 
 
 def _experiment_dir(experiment_id: str) -> Path | None:
@@ -231,12 +246,10 @@ def launch(action: str, nnictl_args: list[str], bind: list[str], port: int, url_
     """Run nnictl ``action`` under the guard; report what is reachable and whether the experiment started."""
     if not GUARD_JS.is_file():
         raise CLIError(f"{GUARD_JS} is missing: reinstall the project (pip install -e .)")
-    env = guard_environment(bind)
-    code, output = _nnictl([action, *nnictl_args], env)
+    code = _nnictl([action, *nnictl_args], guard_environment(bind))
     if code != 0:
         return code
-    match = re.search(r"Experiment ID: (\w+)", output)
-    experiment_id = match.group(1) if match else experiment_id
+    experiment_id = experiment_id or _newest_experiment_on(port)
     where = f"http://127.0.0.1:{port}" + (f"/{url_prefix.strip('/')}" if url_prefix else "")
     if bind == ["0.0.0.0"]:
         print(f"warning: the experiment listens on every interface (--bind 0.0.0.0): any host that reaches port "

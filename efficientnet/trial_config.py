@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .commands import CLIError, add_arch_arguments, arch_from_args
-from .data import DIGITS_NAME
 from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
 from .spec import ArchSpec, SpecError, resolve_arch
 
@@ -419,6 +418,8 @@ def output_dir_for(cfg: TrialConfig, spec: ArchSpec, nni_output_dir: str | None)
         return Path(nni_output_dir)
     if cfg.output_dir:
         return Path(cfg.output_dir).expanduser()
+    from .data import DIGITS_NAME  # here, not at the top: the data module loads torch, parse_config needs none
+
     digest = hashlib.sha1(f"{spec}|{cfg.seed}".encode()).hexdigest()[:8]
     name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(Path(str(cfg.data)).name)
     return Path("runs") / f"{name}-{digest}"
