@@ -7,10 +7,11 @@ Use it from ``config.yml``::
       className: tuner.EfficientNetTuner
       classArgs: {strategy: bo, product: 2.0, base: lite0, max_params: 6000000}
 
-Each proposal is a flat dict (see :mod:`efficientnet.proposal`): ``alpha``, ``beta``, ``gamma``, ``phi``, the block
-choices ``stageN_kernel|expand|se|repeats``, ``arch`` (the architecture's compact string, authoritative), its profiled
-``params``, ``macs``, ``model_size_mb``, ``peak_memory_mb`` (and ``latency_ms``), plus the hyperparameters of the
-search space (chosen by the ``bo`` strategy, drawn with NNI's semantics by the others). ``FixedProductTuner`` keeps the old seed's ``classArgs: {product: 2}``
+Each proposal is an :class:`efficientnet.proposal.Proposal`, which NNI carries as a flat dict: ``alpha``, ``beta``,
+``gamma``, ``phi``, the block choices ``stageN_kernel|expand|se|repeats``, ``arch`` (the architecture's compact
+string, authoritative), its profiled ``params``, ``macs``, ``model_size_mb``, ``peak_memory_mb`` (and
+``latency_ms``), the hyperparameters of the search space (chosen by the ``bo`` strategy, drawn with NNI's semantics
+by the others) and, with proxy training, its budget. ``FixedProductTuner`` keeps the legacy project's ``classArgs: {product: 2}``
 working: a grid over the alpha/beta/gamma points that meet the constraint.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import nni
@@ -25,9 +27,9 @@ import numpy as np
 from nni.tuner import Tuner
 from nni.utils import OptimizeMode, extract_scalar_reward
 
-import efficientnet.search.bayesopt  # noqa: F401  (registers strategy "bo")
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
+from efficientnet.proposal import Proposal
 from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
                                          trial_error)
 from efficientnet.search.class_args import class_arg_names, positive_int, unknown_class_args
@@ -38,7 +40,7 @@ from efficientnet.search.fidelity import is_partial_result, partial_score
 from efficientnet.search.pareto import MultiObjective, nsga2_fitness
 from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
 from efficientnet.search.space import parse_search_space
-from efficientnet.search.strategies import STRATEGIES, make_strategy
+from efficientnet.search.strategy_table import STRATEGIES, make_strategy
 from efficientnet.spec import ArchSpec, SpecError, resolve_arch
 
 if TYPE_CHECKING:
@@ -188,7 +190,7 @@ class EfficientNetTuner(Tuner):
         self._second_chance: set[Candidate] = set()          # ... except once more, after an early stop
         self._had_second_chance: set[Candidate] = set()
         self._by_id: dict[int, tuple[Candidate, str]] = {}    # parameter id -> (candidate, training budget)
-        self._params: dict[int, Mapping[str, Any]] = {}      # parameter id -> proposal (for its profiled costs)
+        self._proposals: dict[int, Proposal] = {}             # parameter id -> proposal (for its profiled costs)
         # successful results per training budget, as scores the strategy ranks (higher is better); proxy and full
         # results are never mixed: the strategy only ever hears results of its own budget
         self._results: dict[tuple[Candidate, str], float] = {}
@@ -204,7 +206,7 @@ class EfficientNetTuner(Tuner):
                      "%s%s", strategy, self.seed, self.constraint, self.budgets.active() or "none",
                      list(self.objectives.names), self.objectives.mode,
                      "heard (partial results)" if self.hears_stopped_trials else "not heard",
-                     f", proxy {self.proxy.parameters(PROXY)} for {self.proxy.trials} trials, top "
+                     f", proxy {self.proxy.budget(PROXY)} for {self.proxy.trials} trials, top "
                      f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
 
     @classmethod
@@ -241,16 +243,8 @@ class EfficientNetTuner(Tuner):
         self.strategy_budget = budget
         for (candidate, b), score in self._results.items():
             if b == budget and candidate in self.space:
-                self._tell(candidate, score, (candidate, b) in self._partial)
+                self.strategy.tell(candidate, score, (candidate, b) in self._partial)
 
-    def _tell(self, candidate: Candidate, score: float | None, partial: bool = False) -> None:
-        """``strategy.tell``; ``partial`` is passed only when set, so a strategy registered with the two-argument
-        ``tell(candidate, value)`` keeps working."""
-        assert self.strategy is not None
-        if partial:
-            self.strategy.tell(candidate, score, partial=True)
-        else:
-            self.strategy.tell(candidate, score)
 
     def _is_free(self, candidate: Candidate) -> bool:
         """Not used yet, and within the budgets by the closed forms (strategies skip what could not be proposed)."""
@@ -324,30 +318,19 @@ class EfficientNetTuner(Tuner):
             return self._register(parameter_id, candidate, budget, prof)
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
+        """File the proposal under ``parameter_id``; NNI's flat dict of it."""
+        assert self.space is not None
         if not candidate.hyper:
             candidate = candidate.with_hyper(self.space.parsed.sample_hyperparameters(self.rng))
         self._by_id[parameter_id] = (candidate, budget)
         self._running.add(parameter_id)
-        params = self._proposal(candidate, prof)
-        params.update(self.proxy.parameters(budget))
-        self._params[parameter_id] = params
-        return params
-
-    def _proposal(self, candidate: Candidate, prof: Profile) -> dict[str, Any]:
-        """The proposal dict: the candidate's keys, its costs and its hyperparameters (``candidate.hyper``)."""
-        assert self.space is not None
-        params = self.space.parameters(candidate)
-        params["arch"] = str(self.space.spec(candidate))
-        params.update(
-            params=prof.params,
-            macs=prof.macs,
-            model_size_mb=round(prof.model_size_mb, 3),
-            peak_memory_mb=round(prof.peak_memory_mb, 3),
-        )
+        costs = {"params": prof.params, "macs": prof.macs, "model_size_mb": round(prof.model_size_mb, 3),
+                 "peak_memory_mb": round(prof.peak_memory_mb, 3)}
         if prof.latency_ms is not None:
-            params["latency_ms"] = round(prof.latency_ms, 3)
-        params.update(dict(candidate.hyper))
-        return params
+            costs["latency_ms"] = round(prof.latency_ms, 3)
+        proposal = replace(self.space.proposal(candidate), costs=costs, budget=self.proxy.budget(budget))
+        self._proposals[parameter_id] = proposal
+        return proposal.to_parameters()
 
     # ------------------------------------------------------------------------------------------ results
     def _score(self, value: Any) -> float:
@@ -356,14 +339,15 @@ class EfficientNetTuner(Tuner):
         reward = float(extract_scalar_reward(value))
         return reward if self.optimize_mode is OptimizeMode.Maximize else -reward
 
-    def _candidate_of(self, parameter_id: int | None, parameters: Any) -> tuple[Candidate, str] | None:
+    def _candidate_of(self, parameter_id: int | None, proposal: Proposal | None) -> tuple[Candidate, str] | None:
         known = self._by_id.get(parameter_id) if parameter_id is not None else None
-        if known is None and self.space is not None and isinstance(parameters, Mapping):
-            candidate = self.space.candidate_from_parameters(parameters)
-            known = None if candidate is None else (candidate, self.proxy.budget_of(parameters))
+        if known is None and self.space is not None and proposal is not None:
+            candidate = self.space.candidate_of(proposal)
+            known = None if candidate is None else (candidate, proposal.budget_name)
         return known
 
-    def _record(self, candidate: Candidate, budget: str, value: Any, parameters: Any, partial: bool = False) -> None:
+    def _record(self, candidate: Candidate, budget: str, value: Any, proposal: Proposal | None,
+                partial: bool = False) -> None:
         """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it under its
         budget; the strategy hears it only when it searches that budget. A ``partial`` result (the last intermediate
         result of an early-stopped trial) is capped into [lowest, median] of the full results of its budget, see
@@ -373,7 +357,7 @@ class EfficientNetTuner(Tuner):
             value = json.loads(value)
         if self.objectives.mode != "single":
             costs = self.objectives.cost_values(value if isinstance(value, Mapping) else None,
-                                                parameters if isinstance(parameters, Mapping) else None)
+                                                proposal.costs if proposal is not None else None)
             if costs is not None:
                 self._costs[candidate] = costs
                 if "latency_ms" in self.objectives.costs and self.space is not None:
@@ -402,19 +386,20 @@ class EfficientNetTuner(Tuner):
         self._results[key] = score
         self.proxy.record(*key, score)
         if key[1] == self.strategy_budget and self.strategy is not None:
-            self._tell(key[0], score, partial)
+            self.strategy.tell(key[0], score, partial)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Record a final result (a number, or a dict with ``default``); results may arrive in any order. A result
         shaped like an intermediate one is an early-stopped trial's (see :mod:`efficientnet.search.fidelity`)."""
-        known = self._candidate_of(parameter_id, parameters)
+        proposal = self._proposals.get(parameter_id) or _read_proposal(parameters)
+        known = self._candidate_of(parameter_id, proposal)
         if known is None or self.strategy is None:
             _logger.warning("result for unknown parameters %s ignored", parameter_id)
             return
         self._score(value)  # a result without a usable number is an error before anything is recorded
         if known in self._failed:
             return
-        self._record(*known, value, self._params.get(parameter_id, parameters), partial=is_partial_result(value))
+        self._record(*known, value, proposal, partial=is_partial_result(value))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A failed (or killed) trial's architecture is never used as a parent (within its budget). A trial stopped
@@ -436,7 +421,7 @@ class EfficientNetTuner(Tuner):
                              known[0])
                 if known[0] not in self._had_second_chance and known[1] == self.strategy_budget:
                     self._second_chance.add(known[0])
-                    self._tell(known[0], self._results[known], partial=True)  # the strategy may propose it again
+                    self.strategy.tell(known[0], self._results[known], partial=True)  # the strategy may propose it again
             return
         if success:
             return
@@ -470,12 +455,11 @@ class EfficientNetTuner(Tuner):
             if isinstance(record, str):
                 record = json.loads(record)
             parameters = record.get("parameter")
-            if isinstance(parameters, str):
-                parameters = json.loads(parameters)
-            if not result_matches(parameters, record.get("value")):
+            proposal = _read_proposal(json.loads(parameters) if isinstance(parameters, str) else parameters)
+            if proposal is not None and not result_matches(proposal, record.get("value")):
                 mismatched += 1  # NNI recorded it with another trial's proposal: it would teach a wrong pair
                 continue
-            known = self._candidate_of(None, parameters)
+            known = self._candidate_of(None, proposal)
             try:
                 self._score(record.get("value"))
             except (RuntimeError, TypeError, ValueError):
@@ -488,7 +472,7 @@ class EfficientNetTuner(Tuner):
                 self.proxy.proposed_proxy += 1
             elif self.proxy.enabled and (candidate, PROXY) in self._results:
                 self.proxy.promoted.add(candidate)
-            self._record(candidate, budget, record.get("value"), parameters,
+            self._record(candidate, budget, record.get("value"), proposal,
                          partial=is_partial_result(record.get("value")))
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
@@ -499,7 +483,18 @@ class EfficientNetTuner(Tuner):
                             "trials)", mismatched)
 
 
-def result_matches(parameters: Any, value: Any) -> bool:
+def _read_proposal(parameters: Any) -> Proposal | None:
+    """The proposal in a dict NNI handed over (an imported trial's, or one this tuner did not make); None when it is
+    not one (or its ``arch`` does not parse)."""
+    if not isinstance(parameters, Mapping):
+        return None
+    try:
+        return Proposal.from_parameters(parameters)
+    except SpecError:
+        return None
+
+
+def result_matches(proposal: Proposal, value: Any) -> bool:
     """Whether a final result and the proposal NNI recorded beside it describe one architecture: the trial echoes
     the ``arch`` it trained in its final result (a result without one cannot be checked and is taken as it is)."""
     if isinstance(value, str):
@@ -508,12 +503,11 @@ def result_matches(parameters: Any, value: Any) -> bool:
         except ValueError:
             return True
     trained = value.get("arch") if isinstance(value, Mapping) else None
-    proposed = parameters.get("arch") if isinstance(parameters, Mapping) else None
-    return trained is None or proposed is None or trained == proposed
+    return trained is None or proposal.spec is None or trained == str(proposal.spec)
 
 
 class FixedProductTuner(EfficientNetTuner):
-    """The old seed's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``.
+    """The legacy project's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``.
 
     It takes the same classArgs as :class:`EfficientNetTuner`, with ``strategy`` defaulting to ``grid`` and the base
     to ``b0``, so ``classArgs: {product: 2}`` works unchanged.

@@ -1,4 +1,4 @@
-"""The old seed's helper names, kept as thin, documented functions over the ``efficientnet`` package.
+"""The legacy project's helper names, kept as thin, documented functions over the ``efficientnet`` package.
 
 ``main_efficientnet.py`` uses :func:`accuracy` and :class:`AverageMeter`; :func:`save_checkpoint` and
 :func:`adjust_learning_rate` remain for scripts written against the seed.

@@ -6,9 +6,9 @@ Run from the repository root (Optuna is a benchmark-only extra: ``pip install -e
     python bench/search_efficiency.py --quick                          # 10 seeds, fewer methods (minutes)
     python bench/search_efficiency.py --seeds 20 --methods bo,random-order --spaces seed --objectives smooth
 
-**Problems.** Two search spaces: the old seed's ``search_space_seed.json`` (alpha, beta, gamma; 109 points meet
+**Problems.** Two search spaces: the legacy project's ``search_space_legacy.json`` (alpha, beta, gamma; 109 points meet
 alpha·beta²·gamma² = 2 ± 0.1) and ``search_space.json`` (those points × 48 block choices, plus ``lr`` and
-``batch_size``). Objectives: the families of :mod:`efficientnet.search.synthetic` (smooth, multimodal,
+``batch_size``). Objectives: the families of ``bench/synthetic.py`` (smooth, multimodal,
 interactions, plateaus, noisy, choices, rugged); seed ``s`` draws member ``s`` of each family.
 
 **Measure.** For each seed, the target is the best true value among 100 trials of a uniform random order without
@@ -31,7 +31,7 @@ trained is answered from the cache, uncounted (at most 3 x cap suggestions).
 result; finishing times are random), with and without its pending-trial model (the kriging believer).
 
 ``--curves`` measures early stopping: every trial trains ``--epochs`` epochs on a synthetic learning curve
-(:func:`efficientnet.search.synthetic.learning_curve`; bigger networks learn slower at first, so curves cross) and
+(``learning_curve`` of ``bench/synthetic.py``; bigger networks learn slower at first, so curves cross) and
 reports each epoch; the count is the total epochs trained until a trial that reaches the target completes.
 ``bo`` runs without an assessor, with NNI's Medianstop (start_step 2, as ``config.yml``) and with
 :class:`~efficientnet.search.assessor.CurveAssessor`, and so does ``random`` without and with CurveAssessor (a search
@@ -61,11 +61,11 @@ sys.path.insert(0, str(ROOT))
 from efficientnet.search.bayesopt import BayesOptStrategy  # noqa: E402
 from efficientnet.search.constraint import CompoundConstraint  # noqa: E402
 from efficientnet.search.costs import estimated_profile  # noqa: E402
-from efficientnet.search.strategies import register_strategy  # noqa: E402
-from efficientnet.search.synthetic import KINDS, SyntheticObjective, learning_curve  # noqa: E402
+from efficientnet.search.strategy_table import register_strategy  # noqa: E402
+from synthetic import KINDS, SyntheticObjective, learning_curve  # noqa: E402  (this folder is on sys.path)
 from tuner import EfficientNetTuner  # noqa: E402
 
-SPACES = {"seed": ROOT / "search_space_seed.json", "full": ROOT / "search_space.json"}
+SPACES = {"legacy": ROOT / "search_space_legacy.json", "full": ROOT / "search_space.json"}
 OURS = ("bo", "evolution", "predictor", "random")
 ALL_METHODS = ("random-order", "bo", "evolution", "random", "nni-tpe", "nni-evolution", "optuna-tpe", "optuna-gp")
 QUICK_METHODS = ("random-order", "bo", "evolution", "nni-tpe", "optuna-tpe")
@@ -93,7 +93,7 @@ class Problem:
         space = json.loads(SPACES[space_name].read_text())
         tuner = make_tuner("grid", 0, space)
         cs = tuner.space
-        rows = [cs.parameters(cs.at(i)) for i in range(cs.size)]
+        rows = [cs.proposal(cs.at(i)).to_parameters() for i in range(cs.size)]
         arch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "phi"}
         hyper = dict(cs.parsed.hyperparameters)
         return cls(space_name, space, objective, arch, hyper, tuner.constraint)
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="10 seeds, methods " + ",".join(QUICK_METHODS))
     parser.add_argument("--methods", default=None, help="comma-separated, from " + ",".join(ALL_METHODS))
-    parser.add_argument("--spaces", default="seed,full")
+    parser.add_argument("--spaces", default="legacy,full")
     parser.add_argument("--objectives", default=",".join(KINDS))
     parser.add_argument("--max-trials", type=int, default=150, help="cap on counted trials per run")
     parser.add_argument("--shuffles", type=int, default=SHUFFLES)

@@ -2,7 +2,7 @@
 
 Same architecture family, batch, resolution, device, precision and memory layout, in the same run:
 
-* ``plain efficientnet-pytorch loop``: the seed's loop (the library's model, SGD, fp32, NCHW tensors);
+* ``plain efficientnet-pytorch loop``: the legacy project's loop (the library's model, SGD, fp32, NCHW tensors);
 * ``torchvision efficientnet_b0`` (B family at width and depth 1.0) and, when timm is installed, ``timm
   efficientnet_b0`` (B family) or ``timm tf_efficientnet_lite0`` (Lite family): channels_last, the same autocast
   dtype as ours (bf16/fp16 on CUDA, none on the CPU), SGD with Nesterov momentum, label-smoothed cross-entropy;
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     maybe_compile = torch.compile if args.compile else (lambda m: m)
     steps: dict[str, Callable[[], object]] = {}
 
-    if not args.no_plain:  # the seed's loop: library model, SGD, fp32, NCHW
+    if not args.no_plain:  # the legacy project's loop: library model, SGD, fp32, NCHW
         plain = maybe_compile(plain_model(spec, args.num_classes).to(device).train())
         plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
         criterion = nn.CrossEntropyLoss()

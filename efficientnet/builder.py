@@ -97,6 +97,10 @@ class SpecEfficientNet(EfficientNet):
         rate = self._global_params.drop_connect_rate or 0.0
         self._drop_rates = [rate * i / len(self._blocks) for i in range(len(self._blocks))]
 
+    def set_dropout(self, p: float) -> None:
+        """The classifier's dropout probability (progressive learning grows it stage by stage)."""
+        self._dropout.p = float(p)
+
     def set_swish(self, memory_efficient: bool = True) -> None:
         """Kept for the library's API (export calls it): the in-place ``nn.SiLU``/``nn.ReLU6`` already is both the
         fastest and the exportable form, so nothing changes."""

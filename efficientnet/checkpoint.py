@@ -9,7 +9,11 @@ A checkpoint holds only tensors, dicts, lists, numbers, strings and ``None``, so
 
 Files are written to a temporary file in the destination directory and moved into place with ``os.replace``, so a
 trial killed mid-write, or a write that fails (a full disk, a read-only folder), leaves the previous checkpoint
-intact; a failed write is an :class:`OutputError` naming the folder.
+intact; a failed write is an :class:`OutputError` naming the folder. :func:`atomic_write_json` is the project's one
+writer of JSON files beside its checkpoints.
+
+Where a run starts from is decided here too (:func:`plan_start`): the output folder's own checkpoint, ``--resume``,
+or the pretrained weights, with every case that would lose or waste work refused in one line.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+
+from .spec import ArchSpec
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -42,6 +49,8 @@ __all__ = [
     "is_trial_checkpoint",
     "rng_state",
     "set_rng_state",
+    "Start",
+    "plan_start",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
@@ -199,3 +208,93 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------- where to start
+@dataclass(frozen=True)
+class Start:
+    """Where a run's model and training state come from (see :func:`plan_start`): a full training state to
+    ``restore`` (this architecture and class count), or weights to ``inherit`` (a checkpoint of another architecture
+    or class count, or a plain state dict: ``kind`` says which), or neither (the pretrained ``--weights``)."""
+
+    restore: Mapping[str, Any] | None = None
+    inherit: Any = None
+    path: Path | None = None
+    kind: str = ""  # for inherit: "classes" (another class count), "arch" (another architecture), "state dict"
+
+
+def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str | None = None,
+               auto_resume: bool = True, legacy_names: bool = False, weights: str = "lite0") -> Start:
+    """Decide where a run in ``out_dir`` starts, in this order: the folder's own checkpoint (``auto_resume``), the
+    ``resume`` file, else nothing (``weights``, named in messages). Refused, each in one line saying what to do: a
+    damaged or foreign own checkpoint, one of another architecture, a ``resume`` that names nothing or a folder,
+    and a start that would overwrite an earlier run's ``model_best.pth.tar``. With ``legacy_names`` (under NNI), the
+    legacy ``--resume ./model_best.pth.tar`` means the trial's own file, if it has one yet."""
+    own = out_dir / CHECKPOINT_NAME
+    if auto_resume and own.is_file():
+        try:
+            ckpt = load_checkpoint(own)
+        except UnreadableCheckpoint as exc:
+            raise CheckpointError(f"cannot read checkpoint {own} ({exc.reason}), which this run would resume from: "
+                                  f"it is damaged; {_what_is_intact(out_dir)}") from None
+        if not is_trial_checkpoint(ckpt):
+            raise CheckpointError(f"{own} is not a checkpoint of this trainer; move it away or pass --no-auto-resume")
+        if ArchSpec.from_dict(ckpt["spec"]) != spec or ckpt.get("num_classes") != num_classes:
+            raise CheckpointError(f"{out_dir} holds a checkpoint of another architecture or class count "
+                                  f"({ckpt.get('arch')}, {ckpt.get('num_classes')} classes); use another "
+                                  "--output-dir or pass --no-auto-resume")
+        return Start(restore=ckpt, path=own)
+    path = _resume_path(resume, out_dir, legacy_names, weights)
+    start = Start()
+    if path is not None:
+        ckpt = load_checkpoint(path)
+        if not is_trial_checkpoint(ckpt):
+            start = Start(inherit=ckpt, path=path, kind="state dict")
+        elif ArchSpec.from_dict(ckpt["spec"]) != spec:
+            start = Start(inherit=ckpt, path=path, kind="arch")
+        elif ckpt.get("num_classes") != num_classes:
+            start = Start(inherit=ckpt, path=path, kind="classes")
+        else:
+            start = Start(restore=ckpt, path=path)
+    if start.restore is None or path is None or path.parent.resolve() != out_dir.resolve():
+        _keep_earlier_best(out_dir)
+    return start
+
+
+def _resume_path(resume: str | None, out_dir: Path, legacy_names: bool, weights: str) -> Path | None:
+    """The file ``--resume`` names; a missing path or a folder is an error (a run asked to resume must not start
+    afresh)."""
+    if not resume:
+        return None
+    path = Path(resume).expanduser()
+    if path.is_file():
+        return path
+    if legacy_names and path.name in (BEST_NAME, CHECKPOINT_NAME) and not path.parent.name:
+        own = out_dir / path.name
+        return own if own.is_file() else None
+    if path.is_dir():
+        inside = [p for p in (path / CHECKPOINT_NAME, path / BEST_NAME) if p.is_file()]
+        raise CheckpointError(f"--resume {path} is a folder: give a checkpoint file"
+                              + (f", e.g. {inside[0]}" if inside else " (it holds no checkpoint of this trainer)"))
+    raise CheckpointError(f"--resume {path} does not exist; check the path, or leave --resume out to start from "
+                          f"--weights {weights}")
+
+
+def _what_is_intact(out_dir: Path) -> str:
+    """What a damaged checkpoint leaves in ``out_dir``, and how to continue from it."""
+    best = out_dir / BEST_NAME
+    described = describe_checkpoint(best) if best.is_file() else None
+    if described is None:
+        return f"no intact checkpoint is left in {out_dir}: move the damaged file away to start over"
+    return (f"{best} is intact ({described}): continue from it with --resume {best} --no-auto-resume (the damaged "
+            "file is replaced after the next epoch)")
+
+
+def _keep_earlier_best(out_dir: Path) -> None:
+    """A run that does not continue this folder's own checkpoint must not overwrite its ``model_best.pth.tar``."""
+    best = out_dir / BEST_NAME
+    if best.is_file():
+        described = describe_checkpoint(best) or "unreadable"
+        raise CheckpointError(f"{out_dir} holds {BEST_NAME} of an earlier run ({described}) and no checkpoint "
+                              f"this run continues, so it would be overwritten: continue from it with --resume {best} "
+                              "--no-auto-resume, or start over in another --output-dir (or move the file away)")

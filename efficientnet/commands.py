@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from .spec import ArchSpec, resolve_arch
+from .spec import ArchSpec, scaled_arch
 
 __all__ = ["COMMANDS", "CLIError", "command", "add_arch_arguments", "arch_from_args"]
 
@@ -48,15 +48,6 @@ def add_arch_arguments(p: argparse.ArgumentParser, default: str = "b0") -> None:
 
 
 def arch_from_args(args: argparse.Namespace) -> ArchSpec:
-    """The architecture the ``add_arch_arguments`` flags describe."""
-    spec = resolve_arch(args.arch)
-    compound = [args.alpha, args.beta, args.gamma]
-    if any(v is not None for v in compound):
-        if args.width is not None or args.depth is not None:
-            raise CLIError("give either --alpha/--beta/--gamma or --width/--depth, not both")
-        a, b, g = (1.0 if v is None else v for v in compound)
-        spec = ArchSpec.from_compound(a, b, g, args.phi, base=spec, base_resolution=args.resolution)
-    else:
-        changes = {k: getattr(args, k) for k in ("width", "depth", "resolution") if getattr(args, k) is not None}
-        spec = spec.replace(**changes) if changes else spec
-    return spec
+    """The architecture the ``add_arch_arguments`` flags describe (see :func:`efficientnet.spec.scaled_arch`)."""
+    return scaled_arch(args.arch, alpha=args.alpha, beta=args.beta, gamma=args.gamma, phi=args.phi,
+                       width=args.width, depth=args.depth, resolution=args.resolution)

@@ -79,8 +79,11 @@ def init(device: str = "auto") -> tuple[Dist, torch.device | None]:
 
 
 def shutdown(info: Dist) -> None:
-    """Leave the process group (after a final barrier)."""
+    """Leave the process group, every rank together (a final barrier first). Call it after a clean end only: after
+    an error, some ranks may be inside a collective, and tearing down beside them can hang (the process's exit
+    frees the group instead)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from .commands import CLIError, command
 from .nni_db import NNIDatabaseError, experiment_db, nnictl_record, read_trials
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
+from .proposal import Proposal
 from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset
 
@@ -119,15 +120,19 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
         default = _number(final.get("default"))
         if default is None:
             continue
-        params = t.parameters or {}
+        try:
+            proposal = Proposal.from_parameters(t.parameters)
+        except SpecError:  # an arch that does not parse: the trial's own final result still says what it trained
+            proposal = Proposal()
 
         def cost(key: str) -> float | None:
-            return _number(final.get(key)) if _number(final.get(key)) is not None else _number(params.get(key))
+            own = _number(final.get(key))
+            return own if own is not None else _number(proposal.costs.get(key))
 
-        budget = final.get("budget", params.get("budget"))  # the trial's own word first, then its proposal
+        budget = final.get("budget", proposal.budget_name)  # the trial's own word first, then its proposal
         rows.append(Row(t.id, t.status, "proxy" if budget == "proxy" else "full", default,
                         _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
-                        final.get("arch") or params.get("arch"), final))
+                        final.get("arch") or (str(proposal.spec) if proposal.spec else None), final))
     return rows
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "preset",
     "resolve_arch",
     "round_resolution",
+    "scaled_arch",
 ]
 
 ACTIVATIONS = ("swish", "relu6")
@@ -391,3 +392,28 @@ def resolve_arch(text: str) -> ArchSpec:
     if "/" in text:
         return ArchSpec.parse(text)
     return preset(text)
+
+
+def scaled_arch(
+    arch: str | ArchSpec,
+    *,
+    alpha: float | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    phi: float = 1.0,
+    width: float | None = None,
+    depth: float | None = None,
+    resolution: int | None = None,
+) -> ArchSpec:
+    """``arch`` (a preset, spec string, JSON or :class:`ArchSpec`) compound-scaled by alpha/beta/gamma (a missing one
+    is 1.0) at ``resolution``, or else with explicit ``width``/``depth``/``resolution``. Giving both kinds of scaling
+    is a :class:`SpecError`."""
+    spec = arch if isinstance(arch, ArchSpec) else resolve_arch(arch)
+    compound = (alpha, beta, gamma)
+    if any(v is not None for v in compound):
+        if width is not None or depth is not None:
+            raise SpecError("give either --alpha/--beta/--gamma or --width/--depth, not both")
+        a, b, g = (1.0 if v is None else float(v) for v in compound)
+        return ArchSpec.from_compound(a, b, g, phi, base=spec, base_resolution=resolution)
+    changes = {k: v for k, v in (("width", width), ("depth", depth), ("resolution", resolution)) if v is not None}
+    return spec.replace(**changes) if changes else spec

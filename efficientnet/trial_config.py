@@ -3,7 +3,7 @@
 Later sources override earlier ones: the :class:`TrialConfig` defaults, then an optional YAML of environment
 settings (``--env FILE``), then command-line flags, then the hyperparameters of the tuner's proposal.
 
-The old seed's command line keeps working::
+The legacy project's command line keeps working::
 
     python main_efficientnet.py custom --download-dir DIR -j 0 -a efficientnet --batch-size 16 --lr 0.048 \\
         --wd 1e-5 --epochs 5 --request-from-nni --resume ./model_best.pth.tar --resolution 300 --num-classes 2 --gpu 0
@@ -21,15 +21,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .commands import CLIError, add_arch_arguments, arch_from_args
-from .proposal import COEFFICIENT_KEYS, hyperparameters, spec_from_parameters
-from .spec import ArchSpec, SpecError, resolve_arch
+from .commands import add_arch_arguments
+from .proposal import Proposal
+from .spec import ArchSpec, SpecError, resolve_arch, scaled_arch
 
 __all__ = ["ConfigError", "TrialConfig", "make_parser", "parse_config", "apply_hyperparameters", "resolve_spec",
            "overridden_flags", "output_dir_for", "ENV_KEYS"]
 
 DEFAULT_ARCH = "lite0"
-ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the seed's ``-a efficientnet``
+ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the legacy project's ``-a efficientnet``
 
 
 class ConfigError(ValueError):
@@ -42,7 +42,7 @@ class TrialConfig:
 
     # data
     data: str | None = None  # ImageFolder directory or "digits"
-    download_dir: str | None = None  # the seed's dataset dir for "custom"; also the digits cache
+    download_dir: str | None = None  # the legacy project's dataset dir for "custom"; also the digits cache
     val_split: float = 0.2
     subset: float = 1.0
     num_classes: int | None = None  # checked against the class folders
@@ -99,7 +99,7 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
-# keys of the environment YAML -> config fields (the seed's names first, then every field by name)
+# keys of the environment YAML -> config fields (the legacy project's names first, then every field by name)
 ENV_KEYS = {
     "download-dir": "download_dir",
     "download_dir": "download_dir",
@@ -130,14 +130,14 @@ HYPERPARAMETER_KEYS = {
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The trial's argument parser (modern flags plus the old seed's)."""
+    """The trial's argument parser (modern flags plus the legacy project's)."""
     p = argparse.ArgumentParser(
         prog="main_efficientnet.py",
         description="Fine-tune one EfficientNet on an image folder: an NNI trial or a hand run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     d = TrialConfig()
-    p.add_argument("dataset", nargs="?", help="the seed's positional dataset: 'custom' (= --download-dir), "
+    p.add_argument("dataset", nargs="?", help="the legacy project's positional dataset: 'custom' (= --download-dir), "
                    "'digits' or a directory; --data is the modern form")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="ImageFolder directory (train/ + val/, or class folders to split) or 'digits'")
@@ -190,7 +190,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, default=d.threads,
                    help="CPU threads for torch (0: PyTorch's default; 1 is faster when trials share a small CPU)")
-    r.add_argument("--gpu", type=int, help="the seed's GPU index (= --device cuda:N; CPU with a warning if absent)")
+    r.add_argument("--gpu", type=int, help="the legacy project's GPU index (= --device cuda:N; CPU with a warning if absent)")
     r.add_argument("--output-dir", help="where checkpoints, logs and result.json go (default: $NNI_OUTPUT_DIR under "
                    "NNI, else runs/<data>-<arch hash>)")
     r.add_argument("--resume", help="read a checkpoint: same arch resumes, another inherits its weights")
@@ -319,12 +319,13 @@ def validate(cfg: TrialConfig) -> None:
             raise ConfigError(message)
 
 
-def apply_hyperparameters(cfg: TrialConfig, params: Mapping[str, Any]) -> tuple[TrialConfig, list[str]]:
-    """Override config fields with the proposal's hyperparameters; return the new config and ignored keys."""
+def apply_hyperparameters(cfg: TrialConfig, proposal: Proposal) -> tuple[TrialConfig, list[str]]:
+    """Override config fields with the proposal's training settings (hyperparameters and budget); return the new
+    config and the keys the trainer does not use."""
     changes: dict[str, Any] = {}
     ignored = []
     types = {f.name: f.type for f in fields(TrialConfig)}
-    for key, value in hyperparameters(params).items():
+    for key, value in proposal.training().items():
         name = HYPERPARAMETER_KEYS.get(key)
         if name is None:
             ignored.append(key)
@@ -344,39 +345,30 @@ def apply_hyperparameters(cfg: TrialConfig, params: Mapping[str, Any]) -> tuple[
     return cfg, ignored
 
 
-def _arch_args(cfg: TrialConfig) -> argparse.Namespace:
+def resolve_spec(cfg: TrialConfig, proposal: Proposal = Proposal()) -> ArchSpec:
+    """The architecture to train: the proposal's (its ``arch``, or its coefficients on ``--arch`` at
+    ``--resolution``), else the flags' (``--arch`` scaled by ``--alpha/--beta/--gamma`` or ``--width/--depth``)."""
     arch = ARCH_ALIASES.get(cfg.arch.strip().lower(), cfg.arch)
-    return argparse.Namespace(arch=arch, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, phi=cfg.phi,
-                              width=cfg.width, depth=cfg.depth, resolution=cfg.resolution)
-
-
-def resolve_spec(cfg: TrialConfig, params: Mapping[str, Any] | None = None) -> ArchSpec:
-    """The architecture to train: the proposal's (``arch``, or coefficients on ``--arch`` at ``--resolution``),
-    else the flags' (``--arch`` scaled by ``--alpha/--beta/--gamma`` or ``--width/--depth``)."""
-    ns = _arch_args(cfg)
     try:
-        flag_spec = arch_from_args(ns)
-    except CLIError as exc:
-        raise ConfigError(str(exc)) from None
-    params = params or {}
-    try:
-        if params.get("arch") or any(k in params for k in COEFFICIENT_KEYS[:3]):
-            return spec_from_parameters(params, base=resolve_arch(ns.arch), base_resolution=cfg.resolution)
-        return spec_from_parameters(params, base=flag_spec)
+        if proposal.names_architecture:
+            return proposal.spec_on(resolve_arch(arch), base_resolution=cfg.resolution)
+        flag_spec = scaled_arch(arch, alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, phi=cfg.phi, width=cfg.width,
+                                depth=cfg.depth, resolution=cfg.resolution)
+        return proposal.spec_on(flag_spec)
     except SpecError:
         raise
     except (TypeError, ValueError) as exc:  # e.g. a coefficient or block choice that is not a number
         raise ConfigError(f"the proposal's architecture keys are not usable ({exc}); check the search space") from None
 
 
-def overridden_flags(cfg: TrialConfig, params: Mapping[str, Any] | None, spec: ArchSpec) -> list[str]:
+def overridden_flags(cfg: TrialConfig, proposal: Proposal, spec: ArchSpec) -> list[str]:
     """One line for each architecture flag that the tuner's proposal overrides: what is used, and where to change it.
 
-    A proposal with ``arch`` decides the whole architecture; one with coefficients only (the old seed's tuner) scales
+    A proposal with ``arch`` decides the whole architecture; one with coefficients only (the legacy tuner) scales
     ``--arch`` at ``--resolution``, so those two flags are used there."""
-    params = params or {}
+    params = proposal.coefficients
     notes = []
-    if params.get("arch"):
+    if proposal.spec is not None:
         gamma = params.get("gamma")
         if cfg.resolution is not None and cfg.resolution != spec.resolution:
             notes.append(f"--resolution {cfg.resolution} is not used: the tuner's proposal trains at "
@@ -392,11 +384,10 @@ def overridden_flags(cfg: TrialConfig, params: Mapping[str, Any] | None, spec: A
         if arch != DEFAULT_ARCH:
             notes.append(f"--arch {cfg.arch} is not used: the tuner's proposal names the whole architecture; set "
                          "the tuner's base (classArgs) to change it")
-    elif any(k in params for k in COEFFICIENT_KEYS[:3]) and cfg.resolution is not None \
-            and cfg.resolution != spec.resolution:
+    elif proposal.names_architecture and cfg.resolution is not None and cfg.resolution != spec.resolution:
         notes.append(f"--resolution {cfg.resolution} is the base resolution: the proposal's gamma "
                      f"{params.get('gamma', 1.0)} trains at {spec.resolution} px")
-    if any(k in params for k in COEFFICIENT_KEYS[:3]) or params.get("arch"):
+    if proposal.names_architecture:
         for flag in ("alpha", "beta", "gamma"):
             given = getattr(cfg, flag)
             if given is not None and flag in params and float(params[flag]) != given:

@@ -1,4 +1,5 @@
-"""Shared fixtures; puts the project root on sys.path so tests import tuner, utils and main_efficientnet."""
+"""Shared fixtures; puts the project root (tuner, utils, main_efficientnet) and bench/ (synthetic objectives) on
+sys.path."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "bench"):  # bench/synthetic.py: the synthetic objectives tests share with benchmarks
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 # Tiny models run fastest on one thread, and a second busy process on a 2-core machine makes multi-threaded
 # PyTorch spin-wait (seen: a 25 ms step taking 5 s); trials the tests start pass --threads 1 as well.

@@ -10,7 +10,7 @@ from nni.assessor import AssessResult
 from nni.tools.package_utils.tuner_factory import create_customized_class_instance
 
 from efficientnet.search.assessor import CurveAssessor
-from efficientnet.search.synthetic import learning_curve
+from synthetic import learning_curve  # bench/synthetic.py: objectives for tests and benchmarks, not shipped
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,11 +16,11 @@ from scipy.stats import norm
 from efficientnet.search.bayesopt import BayesOptStrategy
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.gp import GaussianProcess, expected_improvement, log_expected_improvement
-from efficientnet.search.synthetic import SyntheticObjective
+from synthetic import SyntheticObjective  # bench/synthetic.py
 from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_SPACE = json.loads((ROOT / "search_space_seed.json").read_text())
+LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
 DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
@@ -82,12 +82,12 @@ def trials_to_best(tuner: EfficientNetTuner, objective: SyntheticObjective, targ
 
 
 def test_bo_finds_the_optimum_of_the_seed_space_in_a_fraction_of_the_random_orders_trials():
-    """The seed grid has 109 points; a uniform random order needs 55 trials on average to hit its best one."""
+    """The legacy grid has 109 points; a uniform random order needs 55 trials on average to hit its best one."""
     counts = []
     for seed in range(6):
         objective = SyntheticObjective("smooth", seed)
-        tuner = make_tuner(SEED_SPACE, seed=seed)
-        best = max(objective.value(tuner.space.parameters(c)) for c in map(tuner.space.at, range(tuner.space.size)))
+        tuner = make_tuner(LEGACY_SPACE, seed=seed)
+        best = max(objective.value(tuner.space.proposal(c).to_parameters()) for c in map(tuner.space.at, range(tuner.space.size)))
         counts.append(trials_to_best(tuner, objective, best))
     assert statistics.median(counts) <= 0.3 * 55, counts
 
@@ -154,7 +154,7 @@ def test_a_space_too_large_to_enumerate_is_searched_from_a_pool():
 
 # ------------------------------------------------------------------------------------------------- partial results
 def test_a_partial_result_is_a_noisier_observation_that_is_never_the_incumbent():
-    tuner = make_tuner(SEED_SPACE, seed=0)
+    tuner = make_tuner(LEGACY_SPACE, seed=0)
     strategy = tuner.strategy
     candidates = [strategy.ask() for _ in range(6)]
     for i, c in enumerate(candidates[:5]):
@@ -167,7 +167,7 @@ def test_a_partial_result_is_a_noisier_observation_that_is_never_the_incumbent()
 
 
 def test_bad_options_are_one_line_errors_naming_the_option():
-    tuner = make_tuner(SEED_SPACE, seed=0)
+    tuner = make_tuner(LEGACY_SPACE, seed=0)
     for kwargs, word in [({"n_init": 0}, "n_init"), ({"max_points": 3}, "max_points"),
                          ({"partial_noise": -1}, "partial_noise")]:
         with pytest.raises(ValueError, match=word) as info:
@@ -176,7 +176,7 @@ def test_bad_options_are_one_line_errors_naming_the_option():
 
 
 def test_the_strategy_is_exhausted_only_when_every_candidate_is_used():
-    tuner = make_tuner(SEED_SPACE, seed=1)
+    tuner = make_tuner(LEGACY_SPACE, seed=1)
     objective = SyntheticObjective("multimodal", 1)
     seen = set()
     import nni

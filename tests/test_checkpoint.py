@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, weights_only loading, RNG round trips, the seed's helper names."""
+"""Checkpoints: atomic writes, weights_only loading, RNG round trips, the legacy project's helper names."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from efficientnet.proposal import Proposal
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.pareto import (
     crowding_distance, dominates, non_dominated_sort, nsga2_fitness, pareto_front, weighted_reward,
@@ -94,7 +95,7 @@ def test_pareto_mode_picks_parents_on_the_front(strategy):
         p = tuner.generate_parameters(pid)
         # accuracy rises with MACs except one cheap, accurate model that dominates half the others
         acc = 95.0 if pid == 0 else 60.0 + p["macs"] / 1e7
-        results[tuner.space.candidate_from_parameters(p)] = (acc, p["macs"])
+        results[tuner.space.candidate_of(Proposal.from_parameters(p))] = (acc, p["macs"])
         tuner.receive_trial_result(pid, p, {"default": acc, "macs": p["macs"]})
     front = {c for c, (acc, macs) in results.items()
              if not any(dominates(o, (acc, macs), UP_DOWN) for o in results.values())}
@@ -118,7 +119,7 @@ def test_bo_in_pareto_mode_models_the_nsga2_fitness_and_its_incumbent_is_on_the_
     for pid in range(12):
         p = tuner.generate_parameters(pid)
         acc = 95.0 if pid == 3 else 60.0 + p["macs"] / 1e7  # one cheap, accurate model; otherwise bigger is better
-        results[tuner.space.candidate_from_parameters(p)] = (acc, p["macs"])
+        results[tuner.space.candidate_of(Proposal.from_parameters(p))] = (acc, p["macs"])
         tuner.receive_trial_result(pid, p, {"default": acc, "macs": p["macs"]})
         tuner.trial_end(pid, True)
     strategy = tuner.strategy

@@ -49,7 +49,7 @@ def test_predictor_ranks_held_out_candidates_better_than_chance_over_seeds():
     for seed in range(10):
         rng = np.random.default_rng(seed)
         candidates = list({space.sample(rng) for _ in range(90)})[:80]
-        values = [truth(space.parameters(c)) for c in candidates]
+        values = [truth(space.proposal(c).to_parameters()) for c in candidates]
         if seed < 5:
             model = SurrogatePredictor(space, num_classes=10, seed=seed).fit(candidates[:50], values[:50])
             taus.append(kendall_tau(model.predict(candidates[50:]), values[50:]))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from efficientnet.proposal import Proposal
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.proxy import FULL, PROXY
 from tuner import EfficientNetTuner
@@ -40,7 +41,7 @@ def test_proxy_trials_then_promotions_then_full_budget(strategy):
     tuner.receive_trial_result(6, full[0], {"default": 60.0})
     tuner.receive_trial_result(4, proxy[4], {"default": 99.0})  # a late proxy result: filed under proxy ...
     assert [v for _, v in tuner.strategy.population] == [60.0]
-    assert tuner.proxy.results[PROXY][tuner.space.candidate_from_parameters(proxy[4])] == 99.0
+    assert tuner.proxy.results[PROXY][tuner.space.candidate_of(Proposal.from_parameters(proxy[4]))] == 99.0
     late = tuner.generate_parameters(9)  # ... and, now among the top 2, promoted next
     assert late["arch"] == proxy[4]["arch"] and late["budget"] == FULL
     assert tuner.generate_parameters(10)["arch"] != proxy[1]["arch"]  # no architecture promoted twice

@@ -14,7 +14,8 @@ import nni
 import numpy as np
 import pytest
 
-from efficientnet.proposal import spec_from_parameters
+from efficientnet.profiler import profile
+from efficientnet.proposal import Proposal
 from efficientnet.search import SearchSpaceError, estimate_costs, parse_search_space
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.space import quniform_grid
@@ -24,7 +25,7 @@ from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ["grid", "random", "evolution", "predictor", "bo"]
-SEED_SPACE = json.loads((ROOT / "search_space_seed.json").read_text())
+LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
 DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 # A small space (12 coefficient points x 8 block choices) that the tests can exhaust.
@@ -59,7 +60,7 @@ def all_candidates(space: dict, tuner: EfficientNetTuner) -> set[tuple]:
         for choices in itertools.product(*(d.values for d in parsed.choices)):
             params = dict(zip(("alpha", "beta", "gamma"), point), phi=1.0)
             params.update({d.key: v for d, v in zip(parsed.choices, choices)})
-            spec = spec_from_parameters(params, tuner.base, tuner.base_resolution)
+            spec = Proposal.from_parameters(params).spec_on(tuner.base, tuner.base_resolution)
             if tuner.budgets.max_params is None or estimate_costs(spec, 10).params <= tuner.budgets.max_params:
                 out.add(point + choices)
     return out
@@ -121,10 +122,12 @@ def test_every_proposal_is_on_grid_within_constraint_and_budget_and_unique_until
         assert any(math.isclose(p["beta"], v) for v in bg_grid) and any(math.isclose(p["gamma"], v) for v in bg_grid)
         assert p["params"] <= 4.3e6
         spec = ArchSpec.parse(p["arch"])
-        assert spec_from_parameters(p, tuner.base, 64) == spec
-        assert spec_from_parameters({k: v for k, v in p.items() if k != "arch"}, tuner.base, 64) == spec
-        assert estimate_costs(spec, 10).params == p["params"]
+        assert Proposal.from_parameters(p).spec_on(tuner.base, 64) == spec
+        assert Proposal.from_parameters({k: v for k, v in p.items() if k != "arch"}).spec_on(tuner.base, 64) == spec
         assert 0.001 <= p["lr"] <= 0.1 and p["batch_size"] in (16, 32)
+    first = proposals[0]  # the proposal's costs are its architecture's, as the meta-device profiler counts them
+    real = profile(ArchSpec.parse(first["arch"]), num_classes=10)
+    assert (first["params"], first["macs"]) == (real.params, real.macs)
     with pytest.raises(nni.NoMoreTrialError):
         tuner.generate_parameters(10_000)
 
@@ -152,8 +155,20 @@ def test_failed_trials_are_never_parents_and_never_reproposed(strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_minimize_mode_and_generate_multiple_parameters(strategy):
-    tuner = make_tuner(strategy, seed=2, optimize_mode="minimize", max_params=4.3e6)
+def test_minimize_mode_searches_as_maximize_mode_does_on_the_negated_objective(strategy):
+    """Minimising -f is maximising f: with the same seed the strategy makes the same proposals in the same order."""
+    runs = {}
+    for mode, sign in (("maximize", 1.0), ("minimize", -1.0)):
+        tuner = make_tuner(strategy, seed=2, optimize_mode=mode, max_params=4.3e6)
+        tuner.update_search_space(SMALL_SPACE)
+        proposals, _ = drain(tuner, lambda p: sign * sphere(p), limit=15)
+        runs[mode] = [p["arch"] for p in proposals]
+    assert runs["minimize"] == runs["maximize"] and len(set(runs["maximize"])) == 15
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_generate_multiple_parameters_stops_at_exhaustion(strategy):
+    tuner = make_tuner(strategy, seed=2, max_params=4.3e6)
     tuner.update_search_space(SMALL_SPACE)
     batch = tuner.generate_multiple_parameters(list(range(500)))  # NNI's batch API stops at exhaustion
     assert len(batch) == len(all_candidates(SMALL_SPACE, tuner))
@@ -210,7 +225,7 @@ BAD_SPACES = [
 def test_update_search_space_names_the_bad_key(bad, key, hint):
     tuner = make_tuner("evolution")
     with pytest.raises(SearchSpaceError) as info:
-        tuner.update_search_space({**SEED_SPACE, **bad})
+        tuner.update_search_space({**LEGACY_SPACE, **bad})
     message = str(info.value)
     assert key in message and hint in message and "\n" not in message
 
@@ -218,14 +233,14 @@ def test_update_search_space_names_the_bad_key(bad, key, hint):
 def test_no_grid_point_meets_the_product():
     tuner = make_tuner("grid", product=10.0)
     with pytest.raises(ValueError, match="alpha/beta/gamma.*product"):
-        tuner.update_search_space(SEED_SPACE)
+        tuner.update_search_space(LEGACY_SPACE)
     tight = make_tuner("grid", product=2.0, tolerance=0.0)
-    tight.update_search_space(SEED_SPACE)  # a zero tolerance still leaves the exact points (e.g. 2.0, 1.0, 1.0)
+    tight.update_search_space(LEGACY_SPACE)  # a zero tolerance still leaves the exact points (e.g. 2.0, 1.0, 1.0)
     assert all(math.isclose(a * b * b * g * g, 2.0) for a, b, g in tight.space.points)
 
 
 def test_quniform_grid_follows_nni_semantics():
     assert quniform_grid(1.0, 2.0, 0.05)[:3] == (1.0, 1.05, 1.1) and len(quniform_grid(1.0, 2.0, 0.05)) == 21
     assert quniform_grid(1.02, 1.2, 0.1) == (1.02, 1.1, 1.2)  # clip(round(x / q) * q, low, high)
-    parsed = parse_search_space(SEED_SPACE, preset("b0"))
+    parsed = parse_search_space(LEGACY_SPACE, preset("b0"))
     assert [len(d.values) for d in parsed.coefficients] == [21, 11, 11]

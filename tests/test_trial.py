@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import main_efficientnet
+from efficientnet.proposal import Proposal
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from efficientnet.data import export_digits
 from efficientnet.spec import ArchSpec, preset
@@ -235,7 +236,7 @@ def test_under_nni_each_trial_writes_to_its_own_folder_even_with_output_dir():
 def test_bad_proposals_are_config_errors_not_tracebacks():
     cfg = parse_config(["--data", "digits"])
     with pytest.raises(ConfigError, match="batch_size=16.7"):
-        apply_hyperparameters(cfg, {"batch_size": 16.7})
-    assert apply_hyperparameters(cfg, {"batch_size": 32.0})[0].batch_size == 32
+        apply_hyperparameters(cfg, Proposal(hyper={"batch_size": 16.7}))
+    assert apply_hyperparameters(cfg, Proposal(hyper={"batch_size": 32.0}))[0].batch_size == 32
     with pytest.raises(ConfigError, match="architecture keys are not usable"):
-        resolve_spec(cfg, {"alpha": 1.2, "stage2_kernel": "x"})
+        resolve_spec(cfg, Proposal.from_parameters({"alpha": 1.2, "stage2_kernel": "x"}))

@@ -1,7 +1,7 @@
-"""The trial under NNI: the seed's command line, proposals from the tuner, metrics reported to NNI.
+"""The trial under NNI: the legacy project's command line, proposals from the tuner, metrics reported to NNI.
 
 Two trials run at the same time through NNI's own file-based trial channel (``NNI_PLATFORM=local``: the SDK reads
-``parameter.cfg`` from the trial's system dir and appends metrics to ``.nni/metrics``), both with the seed's
+``parameter.cfg`` from the trial's system dir and appends metrics to ``.nni/metrics``), both with the legacy project's
 ``--resume ./model_best.pth.tar`` in one shared working directory: each must write only to its own output dir.
 """
 
@@ -52,7 +52,7 @@ def test_two_concurrent_nni_trials_with_the_seed_command(tmp_path: Path):
     digits = export_digits(tmp_path / "cache")
     arch_b = preset("lite0").replace(width=0.15, resolution=32)
     proposals = {
-        # the old seed's tuner: coefficients only (base --arch, base --resolution), plus hyperparameters
+        # the legacy project's tuner: coefficients only (base --arch, base --resolution), plus hyperparameters
         "trial_a": {"alpha": 1.0, "beta": 0.2, "gamma": 1.0, "lr": 0.02, "subset": 0.25},
         # this project's tuner: the compact spec is authoritative; profiled costs are for display
         "trial_b": {"arch": str(arch_b), "alpha": 1.1, "beta": 1.0, "gamma": 1.0, "stage2_kernel": 5,
@@ -90,7 +90,7 @@ def test_two_concurrent_nni_trials_with_the_seed_command(tmp_path: Path):
         assert result["default"] == f["default"] and result["proposal"] == proposals[name]
         specs[name] = ArchSpec.parse(f["arch"])
         assert load_checkpoint(out_dir / CHECKPOINT_NAME)["arch"] == f["arch"]
-        # the seed's --resume ./model_best.pth.tar names the trial's own best model, which it has none of yet
+        # the legacy project's --resume ./model_best.pth.tar names the trial's own best model, which it has none of yet
         assert f"--resume ./model_best.pth.tar: this trial has none yet in {out_dir}" in outputs[name]
         assert "warning: cuda:0 is not available here; running on the CPU" in outputs[name] or \
             "device cuda" in outputs[name]

@@ -18,6 +18,7 @@ import main_efficientnet
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
 from efficientnet.data import export_digits
 from efficientnet.environment import nvidia_driver, unusable_gpu
+from efficientnet.proposal import Proposal
 from efficientnet.spec import preset
 from efficientnet.trial_config import overridden_flags, parse_config
 from trial_process import hand_run_env, one_error_line, tiny_digits_command
@@ -152,15 +153,15 @@ def test_resume_of_a_missing_path_or_a_folder_is_an_error_not_a_fresh_start(one_
 def test_flags_the_proposal_overrides_get_one_line_each():
     cfg = parse_config(["custom", "--download-dir", "/data", "--resolution", "300", "--width", "0.5"])
     spec = preset("lite0").replace(resolution=38)
-    notes = overridden_flags(cfg, {"arch": str(spec), "gamma": 1.2}, spec)
+    notes = overridden_flags(cfg, Proposal.from_parameters({"arch": str(spec), "gamma": 1.2}), spec)
     assert notes == [
         "--resolution 300 is not used: the tuner's proposal trains at 38 px (its base_resolution x gamma 1.2); set "
         "base_resolution in the tuner's classArgs to change it",
         "--width 0.5 is not used: the tuner's proposal sets width 1; set the tuner's base (classArgs) to change it"]
-    seeded = preset("lite0").replace(resolution=345)  # the old seed's tuner: coefficients on --arch at --resolution
-    assert overridden_flags(cfg, {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}, seeded) == [
+    seeded = preset("lite0").replace(resolution=345)  # the legacy project's tuner: coefficients on --arch at --resolution
+    assert overridden_flags(cfg, Proposal(coefficients={"alpha": 1.2, "beta": 1.1, "gamma": 1.15}), seeded) == [
         "--resolution 300 is the base resolution: the proposal's gamma 1.15 trains at 345 px"]
-    assert overridden_flags(parse_config(["--data", "digits"]), {"arch": str(spec)}, spec) == []
+    assert overridden_flags(parse_config(["--data", "digits"]), Proposal(spec=spec), spec) == []
 
 
 def test_a_gpu_that_torch_cannot_use_is_named_with_what_to_install(tmp_path, monkeypatch):

@@ -10,7 +10,8 @@ from .space import SearchSpaceError, parse_search_space
 from .pareto import MultiObjective, crowding_distance, non_dominated_sort, nsga2_fitness, pareto_front
 from .predictor import PredictorStrategy, SurrogatePredictor, kendall_tau
 from .proxy import ProxySchedule
-from .strategies import STRATEGIES, EvolutionStrategy, GridStrategy, RandomStrategy, Strategy, make_strategy, register_strategy
+from .strategies import EvolutionStrategy, GridStrategy, RandomStrategy, SearchStrategy
+from .strategy_table import STRATEGIES, make_strategy, register_strategy
 
 __all__ = [
     "BayesOptStrategy",
@@ -35,7 +36,7 @@ __all__ = [
     "RandomStrategy",
     "STRATEGIES",
     "SearchSpaceError",
-    "Strategy",
+    "SearchStrategy",
     "cached_profile",
     "estimate_costs",
     "feasible_points",

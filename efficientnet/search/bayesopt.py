@@ -47,7 +47,7 @@ from .candidates import Candidate, CandidateSpace
 from .class_args import positive_int
 from .encoding import ArchEncoding, HyperparameterEncoding
 from .gp import GaussianProcess, log_expected_improvement, single_threaded
-from .strategies import Fitness, IsFree, register_strategy
+from .strategies import Fitness, IsFree, SearchStrategy
 
 __all__ = ["BayesOptStrategy"]
 
@@ -65,7 +65,7 @@ class _Observation:
             self.score = self.value
 
 
-class BayesOptStrategy:
+class BayesOptStrategy(SearchStrategy):
     """GP + expected improvement over every free candidate (see the module docstring).
 
     Options: ``n_init`` (a classArg of the tuner), ``exact_until`` (150), ``max_points`` (100), ``max_scored``
@@ -94,7 +94,7 @@ class BayesOptStrategy:
         init_pool: int | None = None,
         **_: object,
     ) -> None:
-        self.space, self.rng, self.is_free = space, rng, is_free
+        super().__init__(space, rng, is_free)
         self.arch = ArchEncoding(space)
         self.hp = HyperparameterEncoding(space.parsed.hyperparameters)
         self.dim = self.arch.dim + self.hp.dim
@@ -384,6 +384,3 @@ class BayesOptStrategy:
         if old is not None:
             self._sorted.remove(old)
             self._dirty = True
-
-
-register_strategy("bo", BayesOptStrategy)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..proposal import STAGE_KEY
+from ..proposal import STAGE_KEY, Proposal
 from ..spec import ArchSpec, StageChoice
 from .constraint import CompoundConstraint, feasible_points
 from .space import COEFFICIENTS, ParsedSearchSpace
@@ -169,31 +169,35 @@ class CandidateSpace:
             fields.setdefault(d.stage, {})[names[d.field]] = bool(value) if d.field == "se" else value
         return {stage: StageChoice(**kw) for stage, kw in fields.items()}
 
-    def parameters(self, candidate: Candidate) -> dict[str, Any]:
-        """The candidate's part of a proposal: coefficients, phi and one ``stageN_field`` key per choice."""
-        out: dict[str, Any] = dict(zip(COEFFICIENTS, candidate.coefficients))
-        out["phi"] = self.phi
-        out.update({d.key: value for d, value in zip(self.choice_dims, candidate.choices)})
-        return out
+    def proposal(self, candidate: Candidate) -> Proposal:
+        """The candidate as a proposal: coefficients (and phi), one ``stageN_field`` choice per dimension, the
+        spec, and its hyperparameters (the tuner adds the costs and the budget)."""
+        return Proposal(
+            coefficients={**dict(zip(COEFFICIENTS, candidate.coefficients)), "phi": self.phi},
+            choices={d.key: value for d, value in zip(self.choice_dims, candidate.choices)},
+            spec=self.spec(candidate),
+            hyper=dict(candidate.hyper),
+        )
 
-    def candidate_from_parameters(self, params: Mapping[str, Any]) -> Candidate | None:
-        """The candidate a proposal (or an imported trial's parameters) describes; None if it is not in the space."""
+    def candidate_of(self, proposal: Proposal) -> Candidate | None:
+        """The candidate a proposal (or an imported trial's) describes; None if it is not in the space."""
+        known = {**proposal.coefficients, **proposal.choices}
         try:
             coefficients = []
             for dim in self.parsed.coefficients:
-                index = dim.index_of(float(params.get(dim.name, 1.0)))
+                index = dim.index_of(float(known.get(dim.name, 1.0)))
                 if index is None:
                     return None
                 coefficients.append(dim.values[index])
             choices = []
             for d in self.choice_dims:
-                if d.key not in params or not STAGE_KEY.match(d.key):
+                if d.key not in known or not STAGE_KEY.match(d.key):
                     return None
-                choices.append(int(params[d.key]))
+                choices.append(int(known[d.key]))
         except (TypeError, ValueError):
             return None
-        if "phi" in params and not math.isclose(float(params["phi"]), self.phi):
+        if "phi" in known and not math.isclose(float(known["phi"]), self.phi):
             return None
-        hyper = tuple((k, params[k]) for k in self.parsed.hyperparameters if k in params)
+        hyper = tuple((k, proposal.hyper[k]) for k in self.parsed.hyperparameters if k in proposal.hyper)
         candidate = Candidate(tuple(coefficients), tuple(choices), hyper)  # type: ignore[arg-type]
         return candidate if candidate in self else None

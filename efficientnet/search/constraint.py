@@ -18,7 +18,7 @@ DEFAULT_TOLERANCE = 0.1
 class CompoundConstraint:
     """``|alpha * beta**2 * gamma**2 - product| <= tolerance`` (absolute tolerance).
 
-    The default tolerance 0.1 (5 % of the paper's product 2) admits 109 of the 2,541 points of the classic seed grid
+    The default tolerance 0.1 (5 % of the paper's product 2) admits 109 of the 2,541 points of the legacy grid
     (alpha in [1, 2], beta and gamma in [1, 1.5], step 0.05), among them the paper's alpha=1.2, beta=1.1, gamma=1.15.
     """
 

@@ -24,7 +24,7 @@ import numpy as np
 from .candidates import Candidate, CandidateSpace
 from .class_args import positive_int
 from .costs import estimate_costs
-from .strategies import EvolutionStrategy, Fitness, IsFree, register_strategy
+from .strategies import EvolutionStrategy, Fitness, IsFree
 
 __all__ = ["SurrogatePredictor", "PredictorStrategy", "candidate_features", "kendall_tau"]
 
@@ -238,6 +238,3 @@ class PredictorStrategy(EvolutionStrategy):
             return math.nan
         predicted, actual = zip(*self.heldout)
         return kendall_tau(predicted, actual)
-
-
-register_strategy("predictor", PredictorStrategy)

@@ -10,8 +10,8 @@ each other: the full-budget search starts afresh and learns only from full-budge
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
+from ..proposal import Budget
 from .candidates import Candidate
 from .class_args import positive_int
 
@@ -68,25 +68,13 @@ class ProxySchedule:
         """The budget of the next new architecture."""
         return PROXY if self.enabled and self.proposed_proxy < self.trials else FULL
 
-    def parameters(self, budget: str) -> dict[str, Any]:
-        """The proposal keys that tell the trial its budget (nothing at all when proxy training is off)."""
+    def budget(self, name: str) -> Budget | None:
+        """The budget a proposal carries to the trial (None when proxy training is off and no ``full_epochs``)."""
         if not self.enabled:
-            return {} if self.full_epochs is None else {"epochs": self.full_epochs}
-        if budget == PROXY:
-            out: dict[str, Any] = {"budget": PROXY, "subset": 1.0 if self.subset is None else self.subset}
-            if self.epochs is not None:
-                out["epochs"] = self.epochs
-            return out
-        out = {"budget": FULL, "subset": 1.0}
-        if self.full_epochs is not None:
-            out["epochs"] = self.full_epochs
-        return out
-
-    @staticmethod
-    def budget_of(parameters: Mapping[str, Any] | None) -> str:
-        """A proposal's budget (``full`` when it names none, e.g. a trial from before proxy training)."""
-        budget = parameters.get("budget") if isinstance(parameters, Mapping) else None
-        return PROXY if budget == PROXY else FULL
+            return None if self.full_epochs is None else Budget(None, epochs=self.full_epochs)
+        if name == PROXY:
+            return Budget(PROXY, 1.0 if self.subset is None else self.subset, self.epochs)
+        return Budget(FULL, 1.0, self.full_epochs)
 
     def record(self, candidate: Candidate, budget: str, score: float | None) -> None:
         """A result (None: the trial failed; its result, if any, is dropped)."""

@@ -1,5 +1,6 @@
-"""Search strategies: one small ask/tell protocol, shared by grid, random, regularized evolution, the predictor
-(:mod:`~efficientnet.search.predictor`) and Bayesian optimisation (:mod:`~efficientnet.search.bayesopt`).
+"""Search strategies: one small base class, :class:`SearchStrategy` (``ask`` and ``tell``, as Optuna's samplers share
+``BaseSampler``), for grid, random, regularized evolution, the predictor (:mod:`~efficientnet.search.predictor`) and
+Bayesian optimisation (:mod:`~efficientnet.search.bayesopt`); :mod:`~efficientnet.search.strategy_table` names them.
 
 A strategy proposes candidates of a :class:`~efficientnet.search.candidates.CandidateSpace` and learns from their
 results. It does not check budgets or duplicates itself beyond skipping candidates that ``is_free`` rejects; the
@@ -12,33 +13,30 @@ draws them with NNI's semantics. Several ``ask`` calls may come before any ``tel
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .candidates import Candidate, CandidateSpace
 
-__all__ = [
-    "Strategy",
-    "GridStrategy",
-    "RandomStrategy",
-    "EvolutionStrategy",
-    "STRATEGIES",
-    "register_strategy",
-    "make_strategy",
-]
+__all__ = ["SearchStrategy", "GridStrategy", "RandomStrategy", "EvolutionStrategy", "IsFree", "Fitness"]
 
 IsFree = Callable[[Candidate], bool]
 # Multi-objective parent selection: (candidate, score) members -> one fitness each, higher is better.
 Fitness = Callable[[Sequence[tuple[Candidate, float]]], Sequence[float]]
 
 
-@runtime_checkable
-class Strategy(Protocol):
-    """What the tuner needs from a search strategy."""
+class SearchStrategy:
+    """What the tuner needs from a search strategy. A subclass implements :meth:`ask`; :meth:`tell` is a no-op by
+    default (strategies that do not learn, like grid and random search, keep it). Built as
+    ``Strategy(space, rng, is_free, **options)``; options a strategy does not take are ignored."""
+
+    def __init__(self, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, **_: object) -> None:
+        self.space, self.rng, self.is_free = space, rng, is_free
 
     def ask(self) -> Candidate | None:
         """A free candidate to try next, or None when the strategy has nothing left (the space is exhausted)."""
+        raise NotImplementedError
 
     def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
         """The score of ``candidate`` (higher is better); None means its trial failed (or it was never trained, being
@@ -56,11 +54,12 @@ def _scan(space: CandidateSpace, is_free: IsFree, start: int) -> Candidate | Non
     return None
 
 
-class GridStrategy:
+class GridStrategy(SearchStrategy):
     """Every candidate once, in index order (coefficient points lexicographically, then block choices)."""
 
     def __init__(self, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, **_: object) -> None:
-        self.space, self.is_free, self._next = space, is_free, 0
+        super().__init__(space, rng, is_free)
+        self._next = 0
 
     def ask(self) -> Candidate | None:
         while self._next < self.space.size:
@@ -70,17 +69,15 @@ class GridStrategy:
                 return candidate
         return None
 
-    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
-        """Grid search ignores results."""
 
-
-class RandomStrategy:
+class RandomStrategy(SearchStrategy):
     """Uniform random candidates; near exhaustion, a scan from a random index finds the remaining free ones."""
 
     def __init__(
         self, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, tries: int = 64, **_: object
     ) -> None:
-        self.space, self.rng, self.is_free, self.tries = space, rng, is_free, tries
+        super().__init__(space, rng, is_free)
+        self.tries = tries
 
     def ask(self) -> Candidate | None:
         for _ in range(self.tries):
@@ -89,11 +86,8 @@ class RandomStrategy:
                 return candidate
         return _scan(self.space, self.is_free, int(self.rng.integers(self.space.size)))
 
-    def tell(self, candidate: Candidate, value: float | None, partial: bool = False) -> None:
-        """Random search ignores results."""
 
-
-class EvolutionStrategy:
+class EvolutionStrategy(SearchStrategy):
     """Regularized (aging) evolution, Real et al. 2019.
 
     Until ``population_size`` results have arrived, candidates are random (the seed population). After that, each
@@ -119,7 +113,7 @@ class EvolutionStrategy:
             raise ValueError(f"classArg population_size must be >= 2, got {population_size!r}")
         if not 1 <= sample_size <= population_size:
             raise ValueError(f"classArg sample_size must be in 1..population_size, got {sample_size!r}")
-        self.space, self.rng, self.is_free = space, rng, is_free
+        super().__init__(space, rng, is_free)
         self.population_size, self.sample_size, self.mutation_tries = population_size, sample_size, mutation_tries
         self.fitness = fitness
         self.population: deque[tuple[Candidate, float]] = deque()
@@ -160,24 +154,3 @@ class EvolutionStrategy:
         self.population.append((candidate, float(value)))
         while len(self.population) > self.population_size:
             self.population.popleft()
-
-
-STRATEGIES: dict[str, Callable[..., Strategy]] = {
-    "grid": GridStrategy,
-    "random": RandomStrategy,
-    "evolution": EvolutionStrategy,
-}
-
-
-def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
-    """Make ``factory(space, rng, is_free, **options)`` available as classArg ``strategy: name``."""
-    STRATEGIES[name] = factory
-
-
-def make_strategy(
-    name: str, space: CandidateSpace, rng: np.random.Generator, is_free: IsFree, **options: object
-) -> Strategy:
-    """Build the strategy called ``name``; a ValueError naming the choices when it is unknown."""
-    if name not in STRATEGIES:
-        raise ValueError(f"classArg strategy {name!r} is unknown: use one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](space, rng, is_free, **options)

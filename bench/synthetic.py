@@ -5,7 +5,7 @@ a benchmark over many seeds measures a strategy on many functions of one kind, n
 are top-1 percentages around 60 to 80. Every objective reads ``alpha``, ``beta``, ``gamma``; the terms for block
 choices (``stage4_kernel``, ``stage4_expand``, ``stage6_kernel``, ``stage6_se``, ``stage6_repeats``) and for
 hyperparameters (``lr``, ``batch_size``) apply only when the proposal has those keys, so the same family works on the
-seed's 3-D space (``search_space_seed.json``) and on ``search_space.json``.
+legacy 3-D space (``search_space_legacy.json``) and on ``search_space.json``.
 
 Kinds (:data:`KINDS`):
 
@@ -41,7 +41,7 @@ NOISE = 0.005  # relative, trial to trial, for kind "noisy"
 
 
 def _unit(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """alpha in [1, 2], beta and gamma in [1, 1.4] (the feasible range of the seed grid) -> [0, 1]."""
+    """alpha in [1, 2], beta and gamma in [1, 1.4] (the feasible range of the legacy grid) -> [0, 1]."""
     return (np.asarray(p["alpha"], float) - 1.0, (np.asarray(p["beta"], float) - 1.0) / 0.4,
             (np.asarray(p["gamma"], float) - 1.0) / 0.4)
 

@@ -1,0 +1,428 @@
+"""One trial's training, in the steps that ``main_efficientnet.py``'s loop calls.
+
+:meth:`Trial.setup` reads the flags and the proposal, loads the data, builds or restores the model and makes the
+optimizer; then, for each epoch, :meth:`Trial.begin_epoch` (the progressive stage and the epoch's order),
+:meth:`Trial.train_epoch`, :meth:`Trial.validate` and :meth:`Trial.close_epoch` (record the epoch, save the
+checkpoint, log, report to NNI); at the end :meth:`Trial.finish` writes ``result.json`` and reports the final
+result. A checkpoint is one dict (:meth:`Trial.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed, nni_io
+from .builder import SpecEfficientNet
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, OutputError, Start, atomic_write_json, plan_start, \
+    rng_state, save_checkpoint, set_rng_state
+from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
+    set_train_transform, subset_train, train_transform
+from .distributed import Dist
+from .metrics import EpochMetrics, TrainMeter
+from .progressive import Progressive, Stage, mixup_batch, mixup_loss
+from .proposal import Proposal
+from .spec import ArchSpec, resolve_arch
+from .stopping import TrialStopped, critical
+from .trial_config import TrialConfig, apply_hyperparameters, output_dir_for, overridden_flags, resolve_spec
+from .trial_log import Scalars, epoch_line, log, progress_bar, remove_logging, setup_logging
+from .training import NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler, evaluate, \
+    loss_check_interval, prepare_model, read_loss, resolve_device, train_step, use_channels_last, warmup_steps_for
+from .weights import WeightsError, build_model
+
+__all__ = ["TrainState", "Trial", "final_result", "seed_everything"]
+
+PROGRESS_EVERY = 20  # steps between progress-bar updates (each reads the running loss back from the device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the model's, optimizer's, scheduler's and scaler's own states."""
+
+    epoch: int = 0  # completed epochs
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Trial:
+    """Everything one run trains with; built by :meth:`setup`, used as a context manager (it closes its logs)."""
+
+    cfg: TrialConfig
+    spec: ArchSpec
+    proposal: Proposal
+    out_dir: Path
+    dist: Dist
+    device: torch.device
+    split: DatasetSplit
+    model: SpecEfficientNet
+    net: nn.Module  # the model as trained: wrapped by DDP and/or torch.compile when asked
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+    channels_last: bool
+    state: TrainState
+    plan: Progressive | None = None
+    cache: Any = None  # the decoded-image cache, or None (per-image loading)
+    workers: int = 0
+    stage: Stage | None = None
+    loaders: tuple[Any, Any, Any] = ()  # train loader, validation loader, the epoch order to seed
+    handlers: list = field(default_factory=list)
+    scalars: Scalars | None = None
+    bars: bool = False
+    started: float = 0.0  # when the epoch in hand began
+
+    # ------------------------------------------------------------------------------------------ setup
+    @classmethod
+    def setup(cls, cfg: TrialConfig, proposal: Proposal, dist_info: Dist = Dist(),
+              dist_device: torch.device | None = None) -> "Trial":
+        """Flags and proposal -> the settings and the architecture; then logs, data, model and optimizer."""
+        cfg, ignored = apply_hyperparameters(cfg, proposal)
+        spec = resolve_spec(cfg, proposal)
+        out_dir = output_dir_for(cfg, spec, nni_io.output_dir())
+        if dist_info.is_main:
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError.writing(out_dir, exc) from None
+        distributed.barrier(dist_info)
+        handlers = setup_logging(out_dir, dist_info.rank)
+        try:
+            device = _device(cfg, dist_device)
+            for note in overridden_flags(cfg, proposal, spec):
+                log.warning("note: %s", note)
+            if ignored:
+                log.warning("warning: ignoring proposal keys the trainer does not use: %s", ", ".join(sorted(ignored)))
+            log.info("arch %s", spec)
+            log.info("output %s | device %s | %s", out_dir, device, "NNI trial" if nni_io.under_nni() else "hand run")
+            if dist_info.enabled:
+                log.info("data parallel: %d ranks (%s), rank 0 writes checkpoints and reports", dist_info.world_size,
+                         dist_info.backend)
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            seed_everything(cfg.seed + dist_info.rank)  # ranks draw different augmentations; DDP syncs the weights
+            return cls._build(cfg, spec, proposal, out_dir, dist_info, device, handlers)
+        except BaseException:
+            remove_logging(handlers)
+            raise
+
+    @classmethod
+    def _build(cls, cfg: TrialConfig, spec: ArchSpec, proposal: Proposal, out_dir: Path, dist_info: Dist,
+               device: torch.device, handlers: list) -> "Trial":
+        split = subset_train(load_dataset(cfg.data, spec, val_split=cfg.val_split, seed=cfg.seed,
+                                          num_classes=cfg.num_classes,
+                                          cache_dir=cfg.download_dir if cfg.data == "digits" else None,
+                                          hflip=cfg.hflip, min_scale=cfg.min_scale), cfg.subset, cfg.seed)
+        workers = default_workers(device) if cfg.workers is None else cfg.workers
+        cache, cache_line = build_data_cache(split, spec, cfg.data_cache, device, min_scale=cfg.min_scale,
+                                             workers=workers)
+        plan = None if not cfg.progressive_stages else Progressive(
+            cfg.progressive_stages, cfg.epochs, spec.resolution, cfg.progressive_min_res,
+            tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
+        start = plan_start(out_dir, spec, split.num_classes, resume=cfg.resume, auto_resume=cfg.auto_resume,
+                           legacy_names=nni_io.under_nni(), weights=cfg.weights)
+        if cfg.resume and start.path is None:  # the legacy --resume ./model_best.pth.tar, under NNI
+            log.info("--resume %s: this trial has none yet in %s; starting from --weights %s", cfg.resume, out_dir,
+                     cfg.weights)
+        model = _start_model(cfg, spec, split.num_classes, start, dynamic_padding=plan is not None)
+        channels_last = use_channels_last(cfg.channels_last)
+        model = prepare_model(model, device, channels_last, cfg.bn_momentum)
+        net: nn.Module = model
+        if dist_info.enabled:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        dtype = amp_dtype(device, cfg.amp)
+        loaders = _loaders(cfg, spec, split, cache, workers, device, dist_info)
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        steps_per_epoch = len(loaders[0])
+        total_steps = cfg.epochs * steps_per_epoch
+        scheduler = build_scheduler(optimizer, total_steps,
+                                    warmup_steps_for(total_steps, steps_per_epoch, cfg.warmup_epochs))
+        trial = cls(cfg, spec, proposal, out_dir, dist_info, device, split, model, net, optimizer, scheduler,
+                    torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), dtype, channels_last,
+                    TrainState(), plan, cache, workers, loaders=loaders, handlers=handlers)
+        trial._log_data(cache_line)
+        log.info("precision %s | memory format %s%s", f"{str(dtype).replace('torch.', '')} autocast" if dtype
+                 else "fp32", "channels_last" if channels_last else "NCHW", " | torch.compile" if cfg.compile else "")
+        if start.restore is not None:
+            trial._restore(start.restore, start.path)
+        starts = distributed.all_gather_object(trial.state.epoch, dist_info)
+        if len(set(starts)) > 1:
+            raise CheckpointError(f"the ranks found different checkpoints (completed epochs {starts}); the output "
+                                  f"dir {out_dir} must be one directory that every node reads (a shared filesystem)")
+        trial.scalars = Scalars(out_dir, trial.state.epoch) if dist_info.is_main else None
+        trial.bars = _show_progress(cfg, dist_info)
+        return trial
+
+    def _log_data(self, cache_line: str) -> None:
+        split, (train_loader, val_loader, _) = self.split, self.loaders
+        log.info("data %s (%s): %d classes, %d train / %d val images", split.root, split.layout, split.num_classes,
+                 len(split.train), len(split.val))
+        log.info("%s", cache_line)
+        if self.dist.enabled:
+            shards = distributed.all_gather_object((len(train_loader.sampler), len(val_loader.dataset)), self.dist)
+            log.info("data shards: train %s = %d images per epoch (%d unique), val %s = %d images",
+                     " + ".join(str(t) for t, _ in shards), sum(t for t, _ in shards), len(split.train),
+                     " + ".join(str(v) for _, v in shards), sum(v for _, v in shards))
+        if self.plan is not None:
+            log.info("progressive learning: %s", "; ".join(st.describe() for st in self.plan.plan()))
+
+    def _restore(self, ckpt: dict[str, Any], path: Path | None) -> None:
+        """Continue from a checkpoint of this architecture: optimizer, schedule, scaler, progress and RNG."""
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(ckpt["epoch"], ckpt["best_top1"], ckpt["best_epoch"], list(ckpt["history"]))
+        if self.dist.is_main:
+            set_rng_state(ckpt["rng"])
+        else:  # the checkpoint holds rank 0's RNG; the others continue on their own seeded streams
+            seed_everything(self.cfg.seed + self.dist.rank + 1_000 * self.state.epoch)
+        log.info("resumed at epoch %d from %s (best top-1 so far %.2f%% at epoch %d)", self.state.epoch + 1, path,
+                 self.state.best_top1, self.state.best_epoch)
+
+    # ------------------------------------------------------------------------------------------ the epoch
+    def epochs(self) -> range:
+        """The epochs still to train (after a resume, from the first one not completed)."""
+        return range(self.state.epoch, self.cfg.epochs)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Enter ``epoch``: a new progressive stage when one begins; the epoch's shuffling order."""
+        plan = self.plan
+        if plan is not None and (self.stage is None or plan.stage_index(epoch) != self.stage.index):
+            self.stage = plan.stage(epoch)
+            if self.cache is None:  # per-image loading: the transform of the stage (a cache takes it from the stage)
+                set_train_transform(self.split, train_transform(self.spec, hflip=self.split.hflip,
+                                                                min_scale=self.cfg.min_scale,
+                                                                resolution=self.stage.resolution,
+                                                                randaug=self.stage.randaug))
+            self.model.set_dropout(self.stage.dropout)
+            self.loaders = _loaders(self.cfg, self.spec, self.split, self.cache, self.workers, self.device, self.dist,
+                                    self.stage)  # worker processes hold the old transform
+            log.info("%s", self.stage.describe())
+        seed_epoch(self.loaders[2], self.cfg.seed, epoch)  # the same order whether or not the run was resumed
+        self.started = time.time()
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """One pass over the training data: the mean training loss and top-1 (%) over all ranks, and the seconds."""
+        cfg, stage = self.cfg, self.stage
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        loss_value = distributed.mean_loss(self.dist) or read_loss
+        check_every = loss_check_interval(self.device)
+        self.net.train()
+        meter = TrainMeter()  # loss and accuracy stay on the device until the epoch ends
+        batches = progress_bar(self.loaders[0], f"epoch {epoch + 1}/{cfg.epochs}", self.bars)
+        for step, (images, targets) in enumerate(batches):
+            batch_loss = loss_fn
+            if stage is not None and stage.mixup > 0:
+                images, targets, mixed_with, lam = mixup_batch(images, targets, stage.mixup)
+                batch_loss = mixup_loss(loss_fn, mixed_with, lam)
+            try:
+                loss, logits = train_step(self.net, images, targets, self.optimizer, batch_loss,
+                                          scheduler=self.scheduler, scaler=self.scaler, dtype=self.dtype,
+                                          clip_grad=cfg.clip_grad, channels_last=self.channels_last,
+                                          check_loss=loss_value if step % check_every == 0 else None)
+            except NonFiniteLossError as exc:
+                raise TrainingError(f"loss became {exc.value} at epoch {epoch + 1}, step {step + 1}; "
+                                    f"{self._nan_advice()}") from None
+            meter.update(loss, logits, targets)
+            if self.bars and step % PROGRESS_EVERY == 0:
+                running_loss, running_top1 = meter.read()
+                batches.set_postfix(loss=f"{running_loss:.3f}", top1=f"{running_top1:.1f}")
+        loss_sum, correct, n = distributed.all_reduce_sum(meter.totals(), self.dist, self.device)  # waits for the steps
+        train_loss, train_top1 = (loss_sum / n, 100.0 * correct / n) if n else (0.0, 0.0)
+        if not math.isfinite(train_loss):  # a NaN between two checks: stop before it reaches a checkpoint
+            raise TrainingError(f"loss became {train_loss} during epoch {epoch + 1}; {self._nan_advice()}")
+        return train_loss, train_top1, time.time() - self.started
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics over all ranks' shares (top-1, top-5, precision, recall, F1, loss)."""
+        distributed.sync_buffers(self.model, self.dist)  # every rank validates with rank 0's BatchNorm statistics
+        metrics = evaluate(self.model, progress_bar(self.loaders[1], "val", self.bars), nn.CrossEntropyLoss(),
+                           EpochMetrics(self.split.num_classes), dtype=self.dtype, channels_last=self.channels_last)
+        if self.dist.enabled:
+            metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), self.dist))
+        return metrics.compute()
+
+    def close_epoch(self, train: tuple[float, float, float], val: dict[str, float]) -> None:
+        """Record the epoch, then (rank 0) save the checkpoint, log, write TensorBoard and report to NNI. A stop
+        signal waits until this is done: an epoch is saved and reported whole, or not at all."""
+        state, stage = self.state, self.stage
+        with critical():
+            state.epoch += 1
+            if val["top1"] > state.best_top1:
+                state.best_top1, state.best_epoch = val["top1"], state.epoch
+            record = {"epoch": state.epoch, "train_loss": train[0], "train_top1": train[1],
+                      "lr": self.optimizer.param_groups[0]["lr"], "time_s": round(time.time() - self.started, 3),
+                      "train_time_s": round(train[2], 3), **{f"val_{k}": v for k, v in val.items()}}
+            if stage is not None:
+                record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
+                              train_randaug=stage.randaug, train_mixup=stage.mixup)
+            state.history.append(record)
+            if self.dist.is_main:
+                save_checkpoint(self.checkpoint(), self.out_dir, is_best=state.best_epoch == state.epoch)
+                log.info(epoch_line(record, self.cfg.epochs, state.best_top1, state.best_epoch))
+                self.scalars.write(record)
+                nni_io.report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
+        distributed.barrier(self.dist)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The one dict a checkpoint holds (tensors and plain values only; see :mod:`efficientnet.checkpoint`)."""
+        state = self.state
+        return {
+            "spec": self.spec.to_dict(), "arch": str(self.spec), "num_classes": self.split.num_classes,
+            "classes": list(self.split.classes), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": state.epoch, "best_top1": state.best_top1,
+            "best_epoch": state.best_epoch, "history": state.history, "rng": rng_state(), "args": self.cfg.to_dict(),
+        }
+
+    # ------------------------------------------------------------------------------------------ the end
+    def finish(self) -> dict[str, Any]:
+        """The final result: rank 0 writes ``result.json`` and reports it to NNI; every rank returns it."""
+        result = None
+        if self.dist.is_main:
+            result = final_result(self.state, self.spec, self.split.num_classes, self.cfg, self.proposal)
+            atomic_write_json({**result, "spec": self.spec.to_dict(), "classes": self.split.classes,
+                               "history": self.state.history, "proposal": self.proposal.to_parameters(),
+                               "config": self.cfg.to_dict(),
+                               **({"world_size": self.dist.world_size} if self.dist.enabled else {})},
+                              self.out_dir / "result.json")
+            log.info("final: best top-1 %.2f%% at epoch %d | params %d | MACs %d%s | %s", result["top1"],
+                     result["best_epoch"], result["params"], result["macs"],
+                     f" | latency {result['latency_ms']:.2f} ms" if "latency_ms" in result else "",
+                     self.out_dir / "result.json")
+            nni_io.report(result, final=True)
+        return distributed.broadcast_object(result, self.dist)
+
+    def __enter__(self) -> "Trial":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if isinstance(exc, TrialStopped):  # what a stopped trial leaves behind, for the one line main() prints
+            done = self.state.epoch
+            exc.detail = f" in epoch {done + 1}: " + (
+                f"the checkpoint of epoch {done} is kept in {self.out_dir / CHECKPOINT_NAME}" if done
+                else "no checkpoint was written yet")
+        if self.scalars is not None:
+            self.scalars.close()
+        remove_logging(self.handlers)
+        # DistributedDataParallel's reducer works on the process group as it is destroyed: let that happen here,
+        # while every rank is still in the group (left to the end of run(), it hung gloo's teardown on torch 2.6)
+        self.net = self.model
+
+    def _nan_advice(self) -> str:
+        completed = self.state.epoch
+        return (f"lower --lr (now {self.cfg.lr:g}){' or pass --amp off' if self.dtype is not None else ''}; "
+                + (f"the checkpoint of epoch {completed} is kept" if completed else "no checkpoint was written"))
+
+
+def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: TrialConfig,
+                 proposal: Proposal = Proposal()) -> dict[str, Any]:
+    """The final NNI metric: ``default`` = best validation top-1 (percent) and the best epoch's other metrics.
+
+    It also echoes the training budget: ``budget`` (the proposal's, else ``full``), ``subset`` and ``epochs`` as
+    used, so proxy results can be told from full-budget ones.
+    """
+    from .profiler import profile
+
+    best = state.history[state.best_epoch - 1]
+    prof = profile(spec, num_classes=num_classes, latency=cfg.latency)
+    result: dict[str, Any] = {"default": best["val_top1"], "top1": best["val_top1"]}
+    for key in ("top5", "f1", "precision", "recall", "loss"):
+        if f"val_{key}" in best:
+            result[key] = best[f"val_{key}"]
+    result.update(params=prof.params, macs=prof.macs)
+    if prof.latency_ms is not None:
+        result["latency_ms"] = round(prof.latency_ms, 3)
+    result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec), budget=proposal.budget_name,
+                  subset=cfg.subset)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _device(cfg: TrialConfig, dist_device: torch.device | None) -> torch.device:
+    if dist_device is not None:
+        return dist_device
+    device, warning = resolve_device(cfg.device, cfg.gpu)
+    if warning:
+        log.warning(warning)
+    return device
+
+
+def _start_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, start: Start,
+                 dynamic_padding: bool = False) -> SpecEfficientNet:
+    """The model as :func:`~efficientnet.checkpoint.plan_start` decided: restored, inherited or pretrained.
+    ``dynamic_padding`` (progressive learning) pads "same" for every input size; the weights are the same."""
+    if start.restore is not None:
+        model = SpecEfficientNet(spec, num_classes)
+        try:
+            model.load_state_dict(start.restore["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint tensors do not fit the model ({str(exc).splitlines()[0][:120]}); "
+                                  "the file is damaged") from None
+        model.inheritance = None
+    elif start.inherit is not None:
+        try:
+            model = build_model(spec, num_classes, weights=start.inherit)
+        except WeightsError:
+            raise CheckpointError(f"{start.path} is not a checkpoint of this trainer nor a state dict of a known "
+                                  "EfficientNet; give one of this trainer's checkpoints or a model state dict") from None
+        what = {"classes": f"has {start.inherit.get('num_classes')} classes, this dataset {num_classes}: only the "
+                           "classifier head is re-initialised",
+                "arch": f"is another architecture ({start.inherit.get('arch')}): its weights are inherited "
+                        f"({model.inheritance.summary()})",
+                "state dict": f"is a plain state dict: its weights are inherited ({model.inheritance.summary()})",
+                }[start.kind]
+        log.warning("warning: --resume %s %s; training starts at epoch 1", start.path, what)
+    else:
+        weights = None if cfg.weights.lower() == "none" else cfg.weights
+        model = build_model(spec, num_classes, weights=weights,
+                            weights_spec=resolve_arch(cfg.weights_arch) if cfg.weights_arch else None)
+        if model.inheritance is not None:
+            log.info("weights %s: %s", cfg.weights, model.inheritance.summary())
+    if dynamic_padding:
+        dynamic = SpecEfficientNet(spec, num_classes, dynamic_padding=True)
+        dynamic.load_state_dict(model.state_dict())
+        dynamic.inheritance = model.inheritance
+        model = dynamic
+    return model
+
+
+def _loaders(cfg: TrialConfig, spec: ArchSpec, split: DatasetSplit, cache: Any, workers: int, device: torch.device,
+             dist_info: Dist, stage: Stage | None = None) -> tuple[Any, Any, Any]:
+    """Training and validation loaders for ``stage`` (None: no progressive learning), and the epoch order they
+    share: batches from the decoded-image cache, else per-image loading by ``workers`` processes."""
+    if cache is not None:
+        return cache.loaders(cfg.batch_size, device, stage.resolution if stage else spec.resolution,
+                             stage.randaug if stage else 0, rank=dist_info.rank, world_size=dist_info.world_size,
+                             seed=cfg.seed)
+    return make_loaders(split, cfg.batch_size, workers, device.type == "cuda", rank=dist_info.rank,
+                        world_size=dist_info.world_size, seed=cfg.seed)
+
+
+def _show_progress(cfg: TrialConfig, dist_info: Dist) -> bool:
+    """tqdm bars: on a terminal by hand; never under NNI, never on ranks other than 0."""
+    if not dist_info.is_main:
+        return False
+    if cfg.progress != "auto":
+        return cfg.progress == "on"
+    return sys.stderr.isatty() and not nni_io.under_nni()
