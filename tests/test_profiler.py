@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -51,6 +53,6 @@ def test_b7_profiles_on_the_meta_device_without_allocating_weights():
 def test_latency_is_measured_on_a_real_model():
     spec = preset("b0").replace(width=0.25, depth=0.5, resolution=32)
     ms = measure_latency(spec, repeats=3)
-    assert 0.0 < ms < 1000.0
+    assert 0.0 < ms and math.isfinite(ms)  # how fast is for bench/, not for a test
     assert profile(spec, latency=True).latency_ms > 0.0
     assert torch.get_default_device().type == "cpu"

@@ -30,5 +30,13 @@ def test_a_stop_signal_raises_at_once_outside_and_after_a_critical_section(sig):
 
 
 def test_critical_is_harmless_without_stop_signals():
-    with critical():
-        pass
+    """Outside a trial (no StopSignals), a critical section changes no signal handler and defers nothing."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT handler still interrupts at once
+        with critical():
+            assert {sig: signal.getsignal(sig) for sig in before} == before
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1_000_000):
+                pass
+            pytest.fail("the section went on after SIGINT")
+    assert {sig: signal.getsignal(sig) for sig in before} == before
