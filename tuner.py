@@ -11,8 +11,11 @@ Each proposal is an :class:`efficientnet.proposal.Proposal`, which NNI carries a
 ``gamma``, ``phi``, the block choices ``stageN_kernel|expand|se|repeats``, ``arch`` (the architecture's compact
 string, authoritative), its profiled ``params``, ``macs``, ``model_size_mb``, ``peak_memory_mb`` (and
 ``latency_ms``), the hyperparameters of the search space (chosen by the ``bo`` strategy, drawn with NNI's semantics
-by the others) and, with proxy training, its budget. ``FixedProductTuner`` keeps the legacy project's ``classArgs: {product: 2}``
-working: a grid over the alpha/beta/gamma points that meet the constraint.
+by the others) and, with proxy training, its budget. ``FixedProductTuner`` keeps the legacy project's
+``classArgs: {product: 2}`` working: a grid over the alpha/beta/gamma points that meet the constraint.
+
+What the tuner knows is one :class:`~efficientnet.search.ledger.Ledger` (a record per candidate and budget); its
+settings are one :class:`~efficientnet.search.options.TunerOptions`; this module is what NNI calls.
 """
 
 from __future__ import annotations
@@ -25,23 +28,24 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import nni
 import numpy as np
 from nni.tuner import Tuner
-from nni.utils import OptimizeMode, extract_scalar_reward
+from nni.utils import extract_scalar_reward
 
-from efficientnet.search.budgets import Budgets, FeasibilityChecker
-from efficientnet.search.candidates import Candidate, CandidateSpace
-from efficientnet.proposal import Proposal
 from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
                                          trial_error)
-from efficientnet.search.class_args import class_arg_names, positive_int, unknown_class_args
-from efficientnet.search.constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
+from efficientnet.proposal import Proposal
+from efficientnet.search.budgets import FeasibilityChecker
+from efficientnet.search.candidates import Candidate, CandidateSpace
+from efficientnet.search.constraint import DEFAULT_PRODUCT
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.failures import FirstFailures
 from efficientnet.search.fidelity import is_partial_result, partial_score
-from efficientnet.search.pareto import MultiObjective, nsga2_fitness
-from efficientnet.search.proxy import FULL, PROXY, ProxySchedule
+from efficientnet.search.ledger import FAILED, OVER_BUDGET, PARTIAL, SCORED, Ledger, Record
+from efficientnet.search.options import TunerOptions
+from efficientnet.search.pareto import nsga2_fitness
+from efficientnet.search.proxy import FULL, PROXY
 from efficientnet.search.space import parse_search_space
-from efficientnet.search.strategy_table import STRATEGIES, make_strategy
-from efficientnet.spec import ArchSpec, SpecError, resolve_arch
+from efficientnet.search.strategy_table import make_strategy
+from efficientnet.spec import ArchSpec, SpecError
 
 if TYPE_CHECKING:
     from efficientnet.profiler import Profile
@@ -51,18 +55,18 @@ __all__ = ["EfficientNetTuner", "FixedProductTuner"]
 _logger = logging.getLogger(__name__)
 
 
-
 class EfficientNetTuner(Tuner):
     """Proposes EfficientNets meeting alpha·beta²·gamma² ≈ ``product`` and every hardware budget.
 
     classArgs: ``product`` (2.0) and absolute ``tolerance`` (0.1); ``phi`` (1.0); ``strategy`` (``bo``, the
     default: Bayesian optimisation, see :mod:`efficientnet.search.bayesopt`; ``grid``, ``random``, ``evolution`` or
     ``predictor``); ``n_init`` (space-filling proposals before bo's first model; default half the number of
-    features, 4 to 8); ``population_size`` (20) and ``sample_size`` (5) for evolution;
-    ``seed``; ``optimize_mode`` (``maximize``, the default, or ``minimize``); ``base`` (``lite0`` or ``b0``, the
-    pretrained weights' family, or any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma scaling; default the base's 224);
-    ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``, ``max_macs``, ``max_model_size_mb``,
-    ``max_peak_memory_mb`` and ``max_latency_ms`` (measured on this machine's CPU; slow, off by default).
+    features, 4 to 8); ``population_size`` (20) and ``sample_size`` (5) for evolution; ``seed``; ``optimize_mode``
+    (``maximize``, the default, or ``minimize``); ``base`` (``lite0`` or ``b0``, the pretrained weights' family, or
+    any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma
+    scaling; default the base's 224); ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``,
+    ``max_macs``, ``max_model_size_mb``, ``max_peak_memory_mb`` and ``max_latency_ms`` (measured on this machine's
+    CPU; slow, off by default).
 
     Strategy ``predictor`` (a surrogate model picks evolution's children): ``pool_size`` (200), ``explore`` (0.2),
     ``warmup`` (random trials before the first fit). Multi-objective: ``objectives`` (``[accuracy]``, or accuracy
@@ -70,114 +74,35 @@ class EfficientNetTuner(Tuner):
     the parents, and bo models it; ``weighted``: MnasNet's reward ``acc · (cost / target) ** reward_exponent`` with
     ``target_latency_ms`` or ``target_macs``; ``reward_exponent`` -0.07). Proxy training: ``proxy_subset``,
     ``proxy_epochs``, ``proxy_trials``, ``promote_top`` (3) and ``full_epochs`` (see :mod:`efficientnet.search.proxy`).
-    Budgets are checked on closed-form costs; ``profiler`` (a ``(spec, num_classes) -> Profile``) replaces the
-    meta-device profiler they are cross-checked against (for tests and benchmarks).
 
     Early-stopped trials: ``learn_from_stopped`` (True) has NNI's dispatcher hand the tuner the last intermediate
     result of a trial that an assessor stopped (NNI 3.0's config cannot ask for it; see
     :func:`~efficientnet.nni_dispatcher.hear_stopped_trials`). Such a result is a partial one, see
     :mod:`efficientnet.search.fidelity`, and the architecture may be proposed once more, to be trained to the end.
-    With False, a stopped trial counts as a failed one, as in plain NNI 3.0.
-
-    Failing trials: ``stop_after_failures`` (3): when that many trials fail, before any succeeds, with the same error
-    line, the experiment stops with that line (0 or null: never). ``failure_reader`` (a ``parameter_id -> (trial id,
-    status, error line) | None``) replaces reading the trial's stderr through NNI's REST API (tests).
+    With False, a stopped trial counts as a failed one, as in plain NNI 3.0. Failing trials: ``stop_after_failures``
+    (3): when that many trials fail, before any succeeds, with the same error line, the experiment stops with that
+    line (0 or null: never).
 
     An unknown classArg is an error naming the closest known one. :meth:`check_experiment` runs every check of the
     classArgs and the search space before an experiment starts (``python -m efficientnet create`` calls it).
+    Arguments for code, not configs: ``profiler`` (a ``(spec, num_classes) -> Profile``) replaces the meta-device
+    profiler that the closed-form budget checks are cross-checked against; ``failure_reader`` (a ``parameter_id ->
+    (trial id, status, error line) | None``) replaces reading a failed trial's stderr through NNI's REST API.
     """
 
-    def __init__(
-        self,
-        product: float = DEFAULT_PRODUCT,
-        tolerance: float = DEFAULT_TOLERANCE,
-        phi: float = 1.0,
-        strategy: str = "bo",
-        n_init: int | None = None,
-        population_size: int = 20,
-        sample_size: int = 5,
-        seed: int | None = None,
-        optimize_mode: str = "maximize",
-        base: str = "lite0",
-        base_resolution: int | None = None,
-        num_classes: int = 1000,
-        max_params: float | None = None,
-        max_macs: float | None = None,
-        max_model_size_mb: float | None = None,
-        max_peak_memory_mb: float | None = None,
-        max_latency_ms: float | None = None,
-        pool_size: int = 200,
-        explore: float = 0.2,
-        warmup: int | None = None,
-        objectives: list[str] | None = None,
-        multi_objective: str | None = None,
-        target_latency_ms: float | None = None,
-        target_macs: float | None = None,
-        reward_exponent: float = -0.07,
-        proxy_subset: float | None = None,
-        proxy_epochs: int | None = None,
-        proxy_trials: int | None = None,
-        promote_top: int | None = None,
-        full_epochs: int | None = None,
-        learn_from_stopped: bool = True,
-        stop_after_failures: int | None = 3,
-        profiler: Callable[[ArchSpec, int], Profile] | None = None,
-        failure_reader: Callable[[int], tuple[str, str, str] | None] | None = None,
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            raise ValueError(unknown_class_args(unknown, class_arg_names(EfficientNetTuner.__init__), "the tuner"))
-        self.constraint = CompoundConstraint(float(product), float(tolerance))
-        if not isinstance(phi, (int, float)) or phi < 0:
-            raise ValueError(f"classArg phi must be a number >= 0, got {phi!r}")
-        self.phi = float(phi)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"classArg strategy {strategy!r} is unknown: use one of {', '.join(STRATEGIES)}")
-        self.strategy_name = strategy
-        self.strategy_options: dict[str, Any] = {"population_size": int(population_size), "sample_size": int(sample_size)}
-        if strategy == "predictor":
-            self.strategy_options.update(pool_size=pool_size, explore=explore, warmup=warmup)
-        if n_init is not None:
-            if strategy != "bo":
-                raise ValueError(f"classArg n_init is for strategy bo, not {strategy!r}: remove it or use strategy bo")
-            self.strategy_options["n_init"] = positive_int("n_init", n_init)
-        try:
-            self.optimize_mode = OptimizeMode(optimize_mode)
-        except ValueError:
-            raise ValueError(f"classArg optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}") from None
-        try:
-            self.base = resolve_arch(str(base))
-        except SpecError as exc:
-            raise ValueError(f"classArg base: {exc} (use lite0 or b0 to match the pretrained weights)") from None
-        if base_resolution is not None and (not isinstance(base_resolution, int) or base_resolution < 16):
-            raise ValueError(f"classArg base_resolution must be an integer >= 16 or null, got {base_resolution!r}")
-        self.base_resolution = base_resolution
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"classArg num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.strategy_options["num_classes"] = num_classes
-        self.objectives = MultiObjective.from_class_args(
-            objectives, multi_objective, target_latency_ms, target_macs, reward_exponent
-        )
-        if self.objectives.mode != "single" and self.optimize_mode is not OptimizeMode.Maximize:
-            raise ValueError("classArg objectives: accuracy is maximised; use optimize_mode maximize")
-        if self.objectives.mode == "pareto":
-            self.strategy_options["fitness"] = self._pareto_fitness
-        self.proxy = ProxySchedule.from_class_args(proxy_subset, proxy_epochs, proxy_trials, promote_top, full_epochs)
-        self.budgets = Budgets(max_params, max_macs, max_model_size_mb, max_peak_memory_mb, max_latency_ms)
-        if seed is None:
-            seed = int(np.random.default_rng().integers(2**31))
-        self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
+    def __init__(self, profiler: Callable[[ArchSpec, int], Profile] | None = None,
+                 failure_reader: Callable[[int], tuple[str, str, str] | None] | None = None,
+                 **class_args: Any) -> None:
+        self.options = options = TunerOptions.from_class_args(**class_args)
+        self.rng = np.random.default_rng(options.seed)
+        self.ledger = Ledger()
+        self.first_failures = FirstFailures(options.stop_after_failures)
         self._profiler = profiler
-        if not isinstance(learn_from_stopped, bool):
-            raise ValueError(f"classArg learn_from_stopped must be true or false, got {learn_from_stopped!r}")
-        self.first_failures = FirstFailures(0 if stop_after_failures is None
-                                            else positive_int("stop_after_failures", stop_after_failures, minimum=0))
         self._failure_reader = failure_reader or (trial_error if in_dispatcher() else (lambda parameter_id: None))
+        self._ended = False  # the experiment was ended with an error
         # inside NNI's dispatcher: NNI hands over an assessor-stopped trial's last intermediate result, and an error
         # in the tuner ends the experiment with its line instead of leaving it RUNNING with a dead tuner
-        self.hears_stopped_trials = learn_from_stopped and hear_stopped_trials()
+        self.hears_stopped_trials = options.learn_from_stopped and hear_stopped_trials()
         self.reports_errors = report_errors()
         if in_dispatcher() and not guarded():
             _logger.warning("NNI's manager runs without this project's fixes (started by plain nnictl): concurrent "
@@ -186,28 +111,14 @@ class EfficientNetTuner(Tuner):
         self.space: CandidateSpace | None = None
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
-        self._used: set[Candidate] = set()                   # proposed, imported or over budget: never proposed again
-        self._second_chance: set[Candidate] = set()          # ... except once more, after an early stop
-        self._had_second_chance: set[Candidate] = set()
-        self._by_id: dict[int, tuple[Candidate, str]] = {}    # parameter id -> (candidate, training budget)
-        self._proposals: dict[int, Proposal] = {}             # parameter id -> proposal (for its profiled costs)
-        # successful results per training budget, as scores the strategy ranks (higher is better); proxy and full
-        # results are never mixed: the strategy only ever hears results of its own budget
-        self._results: dict[tuple[Candidate, str], float] = {}
-        self._failed: set[tuple[Candidate, str]] = set()
-        # early-stopped trials (their last intermediate result, handed over as final): raw score before capping
-        self._partial: dict[tuple[Candidate, str], float] = {}
-        self._costs: dict[Candidate, tuple[float, ...]] = {}   # observed cost objectives (multi-objective)
-        self._ms_per_mac: list[float] = []                     # observed latency per closed-form MAC
-        self._running: set[int] = set()                        # parameter ids proposed, not ended yet
-        self._ended = False                                    # the experiment was ended with an error
-        self.strategy_budget = self.proxy.next_budget()
+        self.strategy_budget = options.proxy.next_budget(self.ledger)
+        proxy = options.proxy
         _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s), stopped trials "
-                     "%s%s", strategy, self.seed, self.constraint, self.budgets.active() or "none",
-                     list(self.objectives.names), self.objectives.mode,
+                     "%s%s", options.strategy, options.seed, options.constraint, options.budgets.active() or "none",
+                     list(options.objectives.names), options.objectives.mode,
                      "heard (partial results)" if self.hears_stopped_trials else "not heard",
-                     f", proxy {self.proxy.budget(PROXY)} for {self.proxy.trials} trials, top "
-                     f"{self.proxy.promote_top} promoted" if self.proxy.enabled else "")
+                     f", proxy {proxy.budget(PROXY)} for {proxy.trials} trials, top {proxy.promote_top} promoted"
+                     if proxy.enabled else "")
 
     @classmethod
     def check_experiment(cls, class_args: Mapping[str, Any], search_space: Mapping[str, Any],
@@ -218,15 +129,16 @@ class EfficientNetTuner(Tuner):
         tuner = cls(**dict(class_args), profiler=profiler)
         tuner.update_search_space(search_space)
         assert tuner.space is not None
-        return (f"tuner {cls.__name__} ({tuner.strategy_name}): {tuner.space.size} candidates, "
-                f"budgets {tuner.budgets.active() or 'none'}")
+        return (f"tuner {cls.__name__} ({tuner.options.strategy}): {tuner.space.size} candidates, "
+                f"budgets {tuner.options.budgets.active() or 'none'}")
 
     # ------------------------------------------------------------------------------------------ search space
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
         """Validate the search space, precompute the feasible grid and check that the budgets leave something."""
-        parsed = parse_search_space(search_space, self.base)
-        space = CandidateSpace(parsed, self.constraint, self.base, self.phi, self.base_resolution)
-        checker = FeasibilityChecker(space, self.budgets, self.num_classes, self._profiler)
+        o = self.options
+        parsed = parse_search_space(search_space, o.base)
+        space = CandidateSpace(parsed, o.constraint, o.base, o.phi, o.base_resolution)
+        checker = FeasibilityChecker(space, o.budgets, o.num_classes, self._profiler)
         checker.assert_feasible()
         self.space, self.checker = space, checker
         self._new_strategy(self.strategy_budget)  # a new search space keeps what was learnt in it
@@ -239,37 +151,36 @@ class EfficientNetTuner(Tuner):
     def _new_strategy(self, budget: str) -> None:
         """A fresh strategy for ``budget``, told every result of that budget (and only those)."""
         assert self.space is not None
-        self.strategy = make_strategy(self.strategy_name, self.space, self.rng, self._is_free, **self.strategy_options)
+        options = dict(self.options.strategy_options)
+        if self.options.objectives.mode == "pareto":
+            options["fitness"] = self._pareto_fitness
+        self.strategy = make_strategy(self.options.strategy, self.space, self.rng, self._is_free, **options)
         self.strategy_budget = budget
-        for (candidate, b), score in self._results.items():
-            if b == budget and candidate in self.space:
-                self.strategy.tell(candidate, score, (candidate, b) in self._partial)
-
+        for record in self.ledger.heard(budget):
+            if record.candidate in self.space:
+                self.strategy.tell(record.candidate, record.score, record.state == PARTIAL)
 
     def _is_free(self, candidate: Candidate) -> bool:
-        """Not used yet, and within the budgets by the closed forms (strategies skip what could not be proposed)."""
-        return ((candidate not in self._used or candidate in self._second_chance)
+        """Not known yet (or granted a second chance), and within the budgets by the closed forms (strategies skip
+        what could not be proposed)."""
+        return ((not self.ledger.known(candidate) or self.ledger.free_again(candidate))
                 and (self.checker is None or self.checker.fits_estimate(candidate)))
 
     def _pareto_fitness(self, members: Any) -> list[float]:
         """NSGA-II fitness of (candidate, accuracy score) members over (accuracy, cost objectives...)."""
         points = [(score, *self._cost_of(candidate)) for candidate, score in members]
-        return nsga2_fitness(points, self.objectives.maximize)
+        return nsga2_fitness(points, self.options.objectives.maximize)
 
     def _cost_of(self, candidate: Candidate) -> tuple[float, ...]:
         """Observed costs, else closed-form params/MACs, and latency scaled from MACs by the observed ms per MAC."""
-        known = self._costs.get(candidate)
+        known = self.ledger.costs.get(candidate)
         if known is not None:
             return known
         assert self.space is not None
-        est = estimate_costs(self.space.spec(candidate), self.num_classes)
-        out = []
-        for k, name in enumerate(self.objectives.costs):
-            if name == "latency_ms":
-                out.append(est.macs * (float(np.median(self._ms_per_mac)) if self._ms_per_mac else 1e-6))
-            else:
-                out.append(float(getattr(est, name)))
-        return tuple(out)
+        est = estimate_costs(self.space.spec(candidate), self.options.num_classes)
+        ms_per_mac = self.ledger.ms_per_mac
+        return tuple(est.macs * (float(np.median(ms_per_mac)) if ms_per_mac else 1e-6) if name == "latency_ms"
+                     else float(getattr(est, name)) for name in self.options.objectives.costs)
 
     # ------------------------------------------------------------------------------------------ proposals
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
@@ -278,43 +189,40 @@ class EfficientNetTuner(Tuner):
             raise RuntimeError("update_search_space must be called before generate_parameters")
         if self.first_failures.stopped:
             raise nni.NoMoreTrialError(self.first_failures.stopped)
-        budget = self.proxy.next_budget()
+        proxy, ledger = self.options.proxy, self.ledger
+        budget = proxy.next_budget(ledger)
         if budget != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
             _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
-                         self.proxy.proposed_proxy, self.proxy.promote_top)
+                         ledger.proposed(PROXY), proxy.promote_top)
             self._new_strategy(budget)
-        for candidate in self.proxy.promotions():
-            self.proxy.promoted.add(candidate)
-            prof, _ = self.checker.check(candidate)
+        for record in proxy.promotions(ledger):
+            record.promoted = True
+            prof, _ = self.checker.check(record.candidate)
             if prof is not None:
-                _logger.info("promoting %s (proxy score %.4g) to the full budget", candidate,
-                             self.proxy.results[PROXY][candidate])
-                return self._register(parameter_id, candidate, FULL, prof)
+                _logger.info("promoting %s (proxy score %.4g) to the full budget", record.candidate, record.score)
+                return self._register(parameter_id, record.candidate, FULL, prof)
         while True:
-            if len(self._used) >= self.space.size and not self._second_chance:
+            if ledger.candidates() >= self.space.size and not ledger.second_chances():
                 raise nni.NoMoreTrialError("every candidate of the search space has been proposed or is over budget")
             candidate = self.strategy.ask()
             if candidate is None:
                 raise nni.NoMoreTrialError("the search strategy has no candidate left")
-            if candidate in self._second_chance:  # a stopped trial's architecture, trained to the end this time
-                self._second_chance.discard(candidate)
-                self._had_second_chance.add(candidate)
+            if ledger.free_again(candidate):  # a stopped trial's architecture, trained to the end this time
+                ledger.spend_second_chance(candidate)
                 prof, _ = self.checker.check(candidate)
                 if prof is not None:
                     _logger.info("second chance for %s, stopped early before", candidate)
                     return self._register(parameter_id, candidate, budget, prof)
                 continue
-            if candidate in self._used:  # a strategy should not do this; never propose twice anyway
+            if ledger.known(candidate):  # a strategy should not do this; never propose twice anyway
                 _logger.debug("strategy asked for a used candidate %s", candidate)
                 continue
-            self._used.add(candidate)
             prof, broken = self.checker.check(candidate)
             if prof is None:
                 _logger.debug("over budget %s: %s", candidate, broken)
+                ledger.record(candidate, budget).state = OVER_BUDGET
                 self.strategy.tell(candidate, None)  # never trained: no result will come
                 continue
-            if budget == PROXY:
-                self.proxy.proposed_proxy += 1
             return self._register(parameter_id, candidate, budget, prof)
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
@@ -322,14 +230,12 @@ class EfficientNetTuner(Tuner):
         assert self.space is not None
         if not candidate.hyper:
             candidate = candidate.with_hyper(self.space.parsed.sample_hyperparameters(self.rng))
-        self._by_id[parameter_id] = (candidate, budget)
-        self._running.add(parameter_id)
         costs = {"params": prof.params, "macs": prof.macs, "model_size_mb": round(prof.model_size_mb, 3),
                  "peak_memory_mb": round(prof.peak_memory_mb, 3)}
         if prof.latency_ms is not None:
             costs["latency_ms"] = round(prof.latency_ms, 3)
-        proposal = replace(self.space.proposal(candidate), costs=costs, budget=self.proxy.budget(budget))
-        self._proposals[parameter_id] = proposal
+        proposal = replace(self.space.proposal(candidate), costs=costs, budget=self.options.proxy.budget(budget))
+        self.ledger.propose(parameter_id, candidate, budget, proposal)
         return proposal.to_parameters()
 
     # ------------------------------------------------------------------------------------------ results
@@ -337,99 +243,91 @@ class EfficientNetTuner(Tuner):
         if isinstance(value, str):
             value = json.loads(value)
         reward = float(extract_scalar_reward(value))
-        return reward if self.optimize_mode is OptimizeMode.Maximize else -reward
+        return reward if self.options.maximize else -reward
 
-    def _candidate_of(self, parameter_id: int | None, proposal: Proposal | None) -> tuple[Candidate, str] | None:
-        known = self._by_id.get(parameter_id) if parameter_id is not None else None
-        if known is None and self.space is not None and proposal is not None:
-            candidate = self.space.candidate_of(proposal)
-            known = None if candidate is None else (candidate, proposal.budget_name)
-        return known
-
-    def _record(self, candidate: Candidate, budget: str, value: Any, proposal: Proposal | None,
-                partial: bool = False) -> None:
-        """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it under its
-        budget; the strategy hears it only when it searches that budget. A ``partial`` result (the last intermediate
-        result of an early-stopped trial) is capped into [lowest, median] of the full results of its budget, see
-        :mod:`efficientnet.search.fidelity`."""
-        score = self._score(value)
-        if isinstance(value, str):
-            value = json.loads(value)
-        if self.objectives.mode != "single":
-            costs = self.objectives.cost_values(value if isinstance(value, Mapping) else None,
-                                                proposal.costs if proposal is not None else None)
-            if costs is not None:
-                self._costs[candidate] = costs
-                if "latency_ms" in self.objectives.costs and self.space is not None:
-                    macs = estimate_costs(self.space.spec(candidate), self.num_classes).macs
-                    self._ms_per_mac.append(costs[self.objectives.costs.index("latency_ms")] / max(macs, 1))
-            elif self.objectives.mode == "weighted":
-                _logger.warning("result of %s has no %s: its plain accuracy is used", candidate, self.objectives.costs)
-            score = self.objectives.scalar(score, costs)
-        self._used.add(candidate)
-        key = (candidate, budget)
-        if partial and key in self._results and key not in self._partial:
-            # stopped at its last epoch while its final result was on its way, and the final one came first
-            _logger.info("partial result of %s ignored: its full result is known", candidate)
-            return
-        if partial:
-            _logger.info("partial result %.4g for %s: its trial was stopped early", score, candidate)
-            self._partial[key] = score
-            score = partial_score(score, (v for k, v in self._results.items()
-                                          if k[1] == budget and k not in self._partial))
-        else:
-            self._partial.pop(key, None)
-        self._store(key, score, partial)
-
-    def _store(self, key: tuple[Candidate, str], score: float, partial: bool = False) -> None:
-        """File ``score`` under (candidate, budget) and tell the strategy when it searches that budget."""
-        self._results[key] = score
-        self.proxy.record(*key, score)
-        if key[1] == self.strategy_budget and self.strategy is not None:
-            self.strategy.tell(key[0], score, partial)
+    def _key_of(self, proposal: Proposal | None) -> tuple[Candidate, str] | None:
+        """(candidate, budget) of a proposal this tuner did not make (an imported or customized trial's)."""
+        candidate = self.space.candidate_of(proposal) if self.space is not None and proposal is not None else None
+        return None if candidate is None else (candidate, proposal.budget_name)
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         """Record a final result (a number, or a dict with ``default``); results may arrive in any order. A result
         shaped like an intermediate one is an early-stopped trial's (see :mod:`efficientnet.search.fidelity`)."""
-        proposal = self._proposals.get(parameter_id) or _read_proposal(parameters)
-        known = self._candidate_of(parameter_id, proposal)
-        if known is None or self.strategy is None:
+        proposal = self.ledger.proposals.get(parameter_id) or _read_proposal(parameters)
+        key = self.ledger.trials.get(parameter_id) or self._key_of(proposal)
+        if key is None or self.strategy is None:
             _logger.warning("result for unknown parameters %s ignored", parameter_id)
             return
         self._score(value)  # a result without a usable number is an error before anything is recorded
-        if known in self._failed:
+        record = self.ledger.record(*key)
+        if record.state != FAILED:
+            self._hear(record, value, proposal, partial=is_partial_result(value))
+
+    def _hear(self, record: Record, value: Any, proposal: Proposal | None, partial: bool = False) -> None:
+        """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it; the strategy
+        hears it only when it searches the record's budget. A ``partial`` result (the last intermediate result of an
+        early-stopped trial) is capped into [lowest, median] of the full results of its budget, see
+        :mod:`efficientnet.search.fidelity`."""
+        score = self._score(value)
+        objectives = self.options.objectives
+        if objectives.mode != "single":
+            value = json.loads(value) if isinstance(value, str) else value
+            costs = objectives.cost_values(value if isinstance(value, Mapping) else None,
+                                           proposal.costs if proposal is not None else None)
+            if costs is not None:
+                self.ledger.costs[record.candidate] = costs
+                if "latency_ms" in objectives.costs and self.space is not None:
+                    macs = estimate_costs(self.space.spec(record.candidate), self.options.num_classes).macs
+                    self.ledger.ms_per_mac.append(costs[objectives.costs.index("latency_ms")] / max(macs, 1))
+            elif objectives.mode == "weighted":
+                _logger.warning("result of %s has no %s: its plain accuracy is used", record.candidate,
+                                objectives.costs)
+            score = objectives.scalar(score, costs)
+        if partial and record.state == SCORED:
+            # stopped at its last epoch while its final result was on its way, and the final one came first
+            _logger.info("partial result of %s ignored: its full result is known", record.candidate)
             return
-        self._record(*known, value, proposal, partial=is_partial_result(value))
+        if partial:
+            _logger.info("partial result %.4g for %s: its trial was stopped early", score, record.candidate)
+            record.state, record.raw = PARTIAL, score
+            score = partial_score(score, self.ledger.full_scores(record.budget))
+        else:
+            record.state, record.raw = SCORED, None
+        self._file(record, score, partial)
+
+    def _file(self, record: Record, score: float, partial: bool = False) -> None:
+        """``score`` becomes the record's, and the strategy hears it when it searches the record's budget."""
+        record.score = score
+        if record.budget == self.strategy_budget and self.strategy is not None:
+            self.strategy.tell(record.candidate, score, partial)
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A failed (or killed) trial's architecture is never used as a parent (within its budget). A trial stopped
         by the assessor after its last intermediate result was handed over keeps that result as a partial one; a
         trial that succeeds after an intermediate-shaped result keeps it as a full one."""
-        self._running.discard(parameter_id)
-        self._trial_end(parameter_id, success)
+        self.ledger.running.discard(parameter_id)
+        record = self.ledger.of_trial(parameter_id)
+        if record is not None and self.strategy is not None:
+            self._end(record, success)
         self._watch_failures(parameter_id, success)
 
-    def _trial_end(self, parameter_id: int, success: bool) -> None:
-        known = self._by_id.get(parameter_id)
-        if known is None or self.strategy is None:
-            return
-        if known in self._partial:
+    def _end(self, record: Record, success: bool) -> None:
+        if record.state == PARTIAL:
             if success:  # its final result had the shape of an intermediate one: a full result after all
-                self._store(known, self._partial.pop(known))
-            else:
-                _logger.info("trial of %s stopped early: its last intermediate result is kept as a partial one",
-                             known[0])
-                if known[0] not in self._had_second_chance and known[1] == self.strategy_budget:
-                    self._second_chance.add(known[0])
-                    self.strategy.tell(known[0], self._results[known], partial=True)  # the strategy may propose it again
+                record.state, score, record.raw = SCORED, record.raw, None
+                self._file(record, score)
+                return
+            _logger.info("trial of %s stopped early: its last intermediate result is kept as a partial one",
+                         record.candidate)
+            if not record.second_chance and record.budget == self.strategy_budget:
+                self.ledger.grant_second_chance(record)
+                self.strategy.tell(record.candidate, record.score, partial=True)  # it may be proposed again
             return
         if success:
             return
-        self._failed.add(known)
-        self._results.pop(known, None)
-        self.proxy.record(*known, None)
-        if known[1] == self.strategy_budget:
-            self.strategy.tell(known[0], None)
+        record.state, record.score = FAILED, None
+        if record.budget == self.strategy_budget:
+            self.strategy.tell(record.candidate, None)
 
     def _watch_failures(self, parameter_id: int, success: bool) -> None:
         """Stop the search when the first trials all fail with the same error (see :class:`FirstFailures`); once
@@ -439,8 +337,8 @@ class EfficientNetTuner(Tuner):
             if trial is None or trial[1] == "FAILED":  # not one the assessor or the user stopped
                 stop = self.first_failures.observe(success, trial[2] if trial else None, trial[0] if trial else None)
                 if stop:
-                    _logger.error("%s (no more trials; %d still running)", stop, len(self._running))
-        if self.first_failures.stopped and not self._running and not self._ended:
+                    _logger.error("%s (no more trials; %d still running)", stop, len(self.ledger.running))
+        if self.first_failures.stopped and not self.ledger.running and not self._ended:
             self._ended = True
             raise ExperimentError(self.first_failures.stopped)  # NNI's manager shows it as the experiment's error
 
@@ -451,29 +349,26 @@ class EfficientNetTuner(Tuner):
         if isinstance(data, str):
             data = json.loads(data)
         imported = skipped = mismatched = 0
-        for record in data:
-            if isinstance(record, str):
-                record = json.loads(record)
-            parameters = record.get("parameter")
+        for item in data:
+            item = json.loads(item) if isinstance(item, str) else item
+            parameters, value = item.get("parameter"), item.get("value")
             proposal = _read_proposal(json.loads(parameters) if isinstance(parameters, str) else parameters)
-            if proposal is not None and not result_matches(proposal, record.get("value")):
+            if proposal is not None and not result_matches(proposal, value):
                 mismatched += 1  # NNI recorded it with another trial's proposal: it would teach a wrong pair
                 continue
-            known = self._candidate_of(None, proposal)
+            key = self._key_of(proposal)
             try:
-                self._score(record.get("value"))
+                self._score(value)
             except (RuntimeError, TypeError, ValueError):
-                known = None
-            if known is None:
+                key = None
+            if key is None:
                 skipped += 1
                 continue
-            candidate, budget = known
-            if budget == PROXY:
-                self.proxy.proposed_proxy += 1
-            elif self.proxy.enabled and (candidate, PROXY) in self._results:
-                self.proxy.promoted.add(candidate)
-            self._record(candidate, budget, record.get("value"), proposal,
-                         partial=is_partial_result(record.get("value")))
+            candidate, budget = key
+            proxy_record = self.ledger.records.get((candidate, PROXY))
+            if budget == FULL and self.options.proxy.enabled and proxy_record is not None and proxy_record.heard:
+                proxy_record.promoted = True
+            self._hear(self.ledger.record(candidate, budget), value, proposal, partial=is_partial_result(value))
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
                      imported, skipped)

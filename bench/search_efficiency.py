@@ -96,7 +96,7 @@ class Problem:
         rows = [cs.proposal(cs.at(i)).to_parameters() for i in range(cs.size)]
         arch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "phi"}
         hyper = dict(cs.parsed.hyperparameters)
-        return cls(space_name, space, objective, arch, hyper, tuner.constraint)
+        return cls(space_name, space, objective, arch, hyper, tuner.options.constraint)
 
     @property
     def size(self) -> int:

@@ -34,7 +34,7 @@ def test_the_tuners_proposals_round_trip_through_nnis_dict_exactly(class_args):
         # full_epochs without proxy training is a plain setting, as the trial's --epochs
         assert set(proposal.hyper) == {"lr", "batch_size"} | ({"epochs"} if "full_epochs" in class_args else set())
     if class_args.get("proxy_trials"):  # the first proposals carry the proxy budget, the trial reads it as settings
-        first = Proposal.from_parameters(tuner._proposals[0].to_parameters())
+        first = Proposal.from_parameters(tuner.ledger.proposals[0].to_parameters())
         assert first.budget == Budget("proxy", 0.3, 1) and first.budget_name == "proxy"
         assert first.training()["subset"] == 0.3 and first.training()["epochs"] == 1
     if class_args.get("full_epochs"):  # no proxy phase: only the epochs, a plain setting

@@ -41,7 +41,7 @@ def test_proxy_trials_then_promotions_then_full_budget(strategy):
     tuner.receive_trial_result(6, full[0], {"default": 60.0})
     tuner.receive_trial_result(4, proxy[4], {"default": 99.0})  # a late proxy result: filed under proxy ...
     assert [v for _, v in tuner.strategy.population] == [60.0]
-    assert tuner.proxy.results[PROXY][tuner.space.candidate_of(Proposal.from_parameters(proxy[4]))] == 99.0
+    assert tuner.ledger.records[(tuner.space.candidate_of(Proposal.from_parameters(proxy[4])), PROXY)].score == 99.0
     late = tuner.generate_parameters(9)  # ... and, now among the top 2, promoted next
     assert late["arch"] == proxy[4]["arch"] and late["budget"] == FULL
     assert tuner.generate_parameters(10)["arch"] != proxy[1]["arch"]  # no architecture promoted twice
@@ -60,7 +60,7 @@ def test_failed_proxy_trials_are_not_promoted_and_import_restores_budgets():
     records = [{"parameter": p, "value": v} for p, v in zip(proxy[1:] + [promoted], [40.0, 30.0, 45.0])]
     resumed = make_tuner(proxy_epochs=1, proxy_trials=3, promote_top=1)
     resumed.import_data(records)
-    assert resumed.proxy.proposed_proxy == 2 and resumed.proxy.next_budget() == PROXY
+    assert resumed.ledger.proposed(PROXY) == 2 and resumed.options.proxy.next_budget(resumed.ledger) == PROXY
     assert resumed.generate_parameters(100)["budget"] == PROXY
     nxt = resumed.generate_parameters(101)  # proxy phase over; the best proxy result was already promoted
     assert nxt["budget"] == FULL and nxt["arch"] not in {p["arch"] for p in proxy}

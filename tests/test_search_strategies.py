@@ -52,16 +52,16 @@ def make_tuner(strategy: str, **kwargs) -> EfficientNetTuner:
 
 def all_candidates(space: dict, tuner: EfficientNetTuner) -> set[tuple]:
     """Brute force: every (alpha, beta, gamma, choices...) meeting the constraint and the params budget."""
-    parsed = parse_search_space(space, tuner.base)
+    parsed = parse_search_space(space, tuner.options.base)
     out = set()
     for point in itertools.product(*(d.values for d in parsed.coefficients)):
-        if not tuner.constraint.satisfied(*point):
+        if not tuner.options.constraint.satisfied(*point):
             continue
         for choices in itertools.product(*(d.values for d in parsed.choices)):
             params = dict(zip(("alpha", "beta", "gamma"), point), phi=1.0)
             params.update({d.key: v for d, v in zip(parsed.choices, choices)})
-            spec = Proposal.from_parameters(params).spec_on(tuner.base, tuner.base_resolution)
-            if tuner.budgets.max_params is None or estimate_costs(spec, 10).params <= tuner.budgets.max_params:
+            spec = Proposal.from_parameters(params).spec_on(tuner.options.base, tuner.options.base_resolution)
+            if tuner.options.budgets.max_params is None or estimate_costs(spec, 10).params <= tuner.options.budgets.max_params:
                 out.add(point + choices)
     return out
 
@@ -122,8 +122,8 @@ def test_every_proposal_is_on_grid_within_constraint_and_budget_and_unique_until
         assert any(math.isclose(p["beta"], v) for v in bg_grid) and any(math.isclose(p["gamma"], v) for v in bg_grid)
         assert p["params"] <= 4.3e6
         spec = ArchSpec.parse(p["arch"])
-        assert Proposal.from_parameters(p).spec_on(tuner.base, 64) == spec
-        assert Proposal.from_parameters({k: v for k, v in p.items() if k != "arch"}).spec_on(tuner.base, 64) == spec
+        assert Proposal.from_parameters(p).spec_on(tuner.options.base, 64) == spec
+        assert Proposal.from_parameters({k: v for k, v in p.items() if k != "arch"}).spec_on(tuner.options.base, 64) == spec
         assert 0.001 <= p["lr"] <= 0.1 and p["batch_size"] in (16, 32)
     first = proposals[0]  # the proposal's costs are its architecture's, as the meta-device profiler counts them
     real = profile(ArchSpec.parse(first["arch"]), num_classes=10)

@@ -185,9 +185,10 @@ def test_an_early_stopped_trial_is_a_partial_result_not_a_failure(strategy):
     stopped = tuner.generate_parameters(6)
     tuner.receive_trial_result(6, stopped, dict(INTERMEDIATE))
     tuner.trial_end(6, False)
-    candidate, budget = tuner._by_id[6]
-    assert (candidate, budget) not in tuner._failed and tuner._partial[(candidate, budget)] == 99.0
-    assert tuner._results[(candidate, budget)] == 72.5  # capped at the median: it cannot outrank completed trials
+    record = tuner.ledger.of_trial(6)
+    candidate = record.candidate
+    assert record.state == "partial" and record.raw == 99.0
+    assert record.score == 72.5  # capped at the median: it cannot outrank completed trials
     if strategy == "bo":
         obs = tuner.strategy.observations[candidate]
         assert obs.partial and obs.value == 72.5 and tuner.strategy._incumbent != candidate
@@ -204,12 +205,12 @@ def test_a_low_partial_result_is_floored_at_the_worst_full_one_and_a_real_failur
     low = tuner.generate_parameters(5)
     tuner.receive_trial_result(5, low, {**INTERMEDIATE, "default": 12.0})  # epoch-1 accuracy
     tuner.trial_end(5, False)
-    assert tuner._results[tuner._by_id[5]] == 70.0
+    assert tuner.ledger.of_trial(5).score == 70.0
     crashed = tuner.generate_parameters(6)
     tuner.receive_trial_result(6, crashed, {"default": 90.0, "epochs": 3})  # a final result, then a crash
     tuner.trial_end(6, False)
-    assert tuner._by_id[6] in tuner._failed and tuner._by_id[6] not in tuner._results
-    assert tuner._by_id[6][0] not in tuner.strategy.observations
+    assert tuner.ledger.of_trial(6).state == "failed" and tuner.ledger.of_trial(6).score is None
+    assert tuner.ledger.of_trial(6).candidate not in tuner.strategy.observations
 
 
 def test_an_intermediate_shaped_result_of_a_successful_trial_counts_in_full():
@@ -219,9 +220,9 @@ def test_an_intermediate_shaped_result_of_a_successful_trial_counts_in_full():
     p = tuner.generate_parameters(4)
     tuner.receive_trial_result(4, p, dict(INTERMEDIATE))
     tuner.trial_end(4, True)  # a trial whose own final result had only these keys
-    known = tuner._by_id[4]
-    assert known not in tuner._partial and tuner._results[known] == 99.0
-    assert not tuner.strategy.observations[known[0]].partial
+    record = tuner.ledger.of_trial(4)
+    assert record.state == "scored" and record.score == 99.0
+    assert not tuner.strategy.observations[record.candidate].partial
 
 
 def test_imported_partial_results_stay_partial():
@@ -235,7 +236,7 @@ def test_imported_partial_results_stay_partial():
     records.append({"parameter": stopped, "value": json.dumps(INTERMEDIATE)})
     tuner.import_data(records)
     candidate = tuner.space.candidate_of(Proposal.from_parameters(stopped))
-    assert tuner._results[(candidate, "full")] == 61.5 and tuner.strategy.observations[candidate].partial
+    assert tuner.ledger.records[(candidate, "full")].score == 61.5 and tuner.strategy.observations[candidate].partial
 
 
 @pytest.mark.parametrize("learn_from_stopped", [True, False])
@@ -290,13 +291,13 @@ def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from
     report(weak, "PERIODICAL", {"default": 20.0, "loss": 3.0, "top5": 50.0, "f1": 0.1}, 0)  # below the median
     assert (CommandType.KillTrialJob, dump(f"t{weak['parameter_id']}")) in dispatcher.sent
     end(weak, "EARLY_STOPPED")
-    known = tuner._by_id[weak["parameter_id"]]
+    record = tuner.ledger.of_trial(weak["parameter_id"])
     if not learn_from_stopped:  # plain NNI 3.0: the tuner only hears that the trial did not succeed
-        assert known in tuner._failed and known not in tuner._results and known[0] in tuner.strategy.failed
+        assert record.state == "failed" and record.score is None and record.candidate in tuner.strategy.failed
         return
-    assert known in tuner._partial and known not in tuner._failed
-    assert tuner._results[known] == 70.0  # 20 % after one epoch, floored at the worst finished trial
-    assert tuner.strategy.observations[known[0]].partial
+    assert record.state == "partial"
+    assert record.score == 70.0  # 20 % after one epoch, floored at the worst finished trial
+    assert tuner.strategy.observations[record.candidate].partial
 
 
 def test_a_tuner_error_inside_nnis_dispatcher_is_sent_to_the_manager_as_its_one_line(monkeypatch):
@@ -380,7 +381,7 @@ def test_imported_pairs_that_disagree_are_left_out():
     tuner = EfficientNetTuner(seed=4, profiler=estimated_profile)
     tuner.update_search_space(DEFAULT_SPACE)
     tuner.import_data(records)
-    assert list(tuner._results.values()) == [70.0]
+    assert [r.score for r in tuner.ledger.records.values()] == [70.0]
 
 
 def test_outside_nnis_dispatcher_the_tuner_leaves_nni_as_it_is(monkeypatch):
@@ -407,9 +408,9 @@ def test_a_stopped_trials_result_arriving_after_its_final_one_is_ignored():
     tuner.receive_trial_result(3, p, {"default": 80.0, "epochs": 3})
     tuner.receive_trial_result(3, p, {**INTERMEDIATE, "default": 79.0})
     tuner.trial_end(3, True)
-    known = tuner._by_id[3]
-    assert tuner._results[known] == 80.0 and known not in tuner._partial
-    assert not tuner.strategy.observations[known[0]].partial
+    record = tuner.ledger.of_trial(3)
+    assert record.score == 80.0 and record.state == "scored"
+    assert not tuner.strategy.observations[record.candidate].partial
 
 
 def test_the_tuner_module_loads_without_torch():

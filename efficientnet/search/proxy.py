@@ -9,30 +9,27 @@ each other: the full-budget search starts afresh and learns only from full-budge
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..proposal import Budget
-from .candidates import Candidate
 from .class_args import positive_int
+from .ledger import Ledger, Record
 
 __all__ = ["PROXY", "FULL", "ProxySchedule"]
 
 PROXY, FULL = "proxy", "full"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProxySchedule:
-    """Which budget the next proposal gets, and the per-budget results that decide promotions."""
+    """Which budget the next proposal gets, and which proxy architectures to promote (read from the tuner's
+    :class:`~efficientnet.search.ledger.Ledger`)."""
 
     subset: float | None = None
     epochs: int | None = None
     trials: int = 0
     promote_top: int = 0
     full_epochs: int | None = None
-    proposed_proxy: int = 0
-    results: dict[str, dict[Candidate, float]] = field(default_factory=lambda: {PROXY: {}, FULL: {}})
-    promoted: set[Candidate] = field(default_factory=set)
-    failed: set[tuple[Candidate, str]] = field(default_factory=set)
 
     @classmethod
     def from_class_args(
@@ -64,9 +61,9 @@ class ProxySchedule:
     def enabled(self) -> bool:
         return self.trials > 0
 
-    def next_budget(self) -> str:
+    def next_budget(self, ledger: Ledger) -> str:
         """The budget of the next new architecture."""
-        return PROXY if self.enabled and self.proposed_proxy < self.trials else FULL
+        return PROXY if self.enabled and ledger.proposed(PROXY) < self.trials else FULL
 
     def budget(self, name: str) -> Budget | None:
         """The budget a proposal carries to the trial (None when proxy training is off and no ``full_epochs``)."""
@@ -76,18 +73,10 @@ class ProxySchedule:
             return Budget(PROXY, 1.0 if self.subset is None else self.subset, self.epochs)
         return Budget(FULL, 1.0, self.full_epochs)
 
-    def record(self, candidate: Candidate, budget: str, score: float | None) -> None:
-        """A result (None: the trial failed; its result, if any, is dropped)."""
-        if score is None:
-            self.failed.add((candidate, budget))
-            self.results[budget].pop(candidate, None)
-        elif (candidate, budget) not in self.failed:
-            self.results[budget][candidate] = score
-
-    def promotions(self) -> list[Candidate]:
-        """Proxy architectures to re-propose under the full budget now: the ``promote_top`` best proxy results known
-        so far that have not been promoted yet (empty while the proxy phase lasts)."""
-        if not self.enabled or self.next_budget() == PROXY or not self.promote_top:
+    def promotions(self, ledger: Ledger) -> list[Record]:
+        """Proxy records to re-propose under the full budget now: the ``promote_top`` best proxy results known so
+        far that have not been promoted yet (none while the proxy phase lasts)."""
+        if not self.enabled or self.next_budget(ledger) == PROXY or not self.promote_top:
             return []
-        ranked = sorted(self.results[PROXY].items(), key=lambda kv: -kv[1])[: self.promote_top]
-        return [c for c, _ in ranked if c not in self.promoted]
+        ranked = sorted(ledger.heard(PROXY), key=lambda r: -r.score)[: self.promote_top]
+        return [r for r in ranked if not r.promoted]
