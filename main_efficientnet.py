@@ -34,7 +34,8 @@ import sys
 from typing import Any, Sequence
 
 from efficientnet import distributed, nni_io
-from efficientnet.checkpoint import CheckpointError, OutputError
+from efficientnet.atomic_files import OutputError
+from efficientnet.checkpoint import CheckpointError
 from efficientnet.data import DataError
 from efficientnet.datacache import DataCacheError
 from efficientnet.progressive import ProgressiveError

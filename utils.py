@@ -1,7 +1,6 @@
-"""The legacy project's helper names, kept as thin, documented functions over the ``efficientnet`` package.
-
-``main_efficientnet.py`` uses :func:`accuracy` and :class:`AverageMeter`; :func:`save_checkpoint` and
-:func:`adjust_learning_rate` remain for scripts written against the seed.
+"""The legacy project's helper names (``accuracy``, ``AverageMeter``, ``save_checkpoint``,
+``adjust_learning_rate``), for scripts written against it: thin, documented functions over the ``efficientnet``
+package, which the project's own code uses directly. ``tests/test_checkpoint.py`` keeps them working.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from efficientnet.checkpoint import BEST_NAME, atomic_copy, atomic_save
+from efficientnet.atomic_files import atomic_copy
+from efficientnet.checkpoint import BEST_NAME, atomic_save
 from efficientnet.metrics import topk_accuracy
 from efficientnet.training import lr_at
 

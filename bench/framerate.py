@@ -69,9 +69,9 @@ def load_spec(text: str) -> ArchSpec:
             if isinstance(data, dict) and isinstance(data.get("spec"), (dict, str)):
                 data = data["spec"]
             return resolve_arch(data) if isinstance(data, str) else ArchSpec.from_dict(data)
-        from efficientnet.export import load_checkpoint
+        from efficientnet.export import read_source
 
-        return load_checkpoint(path).spec
+        return read_source(path).spec
     return resolve_arch(text)
 
 

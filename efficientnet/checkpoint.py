@@ -18,19 +18,18 @@ or the pretrained weights, with every case that would lose or waste work refused
 
 from __future__ import annotations
 
-import errno
-import json
+import argparse
 import os
 import random
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from .atomic_files import atomic_copy, atomic_write
 from .spec import ArchSpec
 
 __all__ = [
@@ -39,10 +38,7 @@ __all__ = [
     "FORMAT",
     "CheckpointError",
     "UnreadableCheckpoint",
-    "OutputError",
     "atomic_save",
-    "atomic_copy",
-    "atomic_write_json",
     "describe_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
@@ -71,79 +67,9 @@ class UnreadableCheckpoint(CheckpointError):
         self.path, self.reason = path, reason
 
 
-class OutputError(RuntimeError):
-    """The output folder cannot be written (full, read-only, not permitted); the message names the folder."""
-
-    @classmethod
-    def writing(cls, path: str | os.PathLike, exc: BaseException) -> "OutputError":
-        """The error for a failed write of ``path`` (its folder is named, and what to do)."""
-        path = Path(path)
-        return cls(f"cannot write {path.name} in {path.parent} ({why_not_written(path.parent, exc)}); free space "
-                   "there or pass --output-dir on another disk (what is already in the folder is intact)")
-
-
-def why_not_written(directory: Path, exc: BaseException) -> str:
-    """What stopped a write into ``directory``, in words: the OS error, or for torch's writer (which reports a full
-    disk as ``unexpected pos ...``) what the folder says about itself."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    try:
-        if shutil.disk_usage(directory).free < 1 << 20:
-            return os.strerror(errno.ENOSPC).lower()
-        if not os.access(directory, os.W_OK):
-            return os.strerror(errno.EACCES).lower()
-    except OSError:
-        pass
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
-
-
-def _temp_in(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """``write`` a temporary file next to ``path``, flush it to disk, then ``os.replace`` it into place: a reader
-    sees the old file or the new one, never half of one, and a failure leaves the old file as it was."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_in(path.parent, path.name)
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch's zip writer raises RuntimeError on a full disk
-        raise OutputError.writing(path, exc) from None
-    finally:
-        if tmp is not None:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-    return path
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy ``src`` to ``dst`` through a temporary file in ``dst``'s directory."""
-    return _atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented JSON through a temporary file next to ``path``."""
-    text = json.dumps(obj, indent=2) + "\n"
-    return _atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, is_best: bool) -> Path:
@@ -156,14 +82,29 @@ def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, is_b
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU with a one-line :class:`CheckpointError` on failure."""
+    """``torch.load(path, weights_only=True)`` on the CPU with a one-line :class:`CheckpointError` on failure: the
+    project's one reader of checkpoints (a training script's ``argparse.Namespace`` of settings is allowed in)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated files, foreign pickles, text files...
-        raise UnreadableCheckpoint(path, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]) from None
+        raise UnreadableCheckpoint(path, _load_reason(exc)) from None
+
+
+def _load_reason(exc: BaseException) -> str:
+    """A short reason for a failed ``torch.load(weights_only=True)``."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a {found.group(1)} object, which weights-only loading refuses"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return f"not a PyTorch checkpoint: {found.group(1).strip()}"
+    line = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 def describe_checkpoint(path: str | os.PathLike) -> str | None:

@@ -1,6 +1,8 @@
 """Command line: ``python -m efficientnet {profile,predict,export,create,resume,view,report} ...``.
 
-Each subcommand is one function ``cmd_<name>(args) -> int``; errors the user can fix are raised as
+Each subcommand is an argument builder and one function ``cmd_<name>(args) -> int``, listed in one table
+(:func:`_commands`: ``profile``, ``predict`` and ``export`` here, ``create``/``resume``/``view`` in
+:mod:`efficientnet.launcher`, ``report`` in :mod:`efficientnet.report`). Errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
 """
 
@@ -9,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .commands import COMMANDS, CLIError, add_arch_arguments, arch_from_args, command
+from .arguments import CLIError, add_arch_arguments, arch_from_args
 from .spec import SpecError, resolve_arch
 
 __all__ = ["CLIError", "main", "make_parser", "arch_from_args", "add_arch_arguments"]
@@ -24,7 +26,6 @@ def _build_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-@command("profile", "params, MACs, model size and peak memory of an architecture")(_build_profile)
 def cmd_profile(args: argparse.Namespace) -> int:
     """Print the profile of the architecture described by the flags."""
     from .profiler import profile
@@ -54,7 +55,6 @@ def imagenet_categories() -> list[str]:
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-@command("predict", "classify images with pretrained ImageNet weights")(_build_predict)
 def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k ImageNet classes for each image."""
     import torch
@@ -116,7 +116,6 @@ def _build_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-@command("export", "export a checkpoint to ONNX or TorchScript with its spec and preprocessing")(_build_export)
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the exported model and its JSON sidecar; the export is checked against PyTorch."""
     from .export import ExportError, export_checkpoint
@@ -138,14 +137,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """The argument parser with every registered subcommand."""
-    from . import launcher, report  # noqa: F401  (register the ``create/resume/view`` and ``report`` subcommands)
+def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int],
+                                    str]]:
+    """Every subcommand: its argument builder, the function that runs it, and its one-line help."""
+    from . import launcher, report
 
+    return {
+        "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
+        "predict": (_build_predict, cmd_predict, "classify images with pretrained ImageNet weights"),
+        "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
+                   "preprocessing"),
+        "create": (launcher.build_create, launcher.cmd_create, "check an experiment config, then start it with "
+                   "nnictl, bound to this machine"),
+        "resume": (launcher.build_resume, launcher.cmd_resume, "resume a stopped experiment with nnictl, bound to "
+                   "this machine"),
+        "view": (launcher.build_view, launcher.cmd_view, "show a stopped experiment in the WebUI, bound to this "
+                 "machine"),
+        "report": (report.build, report.cmd_report, "best trials, Pareto fronts and a plot of an NNI experiment"),
+    }
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (build, _, help_text) in COMMANDS.items():
+    for name, (build, run, help_text) in _commands().items():
         build(sub.add_parser(name, help=help_text, description=help_text))
+        sub.choices[name].set_defaults(run=run)
     return parser
 
 
@@ -153,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = make_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][1](args)
+        return args.run(args)
     except Exception as exc:
         weights = sys.modules.get(f"{__package__}.weights")  # loaded (with torch) only by the commands that use it
         if isinstance(exc, (CLIError, SpecError)) or (weights is not None and isinstance(exc, weights.WeightsError)):

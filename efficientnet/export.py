@@ -33,6 +33,8 @@ from typing import Any, Mapping
 import torch
 
 from .builder import SpecEfficientNet
+from .atomic_files import atomic_write_json
+from .checkpoint import UnreadableCheckpoint, load_checkpoint
 from .preprocess import normalization
 from .spec import ArchSpec, SpecError
 from .weights import WeightsError, build_model, load_weights
@@ -43,7 +45,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "LoadedCheckpoint",
-    "load_checkpoint",
+    "read_source",
     "model_for_export",
     "sidecar",
     "export_onnx",
@@ -100,19 +102,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _load_reason(exc: BaseException) -> str:
-    """A short reason for a failed ``torch.load(weights_only=True)``."""
-    text = str(exc)
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return f"it holds a {found.group(1)} object, which weights-only loading refuses"
-    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    if found:
-        return f"not a PyTorch checkpoint: {found.group(1).strip()}"
-    line = _first_line(exc)
-    return line if len(line) <= 120 else line[:117] + "..."
-
-
 def _class_names(obj: Mapping[str, Any], num_classes: int) -> list[str] | None:
     """Class names from ``classes``/``class_names`` at the top level or inside ``args``; None otherwise."""
     places = [obj]
@@ -129,7 +118,7 @@ def _class_names(obj: Mapping[str, Any], num_classes: int) -> list[str] | None:
     return None
 
 
-def load_checkpoint(path: str | os.PathLike, arch: ArchSpec | None = None) -> LoadedCheckpoint:
+def read_source(path: str | os.PathLike, arch: ArchSpec | None = None) -> LoadedCheckpoint:
     """Read a trial checkpoint (``{"spec", "model", ...}``), a plain state dict, or ``lite0`` (bundled weights).
 
     ``arch`` is the architecture of a file that does not record one (it overrides a recorded one too).
@@ -145,11 +134,10 @@ def load_checkpoint(path: str | os.PathLike, arch: ArchSpec | None = None) -> Lo
         if not os.path.isfile(text):
             raise ExportError(f"checkpoint {text!r} is not a file")
         try:
-            with torch.serialization.safe_globals([argparse.Namespace]):  # training may save its args as a Namespace
-                obj = torch.load(text, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated files, foreign formats
+            obj = load_checkpoint(text)
+        except UnreadableCheckpoint as exc:  # pickle errors, truncated files, foreign formats
             raise ExportError(
-                f"cannot read checkpoint {text!r} ({_load_reason(exc)}): is it a .pth.tar written by training?"
+                f"cannot read checkpoint {text!r} ({exc.reason}): is it a .pth.tar written by training?"
             ) from None
         if not isinstance(obj, Mapping):
             raise ExportError(
@@ -372,7 +360,7 @@ def export_checkpoint(
     if not tolerance > 0:
         raise ExportError(f"tolerance must be positive, got {tolerance!r}")
     started = time.perf_counter()
-    ckpt = load_checkpoint(checkpoint, arch)
+    ckpt = read_source(checkpoint, arch)
     src = Path(os.fspath(checkpoint))
     if stem is None:
         stem = src.name
@@ -420,7 +408,7 @@ def export_checkpoint(
         torch_version=torch.__version__,
         source=ckpt.source,
     )
-    sidecar_path.write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(meta, sidecar_path)
     return ExportResult(
         format=fmt,
         model_path=str(model_path),

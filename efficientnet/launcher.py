@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .commands import CLIError, command
+from .arguments import CLIError
 
 __all__ = ["GUARD_JS", "LOOPBACK", "guard_environment", "check_experiment_config", "bind_addresses", "launch"]
 
@@ -276,20 +276,20 @@ def launch(action: str, nnictl_args: list[str], bind: list[str], port: int, url_
     return 0
 
 
-def _build_create(p: argparse.ArgumentParser) -> None:
+def build_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", required=True, help="the experiment's YAML config (config.yml)")
     _common(p)
     p.add_argument("--url_prefix", "-u", help="URL prefix of the WebUI and REST API (as nnictl)")
     p.add_argument("--check-only", action="store_true", help="check the config, search space and tuner, start nothing")
 
 
-def _build_resume(p: argparse.ArgumentParser) -> None:
+def build_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", help="the experiment ID")
     _common(p)
     p.add_argument("--experiment_dir", "-e", help="the experiment's working directory, if nnictl lost it")
 
 
-def _build_view(p: argparse.ArgumentParser) -> None:
+def build_view(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", help="the experiment ID")
     p.add_argument("--port", "-p", type=int, default=DEFAULT_PORT, help="the WebUI and REST API port")
     p.add_argument("--bind", action="append", default=[], metavar="ADDRESS",
@@ -306,7 +306,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground, printing NNI's log")
 
 
-@command("create", "check an experiment config, then start it with nnictl, bound to this machine")(_build_create)
 def cmd_create(args: argparse.Namespace) -> int:
     """``nnictl create`` after every check, under the guard."""
     path = Path(args.config)
@@ -322,7 +321,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     return launch("create", forwarded, bind, args.port, args.url_prefix)
 
 
-@command("resume", "resume a stopped experiment with nnictl, bound to this machine")(_build_resume)
 def cmd_resume(args: argparse.Namespace) -> int:
     """``nnictl resume`` under the guard."""
     forwarded = [args.id, "--port", str(args.port)] + ["--debug"] * args.debug + ["--foreground"] * args.foreground
@@ -332,7 +330,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return launch("resume", forwarded, bind, args.port, experiment_id=args.id)
 
 
-@command("view", "show a stopped experiment in the WebUI, bound to this machine")(_build_view)
 def cmd_view(args: argparse.Namespace) -> int:
     """``nnictl view`` under the guard."""
     forwarded = [args.id, "--port", str(args.port)]

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .commands import CLIError, command
+from .arguments import CLIError
+from .atomic_files import atomic_write_json, atomic_write_text
 from .nni_db import NNIDatabaseError, experiment_db, nnictl_record, read_trials
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
 from .proposal import Proposal
@@ -255,22 +257,23 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
         best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
     except SpecError:
         best_doc["spec"] = None
-    (out_dir / "best_spec.json").write_text(json.dumps(best_doc, indent=2))
-    with open(out_dir / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for r in sorted(rows_all, key=lambda r: (r.budget, -r.default)):
-            writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms, r.arch])
+    atomic_write_json(best_doc, out_dir / "best_spec.json")
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(COLUMNS)
+    for r in sorted(rows_all, key=lambda r: (r.budget, -r.default)):
+        writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms, r.arch])
+    atomic_write_text(table.getvalue(), out_dir / "trials.csv")
     _plot(out_dir / "pareto.png", full, proxy, refs, title)
     lines += [f"Best: trial {best.trial} ({best.budget} budget), default {best.default:.3f}; spec in "
               f"{out_dir / 'best_spec.json'}; plot {out_dir / 'pareto.png'}", ""]
     text = "\n".join(lines)
-    (out_dir / "report.md").write_text(text)
+    atomic_write_text(text, out_dir / "report.md")
     return text
 
 
 # ------------------------------------------------------------------------------------------------ command
-def _build(p: argparse.ArgumentParser) -> None:
+def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="experiment ID: read through its REST API while it runs, from NNI's own "
                    "database (read-only) once it has stopped")
     p.add_argument("--experiments-dir", help="the folder holding the experiment's folder (default: where nnictl "
@@ -284,7 +287,6 @@ def _build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-preset-latency", action="store_true", help="do not measure the presets' CPU latency")
 
 
-@command("report", "best trials, Pareto fronts and a plot of an NNI experiment")(_build)
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the report and write its files."""
     if args.top < 1:

@@ -23,7 +23,8 @@ from torch import nn
 
 from . import distributed, nni_io
 from .builder import SpecEfficientNet
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, OutputError, Start, atomic_write_json, plan_start, \
+from .atomic_files import OutputError, atomic_write_json
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, plan_start, \
     rng_state, save_checkpoint, set_rng_state
 from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
     set_train_transform, subset_train, train_transform

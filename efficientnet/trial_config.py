@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .commands import add_arch_arguments
+from .arguments import add_arch_arguments
 from .proposal import Proposal
 from .spec import ArchSpec, SpecError, resolve_arch, scaled_arch
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkpoint import OutputError
+from .atomic_files import OutputError
 
 __all__ = ["log", "setup_logging", "remove_logging", "epoch_line", "progress_bar", "Scalars"]
 

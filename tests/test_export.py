@@ -14,7 +14,7 @@ import torch
 
 from efficientnet import ArchSpec, build_model
 from efficientnet.cli import main
-from efficientnet.export import ExportError, export_checkpoint, load_checkpoint, onnx_session
+from efficientnet.export import ExportError, export_checkpoint, onnx_session, read_source
 from efficientnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
 from trial_process import one_error_line
 
@@ -127,7 +127,7 @@ def test_swish_model_without_spec_needs_arch_and_uses_imagenet_normalisation(tmp
     model = trained_like(spec, seed=2)
     path = save_checkpoint(tmp_path / "checkpoint.pth.tar", spec, model, with_spec=False)
     with pytest.raises(ExportError, match="--arch"):
-        load_checkpoint(path)
+        read_source(path)
     result = export_checkpoint(path, "onnx", arch=spec, exporter="legacy", stem="found")
     assert Path(result.model_path) == tmp_path / "found.onnx"  # default: next to the checkpoint
     meta = json.loads((tmp_path / "found.json").read_text())

@@ -1,36 +1,19 @@
-"""The command line's shared plumbing: the subcommand registry, the user-error type and the architecture flags.
-
-``efficientnet.cli`` and ``efficientnet.report`` register their subcommands here; ``main_efficientnet.py`` reuses the
-architecture flags. Nothing here imports torch.
+"""What the command lines share: the user-error type and the architecture flags (``--arch`` with compound or
+explicit scaling). ``python -m efficientnet`` (:mod:`efficientnet.cli`) and ``main_efficientnet.py`` use them.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 
 from .spec import ArchSpec, scaled_arch
 
-__all__ = ["COMMANDS", "CLIError", "command", "add_arch_arguments", "arch_from_args"]
-
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+__all__ = ["CLIError", "add_arch_arguments", "arch_from_args"]
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
-
-
-def command(name: str, help_text: str):
-    """Register ``cmd_<name>`` with its argument builder ``build``."""
-
-    def wrap(build: Callable[[argparse.ArgumentParser], None]):
-        def register(run: Callable[[argparse.Namespace], int]):
-            COMMANDS[name] = (build, run, help_text)
-            return run
-
-        return register
-
-    return wrap
 
 
 def add_arch_arguments(p: argparse.ArgumentParser, default: str = "b0") -> None:
