@@ -98,36 +98,50 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-def check_tuner(config, path: Path) -> str | None:
-    """Build the config's tuner with its classArgs and give it the search space, as NNI's dispatcher would, for a
-    tuner of this project (one with ``check_experiment``); returns its one-line summary."""
-    tuner = config.tuner
-    if tuner is None or not getattr(tuner, "class_name", None):
-        return None  # an NNI built-in tuner: NNI checked its name and classArgs
-    code_dir = Path(tuner.code_directory)
-    module_name, _, class_name = tuner.class_name.rpartition(".")
+def _algorithm_class(section, role: str, path: Path) -> type | None:
+    """The class a custom tuner or assessor section names, imported from its codeDirectory as NNI's dispatcher
+    does; None for NNI's built-in ones (NNI checks their names and classArgs)."""
+    if section is None or not getattr(section, "class_name", None):
+        return None
     import importlib
 
+    code_dir = Path(section.code_directory)
+    module_name, _, class_name = section.class_name.rpartition(".")
     sys.path.insert(0, str(code_dir))
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise CLIError(f"{path}: tuner module {module_name!r} cannot be imported from {code_dir}: "
+        raise CLIError(f"{path}: {role} module {module_name!r} cannot be imported from {code_dir}: "
                        f"{_first_line(exc)}") from None
     finally:
         sys.path.remove(str(code_dir))
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise CLIError(f"{path}: tuner className {tuner.class_name!r}: {module_name}.py has no {class_name}")
-    check = getattr(cls, "check_experiment", None)
-    if check is None:
-        return None
+        raise CLIError(f"{path}: {role} className {section.class_name!r}: {module_name} has no {class_name}")
+    return cls
+
+
+def check_tuner(config, path: Path) -> str | None:
+    """Build the config's tuner with its classArgs and give it the search space, as NNI's dispatcher would, for a
+    tuner of this project (one with ``check_experiment``); build an assessor of this project with its classArgs.
+    Returns the tuner's one-line summary."""
     from .search.costs import estimated_profile
 
-    try:  # budgets on the closed forms, which equal the profiler's; NNI's dispatcher cross-checks them with it
-        return check(dict(tuner.class_args or {}), config.search_space, profiler=estimated_profile)
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"{path}: tuner: {_first_line(exc)}") from None
+    summary = None
+    tuner = _algorithm_class(config.tuner, "tuner", path)
+    check = getattr(tuner, "check_experiment", None)
+    if check is not None:
+        try:  # budgets on the closed forms, which equal the profiler's; NNI's dispatcher cross-checks them with it
+            summary = check(dict(config.tuner.class_args or {}), config.search_space, profiler=estimated_profile)
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"{path}: tuner: {_first_line(exc)}") from None
+    assessor = _algorithm_class(config.assessor, "assessor", path)
+    if assessor is not None and assessor.__module__.startswith(f"{__package__}."):
+        try:
+            assessor(**dict(config.assessor.class_args or {}))
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"{path}: assessor: {_first_line(exc)}") from None
+    return summary
 
 
 def check_trial_command(config, path: Path) -> None:

@@ -38,15 +38,20 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("data", "trialCommand: --data /nonexistent/dataset does not exist on this machine"),
     ("flag", "trialCommand: --epochs must be at least 1, got 0"),
     ("nni", "config.yml: "),
+    ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
 ])
 def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, case, expected):
     class_args = {"value": {"max_params": "lots"}, "typo": {"max_parms": 5_000_000},
                   "strategy": {"strategy": "bayes"}}.get(case)
     trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0"}.get(case, TINY_TRIAL_ARGS)
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
-    if case == "nni":  # NNI's own validation of the config comes first
+    if case in ("nni", "assessor"):
         raw = yaml.safe_load(config.read_text())
-        raw["trialConcurrency"] = -1
+        if case == "nni":  # NNI's own validation of the config comes first
+            raw["trialConcurrency"] = -1
+        else:  # this project's CurveAssessor, built with its classArgs before the start
+            raw["assessor"] = {"codeDirectory": str(root), "className": "efficientnet.search.assessor.CurveAssessor",
+                               "classArgs": {"min_epochs": 1}}
         config.write_text(yaml.safe_dump(raw))
     before = set((tmp_path / "exp").iterdir())
     assert main(["create", "--config", str(config), "--port", str(free_port())]) == 2

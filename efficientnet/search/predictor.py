@@ -171,6 +171,8 @@ class PredictorStrategy(EvolutionStrategy):
 
     def _new_generation(self) -> None:
         members = list(self.history.items())
+        if not self.predictor.fitted:
+            _logger.info("predictor: first fit on %d results; the model picks proposals from now on", len(members))
         self.predictor.fit([c for c, _ in members], [v for _, v in members])
         self._dirty = False
         pool = self._candidate_pool()
