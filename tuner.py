@@ -36,6 +36,7 @@ from efficientnet.proposal import Proposal
 from efficientnet.search.budgets import FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT
+from efficientnet.search.cost_model import TrainingCostModel, observed_cost
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.failures import FirstFailures
 from efficientnet.search.fidelity import is_partial_result, partial_score
@@ -74,6 +75,10 @@ class EfficientNetTuner(Tuner):
     the parents, and bo models it; ``weighted``: MnasNet's reward ``acc · (cost / target) ** reward_exponent`` with
     ``target_latency_ms`` or ``target_macs``; ``reward_exponent`` -0.07). Proxy training: ``proxy_subset``,
     ``proxy_epochs``, ``proxy_trials``, ``promote_top`` (3) and ``full_epochs`` (see :mod:`efficientnet.search.proxy`).
+    Successive halving over epochs (ASHA; promotions continue the lower rung's checkpoint): ``min_epochs`` with
+    ``full_epochs`` and ``eta`` (3), see :mod:`efficientnet.search.halving`. Cost: ``cost_aware`` (True: bo ranks by
+    expected improvement per predicted second, see :mod:`efficientnet.search.cost_model`) and ``startup_s`` (5.0,
+    a trial's fixed start-up in seconds).
 
     Early-stopped trials: ``learn_from_stopped`` (True) has NNI's dispatcher hand the tuner the last intermediate
     result of a trial that an assessor stopped (NNI 3.0's config cannot ask for it; see
@@ -111,14 +116,17 @@ class EfficientNetTuner(Tuner):
         self.space: CandidateSpace | None = None
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
-        self.strategy_budget = options.proxy.next_budget(self.ledger)
-        proxy = options.proxy
+        self.cost_model: TrainingCostModel | None = None
+        self.strategy_budget = self._new_budget()
+        proxy, halving = options.proxy, options.halving
         _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s), stopped trials "
-                     "%s%s", options.strategy, options.seed, options.constraint, options.budgets.active() or "none",
+                     "%s%s%s", options.strategy, options.seed, options.constraint, options.budgets.active() or "none",
                      list(options.objectives.names), options.objectives.mode,
                      "heard (partial results)" if self.hears_stopped_trials else "not heard",
                      f", proxy {proxy.budget(PROXY)} for {proxy.trials} trials, top {proxy.promote_top} promoted"
-                     if proxy.enabled else "")
+                     if proxy.enabled else "",
+                     f", successive halving over epochs {list(halving.rungs)} (eta {halving.eta}), promotions "
+                     "continue their checkpoint" if halving.enabled else "")
 
     @classmethod
     def check_experiment(cls, class_args: Mapping[str, Any], search_space: Mapping[str, Any],
@@ -141,6 +149,8 @@ class EfficientNetTuner(Tuner):
         checker = FeasibilityChecker(space, o.budgets, o.num_classes, self._profiler)
         checker.assert_feasible()
         self.space, self.checker = space, checker
+        if o.cost_aware and o.strategy == "bo":
+            self.cost_model = TrainingCostModel(space, o.startup_s, o.num_classes, o.seed)
         self._new_strategy(self.strategy_budget)  # a new search space keeps what was learnt in it
         _logger.info(
             "search space: %d coefficient points meet the constraint, %d block-choice combinations, "
@@ -154,11 +164,30 @@ class EfficientNetTuner(Tuner):
         options = dict(self.options.strategy_options)
         if self.options.objectives.mode == "pareto":
             options["fitness"] = self._pareto_fitness
+        if self.cost_model is not None:
+            options["cost"] = self._trial_seconds
         self.strategy = make_strategy(self.options.strategy, self.space, self.rng, self._is_free, **options)
         self.strategy_budget = budget
         for record in self.ledger.heard(budget):
             if record.candidate in self.space:
                 self.strategy.tell(record.candidate, record.score, record.state == PARTIAL)
+
+    def _new_budget(self) -> str:
+        """The budget of the next new candidate: successive halving's first rung, else the proxy schedule's."""
+        halving = self.options.halving
+        return halving.first if halving.enabled else self.options.proxy.next_budget(self.ledger)
+
+    def _budget(self, name: str, continue_from: str | None = None) -> Any:
+        """The :class:`~efficientnet.proposal.Budget` a proposal of budget ``name`` carries (or None)."""
+        halving = self.options.halving
+        return halving.budget(name, continue_from) if halving.enabled else self.options.proxy.budget(name)
+
+    def _trial_seconds(self, features: np.ndarray) -> np.ndarray | None:
+        """Predicted seconds of a new candidate's trial (bo's cost; None until a trial's seconds are known)."""
+        assert self.cost_model is not None
+        budget = self._budget(self.strategy_budget)
+        epochs = budget.epochs if budget is not None and budget.epochs else self.cost_model.typical_epochs()
+        return self.cost_model.trial_seconds(features, epochs)
 
     def _is_free(self, candidate: Candidate) -> bool:
         """Not known yet (or granted a second chance), and within the budgets by the closed forms (strategies skip
@@ -190,11 +219,21 @@ class EfficientNetTuner(Tuner):
         if self.first_failures.stopped:
             raise nni.NoMoreTrialError(self.first_failures.stopped)
         proxy, ledger = self.options.proxy, self.ledger
-        budget = proxy.next_budget(ledger)
+        budget = self._new_budget()
         if budget != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
             _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
                          ledger.proposed(PROXY), proxy.promote_top)
             self._new_strategy(budget)
+        promoted = self.options.halving.promotion(ledger)
+        while promoted is not None:
+            record, higher = promoted
+            record.promoted = True
+            prof, _ = self.checker.check(record.candidate)
+            if prof is not None:
+                _logger.info("promoting %s (%s score %.4g) to %s, continuing trial %s", record.candidate,
+                             record.budget, record.score, higher, record.trial)
+                return self._register(parameter_id, record.candidate, higher, prof, continue_from=record.trial)
+            promoted = self.options.halving.promotion(ledger)
         for record in proxy.promotions(ledger):
             record.promoted = True
             prof, _ = self.checker.check(record.candidate)
@@ -225,7 +264,8 @@ class EfficientNetTuner(Tuner):
                 continue
             return self._register(parameter_id, candidate, budget, prof)
 
-    def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile) -> dict[str, Any]:
+    def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile,
+                  continue_from: str | None = None) -> dict[str, Any]:
         """File the proposal under ``parameter_id``; NNI's flat dict of it."""
         assert self.space is not None
         if not candidate.hyper:
@@ -234,7 +274,7 @@ class EfficientNetTuner(Tuner):
                  "peak_memory_mb": round(prof.peak_memory_mb, 3)}
         if prof.latency_ms is not None:
             costs["latency_ms"] = round(prof.latency_ms, 3)
-        proposal = replace(self.space.proposal(candidate), costs=costs, budget=self.options.proxy.budget(budget))
+        proposal = replace(self.space.proposal(candidate), costs=costs, budget=self._budget(budget, continue_from))
         self.ledger.propose(parameter_id, candidate, budget, proposal)
         return proposal.to_parameters()
 
@@ -261,7 +301,17 @@ class EfficientNetTuner(Tuner):
         self._score(value)  # a result without a usable number is an error before anything is recorded
         record = self.ledger.record(*key)
         if record.state != FAILED:
-            self._hear(record, value, proposal, partial=is_partial_result(value))
+            partial = is_partial_result(value)
+            if not partial:
+                record.trial = kwargs.get("trial_job_id") or record.trial
+                self._observe_cost(record, value)
+            self._hear(record, value, proposal, partial=partial)
+
+    def _observe_cost(self, record: Record, value: Any) -> None:
+        """Teach the cost model the seconds a trial's result reports."""
+        cost = observed_cost(json.loads(value) if isinstance(value, str) else value)
+        if cost is not None and self.cost_model is not None:
+            self.cost_model.observe(record.candidate, *cost)
 
     def _hear(self, record: Record, value: Any, proposal: Proposal | None, partial: bool = False) -> None:
         """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it; the strategy
@@ -368,7 +418,10 @@ class EfficientNetTuner(Tuner):
             proxy_record = self.ledger.records.get((candidate, PROXY))
             if budget == FULL and self.options.proxy.enabled and proxy_record is not None and proxy_record.heard:
                 proxy_record.promoted = True
-            self._hear(self.ledger.record(candidate, budget), value, proposal, partial=is_partial_result(value))
+            record = self.ledger.record(candidate, budget)
+            if self.options.halving.enabled:
+                self.options.halving.mark_promoted(self.ledger, record)
+            self._hear(record, value, proposal, partial=is_partial_result(value))
             imported += 1
         _logger.info("imported %d trials (%d skipped: outside the search space or without a numeric value)",
                      imported, skipped)

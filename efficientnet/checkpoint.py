@@ -47,6 +47,8 @@ __all__ = [
     "set_rng_state",
     "Start",
     "plan_start",
+    "continuation_source",
+    "schedule_length",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
@@ -165,12 +167,15 @@ class Start:
 
 
 def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str | None = None,
-               auto_resume: bool = True, legacy_names: bool = False, weights: str = "lite0") -> Start:
+               auto_resume: bool = True, legacy_names: bool = False, weights: str = "lite0",
+               continue_from: Path | None = None, schedule_epochs: int | None = None) -> Start:
     """Decide where a run in ``out_dir`` starts, in this order: the folder's own checkpoint (``auto_resume``), the
     ``resume`` file, else nothing (``weights``, named in messages). Refused, each in one line saying what to do: a
     damaged or foreign own checkpoint, one of another architecture, a ``resume`` that names nothing or a folder,
     and a start that would overwrite an earlier run's ``model_best.pth.tar``. With ``legacy_names`` (under NNI), the
-    legacy ``--resume ./model_best.pth.tar`` means the trial's own file, if it has one yet."""
+    legacy ``--resume ./model_best.pth.tar`` means the trial's own file, if it has one yet. ``continue_from`` (a
+    checkpoint of a shorter run of this architecture on the same ``schedule_epochs``, see
+    :func:`continuation_source`) comes before ``resume``."""
     own = out_dir / CHECKPOINT_NAME
     if auto_resume and own.is_file():
         try:
@@ -185,6 +190,8 @@ def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str |
                                   f"({ckpt.get('arch')}, {ckpt.get('num_classes')} classes); use another "
                                   "--output-dir or pass --no-auto-resume")
         return Start(restore=ckpt, path=own)
+    if continue_from is not None:
+        return _continue(continue_from, out_dir, spec, num_classes, schedule_epochs)
     path = _resume_path(resume, out_dir, legacy_names, weights)
     start = Start()
     if path is not None:
@@ -200,6 +207,45 @@ def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str |
     if start.restore is None or path is None or path.parent.resolve() != out_dir.resolve():
         _keep_earlier_best(out_dir)
     return start
+
+
+def schedule_length(args: Mapping[str, Any]) -> int:
+    """The learning-rate schedule's length in epochs of a run with the settings ``args`` (a checkpoint's)."""
+    return int(args.get("schedule_epochs") or args.get("epochs") or 0)
+
+
+def continuation_source(continue_from: str, nni_output_dir: Path | None) -> Path | None:
+    """The checkpoint that ``--continue-from`` names: a checkpoint file, a run's folder, or (under NNI, where the tuner
+    names the lower-budget trial) the folder of that trial beside this one. None when a trial's folder is not there
+    (the lower-budget trial ran on another machine); a missing file or folder given by hand is an error."""
+    path = Path(continue_from).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if path.is_file():
+        return path
+    if nni_output_dir is not None and re.fullmatch(r"[A-Za-z0-9_-]+", continue_from):
+        sibling = nni_output_dir.parent / continue_from / CHECKPOINT_NAME
+        return sibling if sibling.is_file() else None
+    raise CheckpointError(f"--continue-from {continue_from}: no checkpoint there; give the checkpoint file of the "
+                          "shorter run to continue")
+
+
+def _continue(path: Path, out_dir: Path, spec: ArchSpec, num_classes: int, schedule_epochs: int | None) -> Start:
+    """Continue the shorter run whose checkpoint is ``path``: same architecture, classes and schedule length."""
+    ckpt = load_checkpoint(path)
+    if not is_trial_checkpoint(ckpt):
+        raise CheckpointError(f"--continue-from {path} is not a checkpoint of this trainer; use --resume to inherit "
+                              "its weights")
+    if ArchSpec.from_dict(ckpt["spec"]) != spec or ckpt.get("num_classes") != num_classes:
+        raise CheckpointError(f"--continue-from {path} is of another architecture or class count ({ckpt.get('arch')},"
+                              f" {ckpt.get('num_classes')} classes); use --resume to inherit its weights")
+    length = schedule_length(ckpt.get("args") or {})
+    if schedule_epochs is not None and length != schedule_epochs:
+        raise CheckpointError(f"--continue-from {path} was trained on a {length}-epoch learning-rate schedule and "
+                              f"this run's is {schedule_epochs} epochs: continue it with --schedule-epochs {length} "
+                              f"(--epochs at most {length}), or start a new schedule from its weights with --resume")
+    _keep_earlier_best(out_dir)
+    return Start(restore=ckpt, path=path)
 
 
 def _resume_path(resume: str | None, out_dir: Path, legacy_names: bool, weights: str) -> Path | None:

@@ -146,8 +146,10 @@ def _cache_key(samples: Sequence[tuple[str, int]], size: int, draft: bool) -> st
 
 def _decode_all(samples: Sequence[tuple[str, int]], size: int, draft: bool, workers: int,
                 out: np.ndarray) -> None:
+    # a generator of its own: iterating a DataLoader draws a seed, which from the global RNG would make a run that
+    # decodes (the first on a dataset) train differently from one that reads the saved copy
     loader = DataLoader(_Decode(samples, size, draft), batch_size=64, num_workers=workers,
-                        persistent_workers=False)
+                        persistent_workers=False, generator=torch.Generator())
     start = 0
     for batch in loader:
         out[start:start + len(batch)] = batch.numpy()

@@ -11,6 +11,7 @@ coefficients-only one, or a plain hyperparameter search's::
      "params": 5288548, "macs": 385859952, ...                     # profiled costs, for display and the report
      "lr": 0.01, "batch_size": 32,                                  # training hyperparameters, passed through
      "budget": "proxy", "subset": 0.3, "epochs": 1}                 # the training budget (proxy training only)
+    # successive halving: {"budget": "rung0", "epochs": 1, "schedule_epochs": 4, "continue_from": "<trial id>"}
 
 A trial builds its architecture with :meth:`Proposal.spec_on`: the ``arch`` when given, otherwise the coefficients
 and block choices applied to the trial's base architecture (what the legacy tuner, which sent only alpha, beta and
@@ -59,20 +60,24 @@ def stage_choices_from_parameters(params: Mapping[str, Any]) -> dict[int, StageC
 
 @dataclass(frozen=True)
 class Budget:
-    """How much training a proposal gets (proxy training): ``name`` (``proxy`` or ``full``; None when only
-    ``epochs`` is set), the training ``subset`` fraction and the ``epochs`` (None: the trial's own flags)."""
+    """How much training a proposal gets: ``name`` (``proxy`` or ``full`` for proxy training, ``rungN`` below
+    ``full`` for successive halving; None when only ``epochs`` is set), the training ``subset`` fraction and the
+    ``epochs`` (None: the trial's own flags). Successive halving adds ``schedule_epochs`` (every rung trains on the
+    full budget's learning-rate schedule and stops early) and, on a promotion, ``continue_from``: the trial id whose
+    checkpoint the trial continues, so it trains only the epochs that one did not."""
 
     name: str | None
     subset: float | None = None
     epochs: int | None = None
+    schedule_epochs: int | None = None
+    continue_from: str | None = None
+
+    KEYS = ("subset", "epochs", "schedule_epochs", "continue_from")
 
     def to_parameters(self) -> dict[str, Any]:
         """The proposal keys of this budget."""
         out: dict[str, Any] = {} if self.name is None else {"budget": self.name}
-        if self.subset is not None:
-            out["subset"] = self.subset
-        if self.epochs is not None:
-            out["epochs"] = self.epochs
+        out.update({k: getattr(self, k) for k in self.KEYS if getattr(self, k) is not None})
         return out
 
 
@@ -108,7 +113,7 @@ class Proposal:
         params = dict(params or {})
         budget = None
         if "budget" in params:
-            budget = Budget(str(params.pop("budget")), params.pop("subset", None), params.pop("epochs", None))
+            budget = Budget(str(params.pop("budget")), *(params.pop(k, None) for k in Budget.KEYS))
         arch = params.pop("arch", None)
         coefficients = {k: params.pop(k) for k in COEFFICIENT_KEYS if k in params}
         choices = {k: params.pop(k) for k in list(params) if STAGE_KEY.match(k)}
@@ -133,11 +138,10 @@ class Proposal:
 
     def training(self) -> dict[str, Any]:
         """The settings the trial takes from the proposal, by name: the hyperparameters, then the budget's
-        ``subset`` and ``epochs``."""
+        ``subset``, ``epochs``, ``schedule_epochs`` and ``continue_from``."""
         out = dict(self.hyper)
         if self.budget is not None:
-            out.update({k: v for k, v in (("subset", self.budget.subset), ("epochs", self.budget.epochs))
-                        if v is not None})
+            out.update({k: v for k, v in self.budget.to_parameters().items() if k != "budget"})
         return out
 
     def stage_choices(self) -> dict[int, StageChoice]:

@@ -5,7 +5,8 @@ remembers, or ``--port``), from NNI's own database once it has stopped (``--expe
 :mod:`efficientnet.nni_db`), or from ``nnictl experiment export ID --filename F --type json`` (``--from-export F``). Writes to ``--output-dir``:
 ``report.md`` (the tables), ``trials.csv`` (every finished trial), ``pareto.png`` (accuracy against MACs and against
 latency, the B0–B3 presets profiled as reference points) and ``best_spec.json`` (the best architecture's spec and
-metrics). Results of proxy-budget trials (``budget: proxy``) are listed apart and never ranked against full ones.
+metrics). Results of lower budgets (``budget: proxy``, or successive halving's ``rungN``) are listed apart and never
+ranked against full ones.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
             return own if own is not None else _number(proposal.costs.get(key))
 
         budget = final.get("budget", proposal.budget_name)  # the trial's own word first, then its proposal
-        rows.append(Row(t.id, t.status, "proxy" if budget == "proxy" else "full", default,
+        rows.append(Row(t.id, t.status, str(budget or "full"), default,
                         _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
                         final.get("arch") or (str(proposal.spec) if proposal.spec else None), final))
     return rows
@@ -189,7 +190,7 @@ def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[
             ax.scatter(*zip(*pts), s=28, color="tab:blue", label="trials (full budget)", zorder=3)
         ppts = [(getattr(r, cost) / scale, r.default) for r in proxy if getattr(r, cost) is not None]
         if ppts:
-            ax.scatter(*zip(*ppts), s=28, facecolors="none", edgecolors="tab:gray", label="trials (proxy budget)")
+            ax.scatter(*zip(*ppts), s=28, facecolors="none", edgecolors="tab:gray", label="trials (lower budgets)")
         front = [(getattr(r, cost) / scale, r.default) for r in _front(rows, cost)]
         if front:
             ax.step(*zip(*front), where="post", color="tab:red", lw=1.5, label="Pareto front", zorder=2)
@@ -228,14 +229,14 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     if not rows_all:
         raise CLIError(f"{title} has no finished trial with a numeric result yet ({len(trials)} trials)")
     full = [r for r in rows_all if r.budget == "full"]
-    proxy = [r for r in rows_all if r.budget == "proxy"]
+    proxy = [r for r in rows_all if r.budget != "full"]  # proxy training, successive halving's lower rungs
     ranked = sorted(full, key=lambda r: -r.default)
     lines = [f"# Report: {title}", "", f"{len(trials)} trials, {len(full)} finished at the full budget"
-             + (f", {len(proxy)} at the proxy budget (ranked apart)" if proxy else "") + ".", ""]
+             + (f", {len(proxy)} at lower budgets (ranked apart)" if proxy else "") + ".", ""]
     if ranked:
         lines += [f"## Best {min(top, len(ranked))} trials (full budget)", "", *_table(ranked[:top]), ""]
     if proxy:
-        lines += [f"## Best {min(top, len(proxy))} trials (proxy budget)", "",
+        lines += [f"## Best {min(top, len(proxy))} trials (lower budgets)", "",
                   *_table(sorted(proxy, key=lambda r: -r.default)[:top]), ""]
     for cost, name in (("macs", "MACs"), ("latency_ms", "latency")):
         front = _front(full, cost)

@@ -24,7 +24,7 @@ from torch import nn
 from . import distributed, nni_io
 from .builder import SpecEfficientNet
 from .atomic_files import OutputError, atomic_write_json
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, plan_start, \
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
     rng_state, save_checkpoint, set_rng_state
 from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
     set_train_transform, subset_train, train_transform
@@ -90,6 +90,7 @@ class Trial:
     scalars: Scalars | None = None
     bars: bool = False
     started: float = 0.0  # when the epoch in hand began
+    first_epoch: int = 0  # completed epochs this run started from (resumed or continued)
 
     # ------------------------------------------------------------------------------------------ setup
     @classmethod
@@ -136,10 +137,11 @@ class Trial:
         cache, cache_line = build_data_cache(split, spec, cfg.data_cache, device, min_scale=cfg.min_scale,
                                              workers=workers)
         plan = None if not cfg.progressive_stages else Progressive(
-            cfg.progressive_stages, cfg.epochs, spec.resolution, cfg.progressive_min_res,
+            cfg.progressive_stages, _schedule_epochs(cfg), spec.resolution, cfg.progressive_min_res,
             tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
         start = plan_start(out_dir, spec, split.num_classes, resume=cfg.resume, auto_resume=cfg.auto_resume,
-                           legacy_names=nni_io.under_nni(), weights=cfg.weights)
+                           legacy_names=nni_io.under_nni(), weights=cfg.weights,
+                           continue_from=_continuation(cfg, out_dir), schedule_epochs=_schedule_epochs(cfg))
         if cfg.resume and start.path is None:  # the legacy --resume ./model_best.pth.tar, under NNI
             log.info("--resume %s: this trial has none yet in %s; starting from --weights %s", cfg.resume, out_dir,
                      cfg.weights)
@@ -155,7 +157,7 @@ class Trial:
         loaders = _loaders(cfg, spec, split, cache, workers, device, dist_info)
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         steps_per_epoch = len(loaders[0])
-        total_steps = cfg.epochs * steps_per_epoch
+        total_steps = _schedule_epochs(cfg) * steps_per_epoch  # a shorter run stops early on the same schedule
         scheduler = build_scheduler(optimizer, total_steps,
                                     warmup_steps_for(total_steps, steps_per_epoch, cfg.warmup_epochs))
         trial = cls(cfg, spec, proposal, out_dir, dist_info, device, split, model, net, optimizer, scheduler,
@@ -166,6 +168,7 @@ class Trial:
                  else "fp32", "channels_last" if channels_last else "NCHW", " | torch.compile" if cfg.compile else "")
         if start.restore is not None:
             trial._restore(start.restore, start.path)
+            trial.first_epoch = trial.state.epoch
         starts = distributed.all_gather_object(trial.state.epoch, dist_info)
         if len(set(starts)) > 1:
             raise CheckpointError(f"the ranks found different checkpoints (completed epochs {starts}); the output "
@@ -301,7 +304,8 @@ class Trial:
         """The final result: rank 0 writes ``result.json`` and reports it to NNI; every rank returns it."""
         result = None
         if self.dist.is_main:
-            result = final_result(self.state, self.spec, self.split.num_classes, self.cfg, self.proposal)
+            result = final_result(self.state, self.spec, self.split.num_classes, self.cfg, self.proposal,
+                                  self.first_epoch)
             atomic_write_json({**result, "spec": self.spec.to_dict(), "classes": self.split.classes,
                                "history": self.state.history, "proposal": self.proposal.to_parameters(),
                                "config": self.cfg.to_dict(),
@@ -337,11 +341,13 @@ class Trial:
 
 
 def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: TrialConfig,
-                 proposal: Proposal = Proposal()) -> dict[str, Any]:
+                 proposal: Proposal = Proposal(), first_epoch: int = 0) -> dict[str, Any]:
     """The final NNI metric: ``default`` = best validation top-1 (percent) and the best epoch's other metrics.
 
     It also echoes the training budget: ``budget`` (the proposal's, else ``full``), ``subset`` and ``epochs`` as
-    used, so proxy results can be told from full-budget ones.
+    used, so proxy results can be told from full-budget ones; and what this run cost: ``epochs_trained`` (after
+    ``first_epoch``, where it resumed or continued) and their ``train_seconds`` (training and validation), which the
+    tuner's cost model learns from.
     """
     from .profiler import profile
 
@@ -355,11 +361,33 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     if prof.latency_ms is not None:
         result["latency_ms"] = round(prof.latency_ms, 3)
     result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec), budget=proposal.budget_name,
-                  subset=cfg.subset)
+                  subset=cfg.subset, epochs_trained=state.epoch - first_epoch,
+                  train_seconds=round(sum(r.get("time_s", 0.0) for r in state.history[first_epoch:]), 3))
+    if cfg.continue_from:
+        result["continued_from"] = cfg.continue_from
     return result
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _schedule_epochs(cfg: TrialConfig) -> int:
+    return cfg.schedule_epochs or cfg.epochs
+
+
+def _continuation(cfg: TrialConfig, out_dir: Path) -> Path | None:
+    """The checkpoint ``--continue-from`` names (None: none given, or this run resumes its own checkpoint); a
+    lower-budget trial whose folder is on another machine is trained again, with one line saying so."""
+    if not cfg.continue_from or (cfg.auto_resume and (out_dir / CHECKPOINT_NAME).is_file()):
+        return None
+    path = continuation_source(cfg.continue_from, nni_io.output_dir())
+    if path is None:
+        log.warning("warning: cannot continue trial %s: its checkpoint is not on this machine (trials on several "
+                    "machines need a shared experiment folder, see docs/scaling.md); training all %d epochs",
+                    cfg.continue_from, cfg.epochs)
+    else:
+        log.info("continuing %s to epoch %d", path, cfg.epochs)
+    return path
+
+
 def _device(cfg: TrialConfig, dist_device: torch.device | None) -> torch.device:
     if dist_device is not None:
         return dist_device

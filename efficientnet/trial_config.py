@@ -63,6 +63,7 @@ class TrialConfig:
     weights_arch: str | None = None  # architecture of a weights file that does not record it
     # optimisation
     epochs: int = 5
+    schedule_epochs: int | None = None  # the learning-rate schedule's length (None: epochs); see continue_from
     batch_size: int = 32
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -88,6 +89,7 @@ class TrialConfig:
     gpu: int | None = None
     output_dir: str | None = None
     resume: str | None = None
+    continue_from: str | None = None  # a lower-budget run to continue: a checkpoint file, or a trial id under NNI
     auto_resume: bool = True
     request_from_nni: bool = False
     latency: bool = True
@@ -119,6 +121,8 @@ HYPERPARAMETER_KEYS = {
     "weight_decay": "weight_decay",
     "wd": "weight_decay",
     "epochs": "epochs",
+    "schedule_epochs": "schedule_epochs",
+    "continue_from": "continue_from",
     "label_smoothing": "label_smoothing",
     "subset": "subset",
     "momentum": "momentum",
@@ -160,6 +164,8 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--weights-arch", help="preset or spec of a --weights file that does not record its architecture")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=d.epochs)
+    o.add_argument("--schedule-epochs", type=int, help="length of the learning-rate schedule in epochs (default: "
+                   "--epochs); a run stopped at --epochs < this continues exactly with --continue-from")
     o.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
     o.add_argument("--opt", "--optimizer", dest="optimizer", choices=["sgd", "adamw", "rmsprop"], default=d.optimizer)
     o.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help="peak learning rate")
@@ -194,6 +200,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="where checkpoints, logs and result.json go (default: $NNI_OUTPUT_DIR under "
                    "NNI, else runs/<data>-<arch hash>)")
     r.add_argument("--resume", help="read a checkpoint: same arch resumes, another inherits its weights")
+    r.add_argument("--continue-from", help="continue a shorter run of this architecture to --epochs: its "
+                   "checkpoint file (under NNI the tuner names a trial id of the same experiment)")
     r.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
                    help="start over even if the output dir holds a checkpoint")
     r.add_argument("--request-from-nni", action="store_true", help="take the architecture from the NNI tuner")
@@ -294,6 +302,8 @@ def validate(cfg: TrialConfig) -> None:
         raise ConfigError("no dataset given: pass --data DIR (an ImageFolder) or --data digits for the demo")
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.schedule_epochs is None or cfg.schedule_epochs >= cfg.epochs,
+         f"--schedule-epochs ({cfg.schedule_epochs}) must be at least --epochs ({cfg.epochs})"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
         (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--wd must be >= 0, got {cfg.weight_decay}"),

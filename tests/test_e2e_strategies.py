@@ -74,3 +74,43 @@ def test_the_predictor_searches_a_pareto_front_and_curve_assessor_stops_hopeless
     stopped = [t for t in trials if t.status in STOPPED]
     assert stopped and all(len(t.intermediate) < 3 for t in stopped), [(t.status, t.intermediate) for t in trials]
     assert log.count("it extrapolates to at most") >= len(stopped)  # CurveAssessor's own reason for each stop
+
+
+def test_successive_halving_promotes_a_candidate_that_continues_its_checkpoint_and_trains_no_epoch_twice(tmp_path):
+    """bo with successive halving over epochs 1 -> 2 (eta 2), two trials at a time: a promoted candidate's trial
+    continues the checkpoint of its rung-0 trial, in that trial's folder, and trains only epoch 2."""
+    import yaml
+
+    (tmp_path / "space.json").write_text(json.dumps({k: v for k, v in SPACE.items() if k != "lr"}))
+    overrides = tiny_overrides(6, seed=3, min_epochs=1, full_epochs=2, eta=2)
+    overrides.update(searchSpaceFile=str(tmp_path / "space.json"))
+    config = write_config(ROOT, tmp_path / "exp", overrides, "--epochs 5 --subset 0.5")
+    raw = yaml.safe_load(config.read_text())
+    raw.pop("assessor", None)  # every trial runs its rung to the end
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with experiment(config) as exp:
+        assert exp.client.wait(done, timeout=420), describe(exp)
+        trials = {t.id: t for t in exp.client.trials()}
+        log = dispatcher_log(exp)
+    assert "successive halving over epochs [1, 2] (eta 2)" in log and "Traceback" not in log, log[-3000:]
+    assert all(t.status == "SUCCEEDED" for t in trials.values()), [(t.id, t.status) for t in trials.values()]
+    promoted = [t for t in trials.values() if t.parameters.get("continue_from")]
+    assert promoted, [t.parameters for t in trials.values()]
+    for t in promoted:
+        source = trials[t.parameters["continue_from"]]  # a trial of this experiment: the rung below, same arch
+        assert source.parameters["arch"] == t.parameters["arch"] and source.parameters["budget"] == "rung0"
+        assert (t.parameters["budget"], t.parameters["epochs"], source.final["epochs"]) == ("full", 2, 1)
+        assert (t.final["epochs"], t.final["epochs_trained"]) == (2, 1)
+        assert len(t.intermediate) == 1  # it reported epoch 2 only
+        result = json.loads((Path(t.log_path) / "result.json").read_text())
+        before = json.loads((Path(source.log_path) / "result.json").read_text())
+        assert result["history"][0] == before["history"][0]  # epoch 1 is the source's own record, not retrained
+        trial_log = (Path(t.log_path) / "log.txt").read_text()
+        assert f"continuing {Path(source.log_path) / 'checkpoint.pth.tar'} to epoch 2" in trial_log
+    # no epoch of any architecture is trained twice: each trial trains epochs (epochs - epochs_trained, epochs]
+    trained: dict[str, list[int]] = {}
+    for t in trials.values():
+        done_at, ran = t.final["epochs"], t.final["epochs_trained"]
+        trained.setdefault(t.parameters["arch"], []).extend(range(done_at - ran + 1, done_at + 1))
+    assert all(len(epochs) == len(set(epochs)) for epochs in trained.values()), trained
+    assert any(len(epochs) == 2 for epochs in trained.values())

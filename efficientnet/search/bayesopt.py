@@ -25,6 +25,9 @@ hyperparameters when the search space has any); the surrogate is :class:`~effici
 * **Early-stopped trials** (``tell(..., partial=True)``): a lower-fidelity observation with extra noise
   ``partial_noise`` (on the standardised scale), never the incumbent; its architecture stays a candidate, so the
   tuner's one second chance (training it to the end) is taken when the model rates it highly.
+* **Cost** (``cost``, set by the tuner with classArg ``cost_aware``): once a trial's seconds are known, candidates
+  are ranked by expected improvement per predicted second of their trial, start-up included
+  (:class:`~efficientnet.search.cost_model.TrainingCostModel`).
 * **Large spaces** (more than ``max_enumerate`` candidates): a pool of ``pool_size`` random candidates plus every
   single-step neighbour of the best results is scored instead.
 * **Long searches**: beyond ``exact_until`` results (150), ``max_points`` results train the GP (the best half and
@@ -39,7 +42,7 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -71,7 +74,8 @@ class BayesOptStrategy(SearchStrategy):
     Options: ``n_init`` (a classArg of the tuner), ``exact_until`` (150), ``max_points`` (100), ``max_scored``
     (400), ``max_enumerate`` (50,000), ``pool_size`` (2,000), ``top_archs`` (8), ``hp_samples`` (48),
     ``partial_noise`` (0.25), ``believer`` (True: model pending trials), ``init_pool`` (see above),
-    ``gp_options`` (for :class:`GaussianProcess`), ``fitness`` (multi-objective, set by the tuner).
+    ``gp_options`` (for :class:`GaussianProcess`); set by the tuner: ``fitness`` (multi-objective) and ``cost``
+    (architecture features -> a trial's predicted seconds).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class BayesOptStrategy(SearchStrategy):
         gp_options: dict[str, Any] | None = None,
         fitness: Fitness | None = None,
         init_pool: int | None = None,
+        cost: Callable[[np.ndarray], np.ndarray | None] | None = None,
         **_: object,
     ) -> None:
         super().__init__(space, rng, is_free)
@@ -110,6 +115,7 @@ class BayesOptStrategy(SearchStrategy):
         self.partial_noise = float(partial_noise)
         self.believer = believer
         self.fitness = fitness
+        self.cost = cost  # architecture features -> predicted seconds of a trial (None: not known yet)
         self.init_pool = init_pool if init_pool is not None else (256 if self.dim <= 4 else 16)
         self.enumerated = space.size <= max_enumerate
         self._open = np.ones(space.size, dtype=bool) if self.enumerated else None  # never asked, told or used
@@ -337,7 +343,11 @@ class BayesOptStrategy(SearchStrategy):
         if self.hp.dim:
             X = np.hstack([arch_x, np.tile(self.hp.encode(self._hyper_ref), (len(arch_x), 1))])
         mu, sd = model.predict(X)
-        order = np.argsort(-log_expected_improvement(mu, sd, self._best))[: 16 if self._long else 64]
+        acquisition = log_expected_improvement(mu, sd, self._best)
+        seconds = self.cost(arch_x) if self.cost is not None else None
+        if seconds is not None:  # expected improvement per second (Snoek et al. 2012)
+            acquisition = acquisition - np.log(seconds)
+        order = np.argsort(-acquisition)[: 16 if self._long else 64]
         self._queue = [self.space.at(int(indices[i])) if cands is None else cands[i] for i in order]
 
     def _best_hyperparameters(self, archs: list[Candidate]) -> Candidate:

@@ -28,8 +28,9 @@ class Record:
     state: str = PROPOSED  # proposed, scored, partial (stopped early), failed, over budget
     score: float | None = None  # the score the strategy ranks (for a partial result: capped, see fidelity)
     raw: float | None = None  # a partial result's own score, before capping
-    promoted: bool = False  # a proxy record whose candidate was proposed again under the full budget
+    promoted: bool = False  # proposed again under a higher budget (proxy -> full, or the next rung)
     second_chance: str = ""  # "" | "granted": may be proposed once more | "used"
+    trial: str | None = None  # NNI's id of the trial whose result this is (a promotion continues its checkpoint)
 
     @property
     def heard(self) -> bool:

@@ -13,6 +13,7 @@ from .budgets import Budgets
 from .class_args import class_arg_names, positive_int, unknown_class_args
 from .constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from .pareto import MultiObjective
+from .halving import SuccessiveHalving
 from .proxy import ProxySchedule
 from .strategy_table import STRATEGIES
 
@@ -33,6 +34,9 @@ class TunerOptions:
     num_classes: int
     objectives: MultiObjective
     proxy: ProxySchedule
+    halving: SuccessiveHalving
+    startup_s: float  # a trial's fixed start-up, for the cost of a proposal
+    cost_aware: bool  # bo weighs expected improvement against predicted seconds
     budgets: Budgets
     seed: int
     learn_from_stopped: bool
@@ -80,6 +84,10 @@ class TunerOptions:
         proxy_trials: int | None = None,
         promote_top: int | None = None,
         full_epochs: int | None = None,
+        min_epochs: int | None = None,
+        eta: int | None = None,
+        startup_s: float = 5.0,
+        cost_aware: bool = True,
         learn_from_stopped: bool = True,
         stop_after_failures: int | None = 3,
     ) -> "TunerOptions":
@@ -98,6 +106,14 @@ class TunerOptions:
             raise ValueError(f"classArg base_resolution must be an integer >= 16 or null, got {base_resolution!r}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"classArg num_classes must be a positive integer, got {num_classes!r}")
+        if not isinstance(cost_aware, bool):
+            raise ValueError(f"classArg cost_aware must be true or false, got {cost_aware!r}")
+        if not isinstance(startup_s, (int, float)) or isinstance(startup_s, bool) or not startup_s >= 0:
+            raise ValueError(f"classArg startup_s must be a number of seconds >= 0, got {startup_s!r}")
+        halving = SuccessiveHalving.from_class_args(min_epochs, eta, full_epochs)
+        if halving.enabled and (proxy_subset is not None or proxy_epochs is not None or proxy_trials):
+            raise ValueError("classArgs min_epochs (successive halving) and proxy_* (proxy training) exclude each "
+                             "other: keep one")
         if not isinstance(learn_from_stopped, bool):
             raise ValueError(f"classArg learn_from_stopped must be true or false, got {learn_from_stopped!r}")
         objective = MultiObjective.from_class_args(objectives, multi_objective, target_latency_ms, target_macs,
@@ -122,7 +138,11 @@ class TunerOptions:
             base_resolution=base_resolution,
             num_classes=num_classes,
             objectives=objective,
-            proxy=ProxySchedule.from_class_args(proxy_subset, proxy_epochs, proxy_trials, promote_top, full_epochs),
+            proxy=ProxySchedule.from_class_args(proxy_subset, proxy_epochs, proxy_trials, promote_top,
+                                                None if halving.enabled else full_epochs),
+            halving=halving,
+            startup_s=float(startup_s),
+            cost_aware=cost_aware,
             budgets=Budgets(max_params, max_macs, max_model_size_mb, max_peak_memory_mb, max_latency_ms),
             seed=int(np.random.default_rng().integers(2**31)) if seed is None else int(seed),
             learn_from_stopped=learn_from_stopped,
