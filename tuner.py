@@ -67,7 +67,8 @@ class EfficientNetTuner(Tuner):
     any preset or spec string, e.g. a narrow base for quick runs); ``base_resolution`` (input size before gamma
     scaling; default the base's 224); ``num_classes`` (for the profiled costs; 1000); budgets ``max_params``,
     ``max_macs``, ``max_model_size_mb``, ``max_peak_memory_mb`` and ``max_latency_ms`` (measured on this machine's
-    CPU; slow, off by default).
+    CPU; slow, off by default); ``latency_table`` (a file from ``python -m efficientnet latency-table``: then
+    ``max_latency_ms`` is the sum of its per-layer latencies, measured on the target device, not a measurement).
 
     Strategy ``predictor`` (a surrogate model picks evolution's children): ``pool_size`` (200), ``explore`` (0.2),
     ``warmup`` (random trials before the first fit). Multi-objective: ``objectives`` (``[accuracy]``, or accuracy

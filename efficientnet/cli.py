@@ -1,7 +1,7 @@
-"""Command line: ``python -m efficientnet {profile,predict,export,create,resume,view,report} ...``.
+"""Command line: ``python -m efficientnet {profile,latency-table,predict,export,create,resume,view,report} ...``.
 
 Each subcommand is an argument builder and one function ``cmd_<name>(args) -> int``, listed in one table
-(:func:`_commands`: ``profile``, ``predict`` and ``export`` here, ``create``/``resume``/``view`` in
+(:func:`_commands`: ``profile``, ``latency-table``, ``predict`` and ``export`` here, ``create``/``resume``/``view`` in
 :mod:`efficientnet.launcher`, ``report`` in :mod:`efficientnet.report`). Errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
 """
@@ -23,19 +23,84 @@ def _build_profile(p: argparse.ArgumentParser) -> None:
     add_arch_arguments(p)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--latency", action="store_true", help="also measure batch-1 CPU latency")
+    p.add_argument("--latency-table", metavar="FILE", help="also predict latency from a table built by latency-table")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Print the profile of the architecture described by the flags."""
+    from .latency_table import LatencyTable, LatencyTableError
     from .profiler import profile
 
     spec = arch_from_args(args)
+    predicted = {}
+    if args.latency_table:
+        try:
+            table = LatencyTable.load(args.latency_table)
+            predicted = {"predicted_latency_ms": table.predict(spec, args.num_classes),
+                         "latency_table": table.describe()}
+        except LatencyTableError as exc:
+            raise CLIError(str(exc)) from None
     prof = profile(spec, num_classes=args.num_classes, latency=args.latency)
     if args.json:
-        print(json.dumps({"arch": str(spec), "spec": spec.to_dict(), **prof.to_dict()}, indent=2))
+        print(json.dumps({"arch": str(spec), "spec": spec.to_dict(), **prof.to_dict(), **predicted}, indent=2))
     else:
         print(f"arch: {spec}\n{prof}")
+        if predicted:
+            print(f"predicted latency {predicted['predicted_latency_ms']:.1f} ms ({predicted['latency_table']})")
+    return 0
+
+
+def _build_latency_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="FILE", help="the table (JSON); an existing one is resumed")
+    p.add_argument("--search-space", default="search_space.json", metavar="FILE",
+                   help="search space whose candidates to cover (default %(default)s)")
+    p.add_argument("--base", default="lite0", help="the tuner's classArg base (default %(default)s)")
+    p.add_argument("--base-resolution", type=int, help="the tuner's classArg base_resolution")
+    p.add_argument("--num-classes", type=int, default=1000, help="the tuner's classArg num_classes")
+    p.add_argument("--phi", type=float, default=1.0, help="the tuner's classArg phi (default %(default)s)")
+    p.add_argument("--sample", type=int, metavar="N", help="cover N random candidates only (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1, help="(default %(default)s)")
+    p.add_argument("--backend", default="torch", help="only torch is supported yet (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per layer, median kept (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per layer first (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_latency_table(args: argparse.Namespace) -> int:
+    """Measure the per-layer latencies of every candidate of a search space on this device."""
+    import time
+
+    from .latency_table import LatencyTableError, build_table, search_space_specs
+    from .search.space import SearchSpaceError
+
+    if args.backend != "torch":
+        raise CLIError(f"--backend {args.backend}: only torch is supported yet")
+    for name in ("threads", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise CLIError(f"--device must be cpu or cuda[:N], got {args.device!r}")
+    try:
+        with open(args.search_space) as f:
+            search_space = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read search space {args.search_space}: {exc}") from None
+    start = time.perf_counter()
+    try:
+        specs = search_space_specs(search_space, args.base, args.base_resolution, args.num_classes, args.phi,
+                                   args.sample, args.seed)
+        table, measured, distinct = build_table(
+            specs, args.out, args.num_classes, args.device, args.threads, args.batch_size, args.repeats,
+            args.warmup, progress=not args.no_progress)
+    except (LatencyTableError, SearchSpaceError, ValueError) as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    print(f"{len(specs)} architectures, {distinct} distinct layers, measured {measured} new "
+          f"({distinct - measured} already in the table) in {time.perf_counter() - start:.1f} s; "
+          f"wrote {args.out} ({table.describe()})")
     return 0
 
 
@@ -144,6 +209,8 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
 
     return {
         "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
+        "latency-table": (_build_latency_table, cmd_latency_table, "measure per-layer latencies of a search "
+                          "space on this device, for the profile --latency-table and the tuner's latency_table"),
         "predict": (_build_predict, cmd_predict, "classify images with pretrained ImageNet weights"),
         "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
                    "preprocessing"),

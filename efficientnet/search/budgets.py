@@ -3,7 +3,9 @@
 A candidate is checked in order of cost: a dominance pre-filter (it is at least as large, coordinate by coordinate,
 as a candidate already known to break a budget), then the closed forms of :mod:`efficientnet.search.costs`
 (parameters, MACs, model size and peak activation memory, in well under a millisecond), and, only when
-``max_latency_ms`` is set, a real CPU latency measurement. Only a candidate that passes everything is proposed.
+``max_latency_ms`` is set, a real CPU latency measurement (or, with classArg ``latency_table``, the sum of the
+table's per-layer latencies measured on the target device, see :mod:`efficientnet.latency_table`). Only a
+candidate that passes everything is proposed.
 
 The meta-device profiler stays as the reference: the first ``cross_check`` candidates are profiled as well, and if
 the profile disagrees with the closed forms (a changed model implementation, say), a warning names the difference
@@ -15,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -47,9 +49,13 @@ class Budgets:
     max_model_size_mb: float | None = None
     max_peak_memory_mb: float | None = None
     max_latency_ms: float | None = None
+    latency_table: Any = field(default=None, compare=False, repr=False)  # a LatencyTable: max_latency_ms predicted
+
+    def _limits(self) -> list[Any]:
+        return [f for f in fields(self) if f.name.startswith("max_")]
 
     def __post_init__(self) -> None:
-        for f in fields(self):
+        for f in self._limits():
             value = getattr(self, f.name)
             if value is not None and not (
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
@@ -58,7 +64,7 @@ class Budgets:
 
     def active(self) -> dict[str, float]:
         """The budgets that are set."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {f.name: getattr(self, f.name) for f in self._limits() if getattr(self, f.name) is not None}
 
     def violations(self, costs: object) -> dict[str, float]:
         """``{budget name: measured value}`` for every budget ``costs`` breaks (attributes it lacks are skipped)."""
@@ -182,7 +188,10 @@ class FeasibilityChecker:
         result = self.costs(spec)
         broken = self.budgets.violations(result)
         if not broken and self.budgets.max_latency_ms is not None:  # measured only when the rest fits
-            result = dataclasses.replace(result, latency_ms=_cached_latency(spec, self.num_classes))
+            table = self.budgets.latency_table
+            latency = (table.predict(spec, self.num_classes) if table is not None
+                       else _cached_latency(spec, self.num_classes))
+            result = dataclasses.replace(result, latency_ms=latency)
             broken = self.budgets.violations(result)
         if broken:
             self._remember(vector)

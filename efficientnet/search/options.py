@@ -71,6 +71,7 @@ class TunerOptions:
         max_model_size_mb: float | None = None,
         max_peak_memory_mb: float | None = None,
         max_latency_ms: float | None = None,
+        latency_table: str | None = None,
         pool_size: int = 200,
         explore: float = 0.2,
         warmup: int | None = None,
@@ -110,6 +111,16 @@ class TunerOptions:
             raise ValueError(f"classArg cost_aware must be true or false, got {cost_aware!r}")
         if not isinstance(startup_s, (int, float)) or isinstance(startup_s, bool) or not startup_s >= 0:
             raise ValueError(f"classArg startup_s must be a number of seconds >= 0, got {startup_s!r}")
+        table = None
+        if latency_table is not None:
+            from ..latency_table import LatencyTable, LatencyTableError
+
+            if not isinstance(latency_table, str) or not latency_table:
+                raise ValueError(f"classArg latency_table must be a file path or null, got {latency_table!r}")
+            try:
+                table = LatencyTable.load(latency_table)
+            except LatencyTableError as exc:
+                raise ValueError(f"classArg latency_table: {exc}") from None
         halving = SuccessiveHalving.from_class_args(min_epochs, eta, full_epochs)
         if halving.enabled and (proxy_subset is not None or proxy_epochs is not None or proxy_trials):
             raise ValueError("classArgs min_epochs (successive halving) and proxy_* (proxy training) exclude each "
@@ -143,7 +154,7 @@ class TunerOptions:
             halving=halving,
             startup_s=float(startup_s),
             cost_aware=cost_aware,
-            budgets=Budgets(max_params, max_macs, max_model_size_mb, max_peak_memory_mb, max_latency_ms),
+            budgets=Budgets(max_params, max_macs, max_model_size_mb, max_peak_memory_mb, max_latency_ms, table),
             seed=int(np.random.default_rng().integers(2**31)) if seed is None else int(seed),
             learn_from_stopped=learn_from_stopped,
             stop_after_failures=0 if stop_after_failures is None

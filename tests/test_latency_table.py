@@ -1,0 +1,160 @@
+"""Latency tables: layer keys against the built model, the ``latency-table`` command (resumable), prediction, and
+the tuner's ``latency_table`` classArg checking ``max_latency_ms`` without measuring."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nni
+import pytest
+from trial_process import one_error_line
+
+from efficientnet.builder import SpecEfficientNet
+from efficientnet.latency_table import (
+    LatencyTable,
+    LatencyTableError,
+    build_table,
+    layer_keys,
+    search_space_specs,
+)
+from efficientnet.search.costs import estimated_profile
+from efficientnet.spec import ArchSpec, StageChoice, preset
+from tuner import EfficientNetTuner
+
+BASE = str(preset("b0").replace(width=0.2, depth=0.5))
+TINY_SPACE = {  # 4 candidates: 2 coefficient points meet 2 ± 0.1, times stage 6 with or without SE
+    "alpha": {"_type": "choice", "_value": [1.65, 2.0]},
+    "beta": {"_type": "choice", "_value": [1.0, 1.1]},
+    "gamma": {"_type": "choice", "_value": [1.0]},
+    "stage6_se": {"_type": "choice", "_value": [0, 1]},
+}
+ARGS = ("--base", BASE, "--base-resolution", "32", "--num-classes", "10")
+
+
+def run(root, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "efficientnet", *args], cwd=root, capture_output=True, text=True, check=False,
+                          timeout=120)
+
+
+def tiny_specs() -> list[ArchSpec]:
+    return search_space_specs(TINY_SPACE, BASE, 32, 10)
+
+
+@pytest.fixture(scope="module")
+def table_file(root, tmp_path_factory):
+    """A table of the tiny space built by the command twice: the second run measures nothing new."""
+    space = tmp_path_factory.mktemp("lt") / "space.json"
+    space.write_text(json.dumps(TINY_SPACE))
+    out = space.with_name("table.json")
+    first = run(root, "latency-table", "--out", str(out), "--search-space", str(space), *ARGS, "--repeats", "3")
+    assert first.returncode == 0, first.stderr
+    second = run(root, "latency-table", "--out", str(out), "--search-space", str(space), *ARGS, "--repeats", "3",
+                 "--no-progress")
+    assert second.returncode == 0, second.stderr
+    return out, first.stdout, second.stdout
+
+
+@pytest.mark.parametrize("spec", [
+    preset("b0").replace(width=0.25, resolution=32),
+    preset("lite0").replace(width=0.1, depth=1.3, resolution=33),
+    preset("b0").replace(width=0.15, resolution=40).with_stage_choices(
+        {2: StageChoice(kernel=3, expand=4, se=False, repeats_delta=1), 5: StageChoice(kernel=7, se=True)}),
+], ids=["b0", "lite0-deeper-odd", "choices"])
+def test_keys_match_the_built_model(spec):
+    keys = layer_keys(spec, 10)
+    model = SpecEfficientNet(spec, 10)
+    assert len(keys) == len(model._blocks) + 2
+    assert keys[0].startswith(f"stem:{spec.resolution}px:3>{model._conv_stem.out_channels}:")
+    assert f":{model._conv_head.in_channels}>{model._conv_head.out_channels}:fc10:" in keys[-1]
+    for key, block in zip(keys[1:-1], model._blocks):
+        a = block._block_args
+        assert f":{a.input_filters}>{a.output_filters}:k{a.kernel_size}:s{a.stride}:e{a.expand_ratio:g}:" in key
+        assert ("se0:" in key) != block.has_se
+
+
+def test_measuring_checks_each_layer_against_the_model_inputs(tmp_path):
+    spec = preset("lite0").replace(width=0.1, resolution=33)  # odd sizes: cropped and padded convolutions
+    table, measured, distinct = build_table([spec], tmp_path / "t.json", num_classes=10, repeats=2, warmup=1,
+                                            progress=False)
+    assert measured == distinct == len(set(layer_keys(spec, 10))) and table.predict(spec, 10) > 0
+
+
+def test_command_covers_the_space_and_resumes(table_file):
+    out, first, second = table_file
+    table = LatencyTable.load(out)
+    keys = {k for spec in tiny_specs() for k in layer_keys(spec, 10)}
+    assert set(table.entries) == keys and all(v > 0 for v in table.entries.values())
+    assert (table.device, table.threads, table.batch_size, table.backend) == ("cpu", 1, 1, "torch")
+    assert f"measured {len(keys)} new" in first and "measured 0 new" in second
+
+
+def test_predict_sums_the_entries_and_names_a_missing_key():
+    spec = tiny_specs()[0]
+    keys = layer_keys(spec, 10)
+    table = LatencyTable({k: float(i + 1) for i, k in enumerate(dict.fromkeys(keys))})
+    index = {k: float(i + 1) for i, k in enumerate(dict.fromkeys(keys))}
+    assert table.predict(spec, 10) == pytest.approx(sum(index[k] for k in keys))
+    del table.entries[keys[3]]
+    with pytest.raises(LatencyTableError, match="re-run python -m efficientnet latency-table") as err:
+        table.predict(spec, 10)
+    assert keys[3] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tuner_checks_max_latency_by_the_table(tmp_path, monkeypatch):
+    specs = tiny_specs()
+    keys = {k for spec in specs for k in layer_keys(spec, 10)}
+    # grows with every coordinate (depth: more blocks, width: channels, SE), as real latencies do
+    table = LatencyTable({k: 1.0 + int(k.split(":")[2].split(">")[0]) / 100 + (0.5 if ":se0.25:" in k else 0)
+                          for k in keys})
+    table.save(tmp_path / "table.json")
+    predicted = sorted(table.predict(s, 10) for s in specs)
+    threshold = (predicted[1] + predicted[2]) / 2
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("latency measured although a latency table was given")
+
+    monkeypatch.setattr("efficientnet.search.budgets._cached_latency", no_measuring)
+    monkeypatch.setattr("efficientnet.profiler.measure_latency", no_measuring)
+    tuner = EfficientNetTuner(strategy="grid", seed=0, base=BASE, base_resolution=32, num_classes=10,
+                              max_latency_ms=threshold, latency_table=str(tmp_path / "table.json"),
+                              profiler=estimated_profile)
+    tuner.update_search_space(TINY_SPACE)
+    proposed = []
+    with pytest.raises(nni.NoMoreTrialError):
+        for pid in range(10):
+            p = tuner.generate_parameters(pid)
+            proposed.append(ArchSpec.parse(p["arch"]))
+            assert p["latency_ms"] == pytest.approx(table.predict(proposed[-1], 10)) and p["latency_ms"] <= threshold
+    assert sorted(table.predict(s, 10) for s in proposed) == predicted[:2]
+    assert tuner.checker.rejected >= 1
+
+
+@pytest.mark.parametrize("content, message", [(None, "does not exist"), ("{", "cannot read"),
+                                              ('{"entries": {}}', "is not a latency table")])
+def test_unreadable_table_is_a_classarg_error(tmp_path, content, message):
+    path = tmp_path / "table.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        EfficientNetTuner(latency_table=str(path), max_latency_ms=5.0)
+    assert str(err.value).startswith("classArg latency_table: ") and "\n" not in str(err.value)
+
+
+def test_profile_prints_the_predicted_latency(root, table_file):
+    out, _, _ = table_file
+    spec = tiny_specs()[-1]
+    result = run(root, "profile", "--arch", str(spec), "--num-classes", "10", "--latency-table", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["predicted_latency_ms"] == pytest.approx(LatencyTable.load(out).predict(spec, 10))
+    assert data["latency_ms"] is None
+    missing = run(root, "profile", "--arch", "b0", "--resolution", "32", "--latency-table", str(out))
+    assert missing.returncode == 2 and "re-run python -m efficientnet latency-table" in one_error_line(missing.stderr)
+
+
+def test_only_the_torch_backend(root, tmp_path):
+    result = run(root, "latency-table", "--out", str(tmp_path / "t.json"), "--backend", "onnxruntime")
+    assert result.returncode == 2 and "only torch is supported yet" in one_error_line(result.stderr)
+    assert not (tmp_path / "t.json").exists()
