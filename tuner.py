@@ -40,6 +40,7 @@ from efficientnet.search.cost_model import TrainingCostModel, observed_cost
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.failures import FirstFailures
 from efficientnet.search.fidelity import is_partial_result, partial_score
+from efficientnet.search.halving import rung_hint
 from efficientnet.search.ledger import FAILED, OVER_BUDGET, PARTIAL, SCORED, Ledger, Record
 from efficientnet.search.options import TunerOptions
 from efficientnet.search.pareto import nsga2_fitness
@@ -118,7 +119,7 @@ class EfficientNetTuner(Tuner):
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
         self.cost_model: TrainingCostModel | None = None
-        self.strategy_budget = self._new_budget()
+        self.strategy_budget = self._search_budget()
         proxy, halving = options.proxy, options.halving
         _logger.info("EfficientNetTuner: strategy %s, seed %d, %s, budgets %s, objectives %s (%s), stopped trials "
                      "%s%s%s", options.strategy, options.seed, options.constraint, options.budgets.active() or "none",
@@ -172,11 +173,19 @@ class EfficientNetTuner(Tuner):
         for record in self.ledger.heard(budget):
             if record.candidate in self.space:
                 self.strategy.tell(record.candidate, record.score, record.state == PARTIAL)
+        for record in self.ledger.records.values():
+            if record.budget != budget and record.candidate in self.space:
+                self._hint(record)
 
     def _new_budget(self) -> str:
         """The budget of the next new candidate: successive halving's first rung, else the proxy schedule's."""
         halving = self.options.halving
         return halving.first if halving.enabled else self.options.proxy.next_budget(self.ledger)
+
+    def _search_budget(self) -> str:
+        """The budget whose results the strategy models: the full one under successive halving (lower rungs are
+        hints, see :meth:`_hint`), else the proxy schedule's current one."""
+        return FULL if self.options.halving.enabled else self.options.proxy.next_budget(self.ledger)
 
     def _budget(self, name: str, continue_from: str | None = None) -> Any:
         """The :class:`~efficientnet.proposal.Budget` a proposal of budget ``name`` carries (or None)."""
@@ -186,7 +195,7 @@ class EfficientNetTuner(Tuner):
     def _trial_seconds(self, features: np.ndarray) -> np.ndarray | None:
         """Predicted seconds of a new candidate's trial (bo's cost; None until a trial's seconds are known)."""
         assert self.cost_model is not None
-        budget = self._budget(self.strategy_budget)
+        budget = self._budget(self._new_budget())
         epochs = budget.epochs if budget is not None and budget.epochs else self.cost_model.typical_epochs()
         return self.cost_model.trial_seconds(features, epochs)
 
@@ -220,11 +229,11 @@ class EfficientNetTuner(Tuner):
         if self.first_failures.stopped:
             raise nni.NoMoreTrialError(self.first_failures.stopped)
         proxy, ledger = self.options.proxy, self.ledger
-        budget = self._new_budget()
-        if budget != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
+        budget, search = self._new_budget(), self._search_budget()
+        if search != self.strategy_budget:  # the proxy phase is over: search afresh on full-budget results only
             _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
                          ledger.proposed(PROXY), proxy.promote_top)
-            self._new_strategy(budget)
+            self._new_strategy(search)
         promoted = self.options.halving.promotion(ledger)
         while promoted is not None:
             record, higher = promoted
@@ -351,6 +360,22 @@ class EfficientNetTuner(Tuner):
         record.score = score
         if record.budget == self.strategy_budget and self.strategy is not None:
             self.strategy.tell(record.candidate, score, partial)
+        else:
+            self._hint(record)
+
+    def _hint(self, record: Record) -> None:
+        """Successive halving: a lower rung's result tells the strategy, as a partial observation, how the
+        candidate compares, until the candidate has a full-budget result (see :func:`rung_hint`)."""
+        halving, ledger = self.options.halving, self.ledger
+        if not halving.enabled or record.state != SCORED or self.strategy is None or record.budget == FULL:
+            return
+        full = ledger.records.get((record.candidate, FULL))
+        if full is not None and full.heard:
+            return
+        hint = rung_hint(record.score, [r.score for r in ledger.heard(record.budget) if r.state == SCORED],
+                         ledger.full_scores(FULL))
+        if hint is not None:
+            self.strategy.tell(record.candidate, hint, partial=True)
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A failed (or killed) trial's architecture is never used as a parent (within its budget). A trial stopped

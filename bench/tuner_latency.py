@@ -1,6 +1,7 @@
 """Proposal latency with 1,000 results of history: this project's tuner (each strategy) vs NNI's built-in TPE.
 
-Run from the repository root: ``python bench/tuner_latency.py [--history 1000] [--proposals 50] [--profiled 5]``.
+Run from the repository root: ``python bench/tuner_latency.py [--history 1000] [--proposals 50] [--profiled 5]
+[--latency-table FILE]``.
 
 Every tuner gets the same search space (``search_space.json``: quniform alpha/beta/gamma, block choices, lr and
 batch size — all standard NNI types, so TPE reads it too), ``--history`` proposals answered with a synthetic
@@ -9,6 +10,11 @@ the strategy, the constraint, the dedupe, and every budget checked (``max_params
 ``max_model_size_mb``, ``max_peak_memory_mb``) on the closed-form costs, with the meta-device profiler as the
 cross-check of the first candidate. For comparison, the last row profiles every new candidate on the meta device
 (what each proposal waited for before peak memory and model size had closed forms).
+
+``--latency-table FILE`` (built for ``search_space.json`` with ``python -m efficientnet latency-table --out FILE
+--base-resolution 64 --num-classes 10``) adds a latency budget, ``--max-latency-ms`` (default: the table's median
+prediction over the space, so about half the candidates are over it): once predicted from the table (classArg
+``latency_table``), and once measured on this CPU for every new candidate (``--measured`` proposals; the old way).
 """
 
 from __future__ import annotations
@@ -56,6 +62,31 @@ def fill_history(tuner, history: int) -> None:
         tuner.trial_end(pid, True)
 
 
+def latency_rows(space: dict, args: argparse.Namespace) -> list[tuple[str, list[float]]]:
+    """bo with a latency budget: predicted from the table, then measured per new candidate (``--measured``)."""
+    from efficientnet.latency_table import LatencyTable, search_space_specs
+
+    table = LatencyTable.load(args.latency_table)
+    limit = args.max_latency_ms
+    if limit is None:
+        limit = statistics.median(table.predict(s, 10) for s in search_space_specs(space, "lite0", 64, 10,
+                                                                                  sample=500))
+    rows = []
+    for name, extra, count in (("table", {"latency_table": args.latency_table}, args.proposals),
+                               ("measured", {}, args.measured)):
+        tuner = EfficientNetTuner(strategy="bo", seed=0, num_classes=10, base_resolution=64, max_latency_ms=limit,
+                                  **BUDGETS, **extra)
+        tuner.update_search_space(space)
+        if name == "table":
+            fill_history(tuner, args.history)
+        else:  # the measured budget takes ~0.2 s a candidate: a short history, then the timed proposals
+            fill_history(tuner, min(args.history, 20))
+        rows.append((f"bo: max_latency_ms {limit:.2f} ({name})", timed(tuner, 10**6, count)))
+        print(f"bo with max_latency_ms {limit:.2f} ms ({name}): {tuner.checker.rejected} candidates over budget",
+              flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--history", type=int, default=1000)
@@ -63,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profiled", type=int, default=5)
     parser.add_argument("--strategies", default="grid,random,evolution,bo")
     parser.add_argument("--space", default=str(ROOT / "search_space.json"))
+    parser.add_argument("--latency-table", help="also time bo with a latency budget predicted from this table")
+    parser.add_argument("--max-latency-ms", type=float, help="the latency budget (default: the median prediction)")
+    parser.add_argument("--measured", type=int, default=5, help="proposals timed with the latency measured")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     space = json.loads(Path(args.space).read_text())
@@ -87,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.profiled and strategy == args.strategies.split(",")[-1]:
             tuner.checker.cross_check = 10**9  # profile every new candidate, as before the closed forms
             rows.append((f"{strategy}: meta profile on every candidate", timed(tuner, 2 * 10**6, args.profiled)))
+
+    if args.latency_table:
+        rows += latency_rows(space, args)
 
     ref = statistics.median(tpe_ms)
     print(f"\nms per proposal with {args.history} results of history "

@@ -149,3 +149,25 @@ def test_bo_ranks_by_expected_improvement_per_second():
                 tuner.cost_model.trial_seconds = lambda X, epochs: np.where(X[:, 0] >= 0.5, 100.0, 1.0)
         deep[aware] = sum(chosen[4:])  # after the 4 space-filling ones
     assert deep[True] == 0 and deep[False] >= 3, deep
+
+
+def test_a_lower_rung_result_is_a_hint_on_the_full_scale_capped_at_the_median():
+    from efficientnet.search.halving import rung_hint
+
+    rung, full = [10.0, 20.0, 30.0, 40.0], [70.0, 80.0, 90.0]
+    assert rung_hint(10.0, rung, full) == 70.0  # the worst of its rung: the worst full result
+    assert rung_hint(40.0, rung, full) == 80.0  # the best: capped at the full results' median
+    assert rung_hint(25.0, rung, []) is None  # no full result yet: no scale to put it on
+
+
+def test_under_successive_halving_the_strategy_models_full_results_and_hears_rungs_as_hints():
+    tuner = make_tuner("random", min_epochs=1, full_epochs=3, eta=3)
+    told = []
+    tell = tuner.strategy.tell
+    tuner.strategy.tell = lambda c, v, partial=False: (told.append((c, v, partial)), tell(c, v, partial))[1]
+    proposals = simulate(tuner, 8, lambda p: float(len(p["arch"]) % 7) + (50 if p["budget"] == "full" else 0))
+    assert tuner.strategy_budget == "full"
+    full = [p for p in proposals if p["budget"] == "full"]
+    assert full and all(v >= 50 for _, v, partial in told if not partial)  # full-budget scores, told as such
+    assert any(partial for _, _, partial in told)  # rung-0 results after the first full one, as hints
+    assert all(v is None or v >= 50 for _, v, _ in told)  # every hint is on the full scale

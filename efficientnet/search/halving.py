@@ -9,19 +9,22 @@ id), so a promotion costs only the epochs that trial did not train. Every rung t
 learning-rate schedule (``schedule_epochs``) and stops early, so a continued run is the same run as one trained to
 that rung from the start (``docs/tuner.md`` has the measurement).
 
-The strategy searches on rung 0's results: every candidate has one, and they are comparable. Results of different
+The strategy models full-budget results. A lower rung's result reaches it as a partial observation (a hint, see
+:func:`rung_hint`) until the candidate has a full one: where it ranks among its rung, at the same rank among the
+full-budget results, but never above their median (an early epoch ranks networks only roughly). Results of different
 rungs are never ranked against each other; the final pick is always a full-budget result.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from ..proposal import Budget
 from .class_args import positive_int
 from .ledger import SCORED, Ledger, Record
 
-__all__ = ["SuccessiveHalving"]
+__all__ = ["SuccessiveHalving", "rung_hint"]
 
 FULL = "full"
 
@@ -95,3 +98,15 @@ class SuccessiveHalving:
         below = ledger.records.get((record.candidate, self.name(k - 1))) if k else None
         if below is not None:
             below.promoted = True
+
+
+def rung_hint(score: float, rung_scores: list[float], full_scores: list[float]) -> float | None:
+    """A lower rung's ``score`` on the full budget's scale: its quantile among ``rung_scores`` (its rung's results)
+    taken among ``full_scores``, capped at their median; None before any full-budget result."""
+    if not full_scores or not rung_scores:
+        return None
+    below = sum(s < score for s in rung_scores) + 0.5 * sum(s == score for s in rung_scores)
+    q = below / len(rung_scores)
+    full = sorted(full_scores)
+    value = full[min(len(full) - 1, int(q * len(full)))]
+    return float(min(value, statistics.median(full)))
