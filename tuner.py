@@ -252,10 +252,11 @@ class EfficientNetTuner(Tuner):
                 return self._register(parameter_id, record.candidate, FULL, prof)
         while True:
             if ledger.candidates() >= self.space.size and not ledger.second_chances():
-                raise nni.NoMoreTrialError("every candidate of the search space has been proposed or is over budget")
+                return self._promote_any(parameter_id, "every candidate of the search space has been proposed or is "
+                                                       "over budget")
             candidate = self.strategy.ask()
             if candidate is None:
-                raise nni.NoMoreTrialError("the search strategy has no candidate left")
+                return self._promote_any(parameter_id, "the search strategy has no candidate left")
             if ledger.free_again(candidate):  # a stopped trial's architecture, trained to the end this time
                 ledger.spend_second_chance(candidate)
                 prof, _ = self.checker.check(candidate)
@@ -273,6 +274,23 @@ class EfficientNetTuner(Tuner):
                 self.strategy.tell(candidate, None)  # never trained: no result will come
                 continue
             return self._register(parameter_id, candidate, budget, prof)
+
+    def _promote_any(self, parameter_id: int, why: str) -> dict[str, Any]:
+        """No new candidate is left: under successive halving, promote the best result not promoted yet of the
+        highest rung that has one, whatever its rank; else ``NoMoreTrialError`` saying ``why``."""
+        assert self.checker is not None
+        halving = self.options.halving
+        promoted = halving.promotion(self.ledger, top_only=False) if halving.enabled else None
+        while promoted is not None:
+            record, higher = promoted
+            record.promoted = True
+            prof, _ = self.checker.check(record.candidate)
+            if prof is not None:
+                _logger.info("no new candidate left: promoting %s to %s, continuing trial %s", record.candidate,
+                             higher, record.trial)
+                return self._register(parameter_id, record.candidate, higher, prof, continue_from=record.trial)
+            promoted = halving.promotion(self.ledger, top_only=False)
+        raise nni.NoMoreTrialError(why)
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile,
                   continue_from: str | None = None) -> dict[str, Any]:

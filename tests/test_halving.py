@@ -171,3 +171,15 @@ def test_under_successive_halving_the_strategy_models_full_results_and_hears_run
     assert full and all(v >= 50 for _, v, partial in told if not partial)  # full-budget scores, told as such
     assert any(partial for _, _, partial in told)  # rung-0 results after the first full one, as hints
     assert all(v is None or v >= 50 for _, v, _ in told)  # every hint is on the full scale
+
+
+def test_when_the_space_is_used_up_the_rest_of_a_rung_is_promoted_before_the_search_ends():
+    import nni
+
+    tuner = make_tuner("grid", space=LEGACY_SPACE, min_epochs=1, full_epochs=3, eta=3)
+    size = tuner.space.size
+    with pytest.raises(nni.NoMoreTrialError):
+        simulate(tuner, 3 * size, lambda p: float(p["alpha"]) * 10 + p["epochs"])
+    records = tuner.ledger.records.values()
+    assert sum(r.budget == "rung0" for r in records) == size  # every candidate once at rung 0
+    assert sum(r.budget == "full" for r in records) == size  # and every one promoted before the search ended

@@ -81,13 +81,14 @@ class SuccessiveHalving:
         assert k is not None, name
         return Budget(name, 1.0, self.rungs[k], self.rungs[-1], continue_from)
 
-    def promotion(self, ledger: Ledger) -> tuple[Record, str] | None:
+    def promotion(self, ledger: Ledger, top_only: bool = True) -> tuple[Record, str] | None:
         """The next (record, budget to promote it to): the best not yet promoted among the top ``1/eta`` of a rung's
-        results, highest rung first; None when no rung has one."""
+        results (any of them when not ``top_only``: the search space is used up), highest rung first; None when no
+        rung has one."""
         for k in range(len(self.rungs) - 2, -1, -1):
             name = self.name(k)
             done = sorted((r for r in ledger.heard(name) if r.state == SCORED), key=lambda r: -r.score)
-            for record in done[: len(done) // self.eta]:
+            for record in done[: len(done) // self.eta] if top_only else done:
                 if not record.promoted:
                     return record, self.name(k + 1)
         return None
