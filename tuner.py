@@ -234,16 +234,9 @@ class EfficientNetTuner(Tuner):
             _logger.info("proxy phase over after %d trials: promoting the best %d, full budget from now on",
                          ledger.proposed(PROXY), proxy.promote_top)
             self._new_strategy(search)
-        promoted = self.options.halving.promotion(ledger)
-        while promoted is not None:
-            record, higher = promoted
-            record.promoted = True
-            prof, _ = self.checker.check(record.candidate)
-            if prof is not None:
-                _logger.info("promoting %s (%s score %.4g) to %s, continuing trial %s", record.candidate,
-                             record.budget, record.score, higher, record.trial)
-                return self._register(parameter_id, record.candidate, higher, prof, continue_from=record.trial)
-            promoted = self.options.halving.promotion(ledger)
+        promotion = self._promote(parameter_id, top_only=True)
+        if promotion is not None:
+            return promotion
         for record in proxy.promotions(ledger):
             record.promoted = True
             prof, _ = self.checker.check(record.candidate)
@@ -275,22 +268,31 @@ class EfficientNetTuner(Tuner):
                 continue
             return self._register(parameter_id, candidate, budget, prof)
 
-    def _promote_any(self, parameter_id: int, why: str) -> dict[str, Any]:
-        """No new candidate is left: under successive halving, promote the best result not promoted yet of the
-        highest rung that has one, whatever its rank; else ``NoMoreTrialError`` saying ``why``."""
+    def _promote(self, parameter_id: int, top_only: bool) -> dict[str, Any] | None:
+        """Successive halving's next promotion within the budgets, as NNI's dict (None: none is due); see
+        :meth:`SuccessiveHalving.promotion`."""
         assert self.checker is not None
         halving = self.options.halving
-        promoted = halving.promotion(self.ledger, top_only=False) if halving.enabled else None
+        promoted = halving.promotion(self.ledger, top_only) if halving.enabled else None
         while promoted is not None:
             record, higher = promoted
             record.promoted = True
             prof, _ = self.checker.check(record.candidate)
             if prof is not None:
-                _logger.info("no new candidate left: promoting %s to %s, continuing trial %s", record.candidate,
-                             higher, record.trial)
+                _logger.info("promoting %s (%s score %.4g) to %s, continuing trial %s%s", record.candidate,
+                             record.budget, record.score, higher, record.trial,
+                             "" if top_only else " (no new candidate is left)")
                 return self._register(parameter_id, record.candidate, higher, prof, continue_from=record.trial)
-            promoted = halving.promotion(self.ledger, top_only=False)
-        raise nni.NoMoreTrialError(why)
+            promoted = halving.promotion(self.ledger, top_only)
+        return None
+
+    def _promote_any(self, parameter_id: int, why: str) -> dict[str, Any]:
+        """No new candidate is left: promote the best result of a rung not promoted yet, whatever its rank; else
+        ``NoMoreTrialError`` saying ``why``."""
+        promotion = self._promote(parameter_id, top_only=False)
+        if promotion is None:
+            raise nni.NoMoreTrialError(why)
+        return promotion
 
     def _register(self, parameter_id: int, candidate: Candidate, budget: str, prof: Profile,
                   continue_from: str | None = None) -> dict[str, Any]:
