@@ -302,7 +302,11 @@ class EfficientNetTuner(Tuner):
             candidate = candidate.with_hyper(self.space.parsed.sample_hyperparameters(self.rng))
         costs = {"params": prof.params, "macs": prof.macs, "model_size_mb": round(prof.model_size_mb, 3),
                  "peak_memory_mb": round(prof.peak_memory_mb, 3)}
-        if prof.latency_ms is not None:
+        table = self.options.budgets.latency_table
+        if table is not None:  # the target device's latency, from its table (the trial measures its own machine's)
+            costs["predicted_latency_ms"] = round(table.predict(self.space.spec(candidate), self.options.num_classes),
+                                                  3)
+        elif prof.latency_ms is not None:
             costs["latency_ms"] = round(prof.latency_ms, 3)
         proposal = replace(self.space.proposal(candidate), costs=costs, budget=self._budget(budget, continue_from))
         self.ledger.propose(parameter_id, candidate, budget, proposal)

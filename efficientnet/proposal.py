@@ -38,7 +38,7 @@ __all__ = [
 
 STAGE_KEY = re.compile(r"^stage(\d+)_(kernel|expand|se|repeats)$")
 COEFFICIENT_KEYS = ("alpha", "beta", "gamma", "phi")
-COST_KEYS = ("params", "macs", "model_size_mb", "peak_memory_mb", "latency_ms")
+COST_KEYS = ("params", "macs", "model_size_mb", "peak_memory_mb", "latency_ms", "predicted_latency_ms")
 PROFILE_KEYS = ("arch", *COST_KEYS, "budget")  # written by the tuner: a search space may not name them
 _CHOICE_FIELD = {"kernel": "kernel", "expand": "expand", "se": "se", "repeats": "repeats_delta"}
 

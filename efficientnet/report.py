@@ -30,7 +30,8 @@ from .spec import ArchSpec, SpecError, preset
 
 __all__ = ["Row", "load_trials", "rows_of", "build_report"]
 
-COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "arch")
+COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "predicted_latency_ms",
+           "arch")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Row:
     latency_ms: float | None
     arch: str | None
     final: dict[str, Any]
+    predicted_latency_ms: float | None = None  # from the tuner's latency table (the target device)
 
     def cells(self) -> list[str]:
         def num(v: float | None, fmt: str) -> str:
@@ -55,7 +57,7 @@ class Row:
         return [self.trial, self.status, self.budget, num(self.default, ".3f"), num(self.top5, ".3f"),
                 num(None if self.params is None else self.params / 1e6, ".3f") + ("M" if self.params else ""),
                 num(None if self.macs is None else self.macs / 1e6, ".1f") + ("M" if self.macs else ""),
-                num(self.latency_ms, ".2f"), self.arch or ""]
+                num(self.latency_ms, ".2f"), num(self.predicted_latency_ms, ".2f"), self.arch or ""]
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -135,7 +137,8 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
         budget = final.get("budget", proposal.budget_name)  # the trial's own word first, then its proposal
         rows.append(Row(t.id, t.status, str(budget or "full"), default,
                         _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
-                        final.get("arch") or (str(proposal.spec) if proposal.spec else None), final))
+                        final.get("arch") or (str(proposal.spec) if proposal.spec else None), final,
+                        cost("predicted_latency_ms")))
     return rows
 
 
@@ -238,7 +241,10 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     if proxy:
         lines += [f"## Best {min(top, len(proxy))} trials (lower budgets)", "",
                   *_table(sorted(proxy, key=lambda r: -r.default)[:top]), ""]
-    for cost, name in (("macs", "MACs"), ("latency_ms", "latency")):
+    fronts = [("macs", "MACs"), ("latency_ms", "latency")]
+    if any(r.predicted_latency_ms is not None for r in full):
+        fronts.append(("predicted_latency_ms", "latency predicted for the target (latency table)"))
+    for cost, name in fronts:
         front = _front(full, cost)
         lines += [f"## Pareto front: accuracy vs {name} (full budget)", ""]
         lines += [*_table(front), ""] if front else [f"(no trial reported {cost})", ""]
@@ -263,7 +269,8 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     writer = csv.writer(table)
     writer.writerow(COLUMNS)
     for r in sorted(rows_all, key=lambda r: (r.budget, -r.default)):
-        writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms, r.arch])
+        writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms,
+                         r.predicted_latency_ms, r.arch])
     atomic_write_text(table.getvalue(), out_dir / "trials.csv")
     _plot(out_dir / "pareto.png", full, proxy, refs, title)
     lines += [f"Best: trial {best.trial} ({best.budget} budget), default {best.default:.3f}; spec in "

@@ -126,7 +126,9 @@ def test_tuner_checks_max_latency_by_the_table(tmp_path, monkeypatch):
         for pid in range(10):
             p = tuner.generate_parameters(pid)
             proposed.append(ArchSpec.parse(p["arch"]))
-            assert p["latency_ms"] == pytest.approx(table.predict(proposed[-1], 10)) and p["latency_ms"] <= threshold
+            predicted_ms = p["predicted_latency_ms"]  # the target's latency; the trial measures its own machine's
+            assert predicted_ms == pytest.approx(table.predict(proposed[-1], 10), abs=1e-3) and "latency_ms" not in p
+            assert predicted_ms <= threshold
     assert sorted(table.predict(s, 10) for s in proposed) == predicted[:2]
     assert tuner.checker.rejected >= 1
 
@@ -158,3 +160,18 @@ def test_only_the_torch_backend(root, tmp_path):
     result = run(root, "latency-table", "--out", str(tmp_path / "t.json"), "--backend", "onnxruntime")
     assert result.returncode == 2 and "only torch is supported yet" in one_error_line(result.stderr)
     assert not (tmp_path / "t.json").exists()
+
+
+def test_the_report_shows_the_latency_predicted_for_the_target(tmp_path):
+    """The proposal's predicted_latency_ms (the tuner's table) is a column, a Pareto front and a CSV field."""
+    from efficientnet.nni_rest import Trial
+    from efficientnet.report import build_report
+
+    specs = tiny_specs()[:2]
+    trials = [Trial(f"T{i}", "SUCCEEDED", {"arch": str(s), "predicted_latency_ms": 3.0 + i}, i,
+                    {"default": 80.0 + i, "arch": str(s), "budget": "full", "macs": 1e6 * (i + 1)})
+              for i, s in enumerate(specs)]
+    text = build_report(trials, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
+    assert "## Pareto front: accuracy vs latency predicted for the target (latency table)" in text
+    assert "| predicted_latency_ms |" in text and "| 4.00 |" in text
+    assert (tmp_path / "trials.csv").read_text().splitlines()[0].endswith("latency_ms,predicted_latency_ms,arch")
