@@ -6,7 +6,7 @@ import difflib
 import inspect
 from typing import Any, Callable, Iterable
 
-__all__ = ["positive_int", "class_arg_names", "unknown_class_args"]
+__all__ = ["positive_int", "boolean", "class_arg_names", "unknown_class_args"]
 
 NOT_CLASS_ARGS = frozenset({"self", "profiler", "failure_reader"})  # constructor arguments for code, not configs
 
@@ -15,6 +15,13 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` if it is an integer (not a bool) >= ``minimum``; else ``ValueError`` naming classArg ``name``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"classArg {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` if it is a bool; else ``ValueError`` naming classArg ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"classArg {name} must be true or false, got {value!r}")
     return value
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..spec import ArchSpec, SpecError, resolve_arch
 from .budgets import Budgets
-from .class_args import class_arg_names, positive_int, unknown_class_args
+from .class_args import boolean, class_arg_names, positive_int, unknown_class_args
 from .constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from .pareto import MultiObjective
 from .halving import SuccessiveHalving
@@ -107,8 +107,7 @@ class TunerOptions:
             raise ValueError(f"classArg base_resolution must be an integer >= 16 or null, got {base_resolution!r}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"classArg num_classes must be a positive integer, got {num_classes!r}")
-        if not isinstance(cost_aware, bool):
-            raise ValueError(f"classArg cost_aware must be true or false, got {cost_aware!r}")
+        boolean("cost_aware", cost_aware)
         if not isinstance(startup_s, (int, float)) or isinstance(startup_s, bool) or not startup_s >= 0:
             raise ValueError(f"classArg startup_s must be a number of seconds >= 0, got {startup_s!r}")
         table = None
@@ -125,8 +124,7 @@ class TunerOptions:
         if halving.enabled and (proxy_subset is not None or proxy_epochs is not None or proxy_trials):
             raise ValueError("classArgs min_epochs (successive halving) and proxy_* (proxy training) exclude each "
                              "other: keep one")
-        if not isinstance(learn_from_stopped, bool):
-            raise ValueError(f"classArg learn_from_stopped must be true or false, got {learn_from_stopped!r}")
+        boolean("learn_from_stopped", learn_from_stopped)
         objective = MultiObjective.from_class_args(objectives, multi_objective, target_latency_ms, target_macs,
                                                    reward_exponent)
         if objective.mode != "single" and optimize_mode != "maximize":
