@@ -15,7 +15,8 @@ from efficientnet_pytorch.utils import BlockArgs, GlobalParams, round_filters, r
 from .layers import FastMBConvBlock, fold_same_padding, inplace_activation
 from .spec import ArchSpec
 
-__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "stage_of_blocks"]
+__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "block_repeats", "stem_head_channels",
+           "stage_of_blocks"]
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -73,6 +74,30 @@ def blocks_args(spec: ArchSpec) -> list[BlockArgs]:
         )
         for i, a in enumerate(args)
     ]
+
+
+def stem_head_channels(spec: ArchSpec, num_classes: int = 1000) -> tuple[int, int]:
+    """Output channels of the stem and of the head convolution of the model ``spec`` builds."""
+    if spec.stem != "scaled":
+        return STEM_CHANNELS, HEAD_CHANNELS
+    gp = global_params(spec, num_classes)
+    return round_filters(STEM_CHANNELS, gp), round_filters(HEAD_CHANNELS, gp)
+
+
+def block_repeats(spec: ArchSpec, num_classes: int = 1000) -> list[BlockArgs]:
+    """One ``BlockArgs`` per block of the built model (``model._blocks``), in order, with its own input channels and
+    stride (``num_repeat`` 1): the stages scaled as the library scales them."""
+    gp = global_params(spec, num_classes)
+    out = []
+    for args in blocks_args(spec):
+        if spec.stem == "scaled":
+            args = args._replace(input_filters=round_filters(args.input_filters, gp),
+                                 output_filters=round_filters(args.output_filters, gp),
+                                 num_repeat=round_repeats(args.num_repeat, gp))
+        for i in range(args.num_repeat):
+            out.append(args._replace(num_repeat=1, input_filters=args.input_filters if i == 0 else args.output_filters,
+                                     stride=args.stride if i == 0 else 1))
+    return out
 
 
 class SpecEfficientNet(EfficientNet):

@@ -65,31 +65,19 @@ def layers(spec: ArchSpec, num_classes: int = 1000) -> list[Layer]:
     """The layers of the model :class:`~efficientnet.builder.SpecEfficientNet` builds for ``spec``, in order:
     the stem, one entry per block repeat (as ``model._blocks``), and the head (conv, pooling, classifier)."""
     # imported here: efficientnet-pytorch imports torch, which the tuner process loads only when it needs it
-    from efficientnet_pytorch.utils import round_filters, round_repeats
+    from .builder import block_repeats, stem_head_channels
 
-    from .builder import HEAD_CHANNELS, STEM_CHANNELS, blocks_args, global_params
-
-    scaled = spec.stem == "scaled"
-    gp = global_params(spec, num_classes, scaled=scaled)
     act = spec.activation
     res = spec.resolution
-    stem = round_filters(STEM_CHANNELS, gp) if scaled else STEM_CHANNELS
+    stem, head = stem_head_channels(spec, num_classes)
     out = [Layer("stem", res, 3, f"stem:{res}px:3>{stem}:{act}")]
     size, cout = math.ceil(res / 2), stem
-    for args in blocks_args(spec):
-        if scaled:
-            args = args._replace(input_filters=round_filters(args.input_filters, gp),
-                                 output_filters=round_filters(args.output_filters, gp),
-                                 num_repeat=round_repeats(args.num_repeat, gp))
+    for args in block_repeats(spec, num_classes):
         se = args.se_ratio if args.se_ratio is not None and 0 < args.se_ratio <= 1 else 0
-        for i in range(args.num_repeat):
-            cin = args.input_filters if i == 0 else args.output_filters
-            stride = args.stride if i == 0 else 1
-            out.append(Layer("block", size, cin, f"block:{size}px:{cin}>{args.output_filters}:k{args.kernel_size}:"
-                                                 f"s{stride}:e{args.expand_ratio:g}:se{se:g}:{act}"))
-            size = math.ceil(size / stride)
-        cout = args.output_filters
-    head = round_filters(HEAD_CHANNELS, gp) if scaled else HEAD_CHANNELS
+        cin = args.input_filters
+        out.append(Layer("block", size, cin, f"block:{size}px:{cin}>{args.output_filters}:k{args.kernel_size}:"
+                                             f"s{args.stride}:e{args.expand_ratio:g}:se{se:g}:{act}"))
+        size, cout = math.ceil(size / args.stride), args.output_filters
     out.append(Layer("head", size, cout, f"head:{size}px:{cout}>{head}:fc{num_classes}:{act}"))
     return out
 

@@ -134,64 +134,51 @@ def estimate_costs(spec: ArchSpec, num_classes: int = 1000) -> CostEstimate:
     """Parameters, MACs (batch 1), fp32 state-dict size and peak activation memory of the model
     :func:`build_model` makes for ``spec``."""
     # imported here: efficientnet-pytorch imports torch, which the tuner process loads only once it has connected
-    from efficientnet_pytorch.utils import round_filters, round_repeats
+    from ..builder import block_repeats, stem_head_channels
 
-    from ..builder import HEAD_CHANNELS, STEM_CHANNELS, blocks_args, global_params
-
-    scaled = spec.stem == "scaled"
-    gp = global_params(spec, num_classes, scaled=scaled)
     c = _Counter(spec.resolution)
     m = _LiveBytes(3 * spec.resolution**2 * _FP32)
-    stem = round_filters(STEM_CHANNELS, gp) if scaled else STEM_CHANNELS
+    stem, head = stem_head_channels(spec, num_classes)
     c.conv(3, stem, 3, stride=2)
     c.bn(stem)
     x_bytes, size = m.conv_bn(3, stem, 3, 2, spec.resolution)
     out = stem
-    for args in blocks_args(spec):
-        if scaled:
-            args = args._replace(
-                input_filters=round_filters(args.input_filters, gp),
-                output_filters=round_filters(args.output_filters, gp),
-                num_repeat=round_repeats(args.num_repeat, gp),
-            )
-        for i in range(args.num_repeat):
-            cin = args.input_filters if i == 0 else args.output_filters
-            stride = args.stride if i == 0 else 1
-            mid = cin * args.expand_ratio
-            expanded = 0
-            if args.expand_ratio != 1:
-                c.conv(cin, mid, 1)
-                c.bn(mid)
-                expanded, _ = m.conv_bn(cin, mid, 1, 1, size)
-            c.conv(mid, mid, args.kernel_size, stride=stride, groups=mid)
+    for args in block_repeats(spec, num_classes):
+        cin, stride = args.input_filters, args.stride
+        mid = cin * args.expand_ratio
+        expanded = 0
+        if args.expand_ratio != 1:
+            c.conv(cin, mid, 1)
             c.bn(mid)
-            d_bytes, out_size = m.conv_bn(mid, mid, args.kernel_size, stride, size, depthwise=mid > 1)
-            m.free(expanded)  # x rebound: the expanded map dies (the block input lives on)
-            scale = 0
-            if args.se_ratio is not None and 0 < args.se_ratio <= 1:
-                squeezed = max(1, int(cin * args.se_ratio))
-                c.conv(mid, squeezed, 1, bias=True, spatial=1)
-                c.conv(squeezed, mid, 1, bias=True, spatial=1)
-                m.alloc(mid * _FP32)       # mean over H, W
-                m.alloc(squeezed * _FP32)  # reduce conv; the mean dies
-                m.free(mid * _FP32)
-                scale = mid * _FP32
-                m.alloc(scale)             # expand conv: the SE scale, alive until the block returns
-                m.free(squeezed * _FP32)
-                m.alloc(scale)             # sigmoid
-                m.alloc(d_bytes)           # x * sigmoid; the sigmoid and the old x die
-                m.free(scale + d_bytes)
-            c.conv(mid, args.output_filters, 1)
-            c.bn(args.output_filters)
-            p_bytes, _ = m.conv_bn(mid, args.output_filters, 1, 1, out_size)
-            m.free(d_bytes)  # x rebound
-            if stride == 1 and cin == args.output_filters:  # skip connection: x + inputs
-                m.alloc(p_bytes)
-                m.free(p_bytes)
-            m.free(scale + x_bytes)  # the block returns; its caller rebinds x
-            x_bytes, size = p_bytes, out_size
+            expanded, _ = m.conv_bn(cin, mid, 1, 1, size)
+        c.conv(mid, mid, args.kernel_size, stride=stride, groups=mid)
+        c.bn(mid)
+        d_bytes, out_size = m.conv_bn(mid, mid, args.kernel_size, stride, size, depthwise=mid > 1)
+        m.free(expanded)  # x rebound: the expanded map dies (the block input lives on)
+        scale = 0
+        if args.se_ratio is not None and 0 < args.se_ratio <= 1:
+            squeezed = max(1, int(cin * args.se_ratio))
+            c.conv(mid, squeezed, 1, bias=True, spatial=1)
+            c.conv(squeezed, mid, 1, bias=True, spatial=1)
+            m.alloc(mid * _FP32)       # mean over H, W
+            m.alloc(squeezed * _FP32)  # reduce conv; the mean dies
+            m.free(mid * _FP32)
+            scale = mid * _FP32
+            m.alloc(scale)             # expand conv: the SE scale, alive until the block returns
+            m.free(squeezed * _FP32)
+            m.alloc(scale)             # sigmoid
+            m.alloc(d_bytes)           # x * sigmoid; the sigmoid and the old x die
+            m.free(scale + d_bytes)
+        c.conv(mid, args.output_filters, 1)
+        c.bn(args.output_filters)
+        p_bytes, _ = m.conv_bn(mid, args.output_filters, 1, 1, out_size)
+        m.free(d_bytes)  # x rebound
+        if stride == 1 and cin == args.output_filters:  # skip connection: x + inputs
+            m.alloc(p_bytes)
+            m.free(p_bytes)
+        m.free(scale + x_bytes)  # the block returns; its caller rebinds x
+        x_bytes, size = p_bytes, out_size
         out = args.output_filters
-    head = round_filters(HEAD_CHANNELS, gp) if scaled else HEAD_CHANNELS
     c.conv(out, head, 1)
     c.bn(head)
     h_bytes, _ = m.conv_bn(out, head, 1, 1, size)
