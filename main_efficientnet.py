@@ -25,6 +25,10 @@ loop below live in :mod:`efficientnet.trainer`; the settings, with their default
 
 from __future__ import annotations
 
+import time
+
+LAUNCHED = time.time()  # before the heavy imports: the trial's start-up line counts them
+
 if __name__ == "__main__":  # started by a Python without the project's packages: one line, not a traceback
     from efficientnet.environment import exit_if_incomplete
 
@@ -40,7 +44,7 @@ from efficientnet.data import DataError
 from efficientnet.datacache import DataCacheError
 from efficientnet.progressive import ProgressiveError
 from efficientnet.spec import SpecError
-from efficientnet.stopping import StopSignals, TrialStopped, die_by
+from efficientnet.stopping import StopSignals, TrialStopped, die_by, exit_now
 from efficientnet.trainer import Trial
 from efficientnet.trial_config import ConfigError, TrialConfig, parse_config
 from efficientnet.training import TrainingError
@@ -51,15 +55,16 @@ USER_ERRORS = (ConfigError, DataError, DataCacheError, CheckpointError, OutputEr
 EXIT_USER_ERROR = 2
 
 
-def run(cfg: TrialConfig) -> dict[str, Any]:
-    """Train one trial end to end; return the final result dict.
+def run(cfg: TrialConfig, launched: float | None = None) -> dict[str, Any]:
+    """Train one trial end to end; return the final result dict. ``launched`` (a ``time.time()``) is when the
+    process began, for the log's start-up line.
 
     Under ``torchrun`` every rank runs this: rank 0 asks NNI for the proposal and hands it to the others.
     """
     dist_info, dist_device = distributed.init(cfg.device)
     proposal = nni_io.get_proposal(cfg.request_from_nni) if dist_info.is_main else None
     proposal = distributed.broadcast_object(proposal, dist_info)
-    with Trial.setup(cfg, proposal, dist_info, dist_device) as trial:
+    with Trial.setup(cfg, proposal, dist_info, dist_device, launched) as trial:
         for epoch in trial.epochs():
             trial.begin_epoch(epoch)
             train = trial.train_epoch(epoch)
@@ -70,8 +75,9 @@ def run(cfg: TrialConfig) -> dict[str, Any]:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, launched: float | None = None) -> int:
     """Entry point: returns 0, or 2 after one ``error:`` line on stderr for a problem the user can fix.
+    ``launched``: when the process began (see :func:`run`).
 
     SIGINT (Ctrl-C, NNI's assessor or ``nnictl stop``) and SIGTERM stop the trial at a safe point: one line says
     what was kept, then the process ends by that signal (NNI records EARLY_STOPPED or USER_CANCELED, not FAILED).
@@ -79,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopped: TrialStopped | None = None
     with StopSignals():
         try:
-            run(parse_config(argv))
+            run(parse_config(argv), launched)
         except USER_ERRORS as exc:
             if distributed.from_env().is_main:  # every rank meets the same bad input: one line, from rank 0
                 print(f"error: {exc}", file=sys.stderr)
@@ -94,4 +100,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main(launched=LAUNCHED))  # without Python's slow teardown of torch (about 1 s per trial)

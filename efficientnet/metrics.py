@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
-__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter"]
+__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "macro_precision_recall_f1"]
 
 
 @torch.no_grad()
@@ -24,8 +23,10 @@ class EpochMetrics:
 
     Everything stays on the logits' device until :meth:`compute` (one transfer per epoch, no host synchronisation
     per batch); targets are moved to that device. Top-5 is reported only when there are at least 5 classes.
-    Precision, recall and F1 are macro averages from scikit-learn (classes never predicted count as 0, without a
-    warning).
+    Precision, recall and F1 are macro averages over all ``num_classes`` from the confusion matrix, as
+    scikit-learn's ``precision_recall_fscore_support(average="macro", zero_division=0)`` gives them (a class never
+    predicted, or never present, counts as 0; ``tests/test_metrics.py`` checks the two agree). They are computed in
+    torch because importing scikit-learn cost every trial about a second of its first epoch.
     """
 
     def __init__(self, num_classes: int) -> None:
@@ -72,21 +73,29 @@ class EpochMetrics:
 
     def compute(self) -> dict[str, float]:
         """``loss``, ``top1``, ``top5`` (>= 5 classes), ``precision``, ``recall``, ``f1`` (0-1, macro)."""
-        from sklearn.metrics import precision_recall_fscore_support
-
         if not self.count:
             return {}
         loss_sum, top1_sum, top5_sum = self._sums.tolist()
         out = {"loss": loss_sum / self.count, "top1": 100.0 * top1_sum / self.count}
         if self.num_classes >= 5:
             out["top5"] = 100.0 * top5_sum / self.count
-        preds = torch.cat(self._preds).cpu().numpy()
-        targets = torch.cat(self._targets).cpu().numpy()
-        p, r, f, _ = precision_recall_fscore_support(
-            targets, preds, labels=np.arange(self.num_classes), average="macro", zero_division=0
-        )
-        out.update(precision=float(p), recall=float(r), f1=float(f))
+        out.update(macro_precision_recall_f1(torch.cat(self._preds), torch.cat(self._targets), self.num_classes))
         return out
+
+
+def macro_precision_recall_f1(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Macro-averaged ``precision``, ``recall`` and ``f1`` (0-1) of predicted against true class indices over
+    ``num_classes`` classes; a class whose ratio has a zero denominator counts as 0 (scikit-learn's
+    ``zero_division=0``). One transfer: the confusion counts are made on the tensors' device."""
+    counts = torch.bincount(targets.long() * num_classes + preds.long(), minlength=num_classes * num_classes)
+    confusion = counts.reshape(num_classes, num_classes).double().cpu()  # rows: true class, columns: predicted
+    tp = confusion.diagonal()
+    predicted, actual = confusion.sum(dim=0), confusion.sum(dim=1)
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> float:
+        return float(torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num)).mean())
+
+    return {"precision": ratio(tp, predicted), "recall": ratio(tp, actual), "f1": ratio(2 * tp, predicted + actual)}
 
 
 class TrainMeter:

@@ -16,13 +16,14 @@ returns a status would report as a failure. So, while a trial runs:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
 import threading
 from typing import Iterator
 
-__all__ = ["TrialStopped", "StopSignals", "critical", "die_by"]
+__all__ = ["TrialStopped", "StopSignals", "critical", "die_by", "exit_now"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _active: "StopSignals | None" = None
@@ -100,3 +101,17 @@ def die_by(signum: int) -> None:
     os.kill(os.getpid(), signum)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])  # in case it was blocked: deliver it now
     raise SystemExit(128 + signum)  # not reached when the default action terminates the process
+
+
+def exit_now(code: int) -> None:
+    """End a finished trial's process with ``code`` at once, after flushing its logs, stdout and stderr.
+
+    Python's own teardown of torch's thousands of modules took about 1 s per trial on a 2-core CPU (NNI waits for
+    it before the slot takes the next trial). Nothing is left to write: checkpoints and results were written and
+    closed, NNI's metrics were sent (synchronously), and the training loop released its loader processes.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -95,8 +95,10 @@ class Trial:
     # ------------------------------------------------------------------------------------------ setup
     @classmethod
     def setup(cls, cfg: TrialConfig, proposal: Proposal, dist_info: Dist = Dist(),
-              dist_device: torch.device | None = None) -> "Trial":
-        """Flags and proposal -> the settings and the architecture; then logs, data, model and optimizer."""
+              dist_device: torch.device | None = None, launched: float | None = None) -> "Trial":
+        """Flags and proposal -> the settings and the architecture; then logs, data, model and optimizer.
+        ``launched`` (a ``time.time()`` from the process's start) adds the imports to the log's start-up line."""
+        began = time.time()
         cfg, ignored = apply_hyperparameters(cfg, proposal)
         spec = resolve_spec(cfg, proposal)
         out_dir = output_dir_for(cfg, spec, nni_io.output_dir())
@@ -121,7 +123,11 @@ class Trial:
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             seed_everything(cfg.seed + dist_info.rank)  # ranks draw different augmentations; DDP syncs the weights
-            return cls._build(cfg, spec, proposal, out_dir, dist_info, device, handlers)
+            trial = cls._build(cfg, spec, proposal, out_dir, dist_info, device, handlers)
+            now = time.time()
+            log.info("started in %.1f s: %ssetup %.1f s (data, model, optimizer)", now - (launched or began),
+                     f"imports {began - launched:.1f} s, " if launched else "", now - began)
+            return trial
         except BaseException:
             remove_logging(handlers)
             raise
@@ -330,6 +336,7 @@ class Trial:
         if self.scalars is not None:
             self.scalars.close()
         remove_logging(self.handlers)
+        self.loaders = ()  # loader worker processes end here, not at the interpreter's exit
         # DistributedDataParallel's reducer works on the process group as it is destroyed: let that happen here,
         # while every rank is still in the group (left to the end of run(), it hung gloo's teardown on torch 2.6)
         self.net = self.model

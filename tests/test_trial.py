@@ -211,6 +211,23 @@ def test_a_real_process_exits_with_status_2_and_one_line(tmp_path: Path):
     assert "does not exist" in one_error_line(proc.stderr)
 
 
+def test_a_real_process_ends_at_once_with_everything_written_and_no_loader_left(digits: Path, tmp_path: Path):
+    """The script ends by ``os._exit`` after training (no slow teardown): piped stdout and the log are flushed
+    whole, and the loader processes ended with the training loop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_")}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "main_efficientnet.py"),
+                           *map(str, digits_args(digits, out, "--epochs", "1", "--data-cache", "off", "--workers", "2"))],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("started in ") and "imports" in line for line in lines)
+    assert lines[-1].startswith("final: ") and (out / "log.txt").read_text().splitlines()[-1] == lines[-1]
+    assert json.loads((out / "result.json").read_text())["epochs"] == 1
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(out) in p.read_bytes().decode(errors="replace")]
+    assert not left, f"processes of the run still alive: {left}"
+
+
 def test_environment_yaml_sets_defaults_that_flags_override(tmp_path: Path, capsys):
     from efficientnet.trial_config import parse_config
 

@@ -1,0 +1,226 @@
+"""How busy an experiment keeps its trial slots: a real ``nnictl`` experiment, timed end to end.
+
+Runs an experiment through the README's launcher (``python -m efficientnet create``) on a free loopback port in a
+temporary working directory, waits for every trial to end, then reads each trial's epoch times from its own
+``log.txt`` and NNI's start and end times from the REST API. It prints::
+
+    wall time          from ``create`` to the last trial's end
+    steady seconds     each trial's epochs counted at its steady rate: the median of its epochs after the first
+                       (a one-epoch trial: its epoch scaled by the median steady/first ratio of the others)
+    busy fraction: X   steady seconds / (wall time x trial slots)
+
+and where the rest went, per trial on average: NNI's start (its start time to the process's first line), the
+trial's start-up (imports, data, model: the log's ``started in`` line), the first epoch's extra over a steady one,
+the end (last epoch to the trial's end: final profile, latency, result) and the slots' idle time between trials.
+
+    python bench/experiment_throughput.py                       # the demo's config.yml, about 2-3 min on 2 cores
+    python bench/experiment_throughput.py --trials 16 --concurrency 2 --epochs 3
+    python bench/experiment_throughput.py --gpu --trials-per-gpu 4   # Lite0, 224 px, synthetic JPEGs, 16 trials
+
+``--gpu`` needs a CUDA GPU: ``trialGpuNumber: 1`` and ``maxTrialNumberPerGpu: --trials-per-gpu`` on one GPU, so the
+slots are ``trials-per-gpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from efficientnet.nni_rest import NNIClient, NNIUnavailable  # noqa: E402
+
+LAUNCHER = [sys.executable, "-m", "efficientnet"]
+NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+ENDED = ("SUCCEEDED", "FAILED", "EARLY_STOPPED", "USER_CANCELED", "SYS_CANCELED")
+DONE = ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED", "ERROR")
+EPOCH = re.compile(r"^epoch (\d+)/\d+ \|.* \| time ([0-9.]+)s \|")
+STARTED = re.compile(r"^started in ([0-9.]+) s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TrialTimes:
+    """One trial as the benchmark saw it (seconds)."""
+
+    id: str
+    status: str
+    start: float  # NNI's start time (epoch seconds)
+    end: float
+    epochs: list[float]  # each completed epoch's time, from the trial's log
+    startup: float | None  # the log's "started in" figure
+    log_age: float | None  # the log file's creation time (epoch seconds), to estimate NNI's start
+
+    @property
+    def steady(self) -> float | None:
+        """The median of the epochs after the first (None with fewer than two epochs)."""
+        return statistics.median(self.epochs[1:]) if len(self.epochs) > 1 else None
+
+
+def write_config(workdir: Path, args: argparse.Namespace) -> Path:
+    """The experiment's config: the project's config.yml (or ``--config``), absolute paths, a private working
+    directory, and the sizes asked for."""
+    source = Path(args.config).resolve()
+    config = yaml.safe_load(source.read_text())
+    config["searchSpaceFile"] = str((source.parent / config["searchSpaceFile"]).resolve())
+    config["trialCodeDirectory"] = str(ROOT)
+    config["experimentWorkingDirectory"] = str(workdir)
+    if "codeDirectory" in config.get("tuner", {}):
+        config["tuner"]["codeDirectory"] = str(ROOT)
+    command = config["trialCommand"]
+    if args.gpu:
+        data = workdir / "jpegs"
+        subprocess.run([sys.executable, str(ROOT / "bench" / "data_throughput.py"), "--make-data", str(data)],
+                       check=True)
+        command = (f"python main_efficientnet.py --data {data} --weights lite0 --batch-size 128 --epochs {args.epochs}"
+                   " --request-from-nni")
+        config["tuner"]["classArgs"].update(base_resolution=224, num_classes=10, max_macs=1_000_000_000,
+                                            max_peak_memory_mb=4096)
+        config["trialGpuNumber"] = 1
+        config["trainingService"] = {"platform": "local", "useActiveGpu": True,
+                                     "maxTrialNumberPerGpu": args.trials_per_gpu, "gpuIndices": [0]}
+        config["trialConcurrency"] = args.trials_per_gpu
+    elif args.epochs:
+        command = re.sub(r"--epochs \d+", f"--epochs {args.epochs}", command)
+    config["trialCommand"] = command.replace("python ", f"{sys.executable} ", 1)
+    if args.trials:
+        config["maxTrialNumber"] = args.trials
+    if args.concurrency and not args.gpu:
+        config["trialConcurrency"] = args.concurrency
+    if args.no_assessor:
+        config.pop("assessor", None)
+    path = workdir / "config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_experiment(config: Path, workdir: Path, timeout: float) -> tuple[float, float, list[TrialTimes]]:
+    """Create the experiment, wait for every trial to end (or ``timeout``), always stop it. Returns the create
+    time, the last trial's end (epoch seconds) and the trials."""
+    port = free_port()
+    created = time.time()
+    proc = subprocess.run([*LAUNCHER, "create", "--config", str(config), "--port", str(port)], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    match = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout))
+    if proc.returncode != 0 or not match:
+        raise SystemExit(f"create failed:\n{proc.stdout}\n{proc.stderr}")
+    experiment = match.group(1)
+    client = NNIClient(port)
+    jobs: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status, jobs = client.status(), client.get("/trial-jobs")
+            except NNIUnavailable:
+                time.sleep(0.5)
+                continue
+            if status in DONE and jobs and all(j["status"] in ENDED for j in jobs):
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit(f"the experiment did not end within {timeout:.0f} s (--timeout)")
+    finally:
+        subprocess.run([*NNICTL, "stop", experiment], capture_output=True, timeout=120)
+    missing = [j["trialJobId"] for j in jobs if not (workdir / experiment / "environments" / "local-env" / "trials"
+                                                      / j["trialJobId"] / "log.txt").is_file()]
+    if missing:
+        raise SystemExit(f"no log.txt for trials {missing}: NNI keeps trial folders elsewhere than this NNI version")
+    trials = [read_trial(job, workdir / experiment / "environments" / "local-env" / "trials" / job["trialJobId"]) for job in jobs]
+    return created, max(t.end for t in trials), trials
+
+
+def read_trial(job: dict, folder: Path) -> TrialTimes:
+    """NNI's record of one trial plus the epoch times and start-up its own log gives."""
+    log = folder / "log.txt"
+    epochs: dict[int, float] = {}
+    startup = None
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    for line in text.splitlines():
+        if m := EPOCH.match(line):
+            epochs[int(m.group(1))] = float(m.group(2))  # a resumed epoch replaces its earlier line
+        elif (m := STARTED.match(line)) and startup is None:
+            startup = float(m.group(1))
+    return TrialTimes(job["trialJobId"], job["status"], job["startTime"] / 1000, job["endTime"] / 1000,
+                      [epochs[k] for k in sorted(epochs)], startup, log.stat().st_ctime if log.is_file() else None)
+
+
+def summarise(created: float, finished: float, trials: list[TrialTimes], slots: int) -> dict[str, float]:
+    """Wall time, steady seconds, busy fraction and where each trial's other seconds went (means per trial)."""
+    ratios = [t.steady / t.epochs[0] for t in trials if t.steady]
+    scale = statistics.median(ratios) if ratios else 1.0
+    steady = 0.0
+    first_extra = []
+    for t in trials:
+        if t.steady:
+            steady += t.steady * len(t.epochs)
+            first_extra.append(t.epochs[0] - t.steady)
+        elif t.epochs:
+            steady += t.epochs[0] * scale
+            first_extra.append(t.epochs[0] * (1 - scale))
+    wall = finished - created
+    n = len(trials)
+    in_trials = sum(t.end - t.start for t in trials)
+    out = {"trials": n, "wall": wall, "steady": steady, "busy": steady / (wall * slots), "slots": slots,
+           "trial_mean": in_trials / n, "epochs_mean": sum(sum(t.epochs) for t in trials) / n,
+           "first_extra": statistics.mean(first_extra) if first_extra else 0.0,
+           "idle_slots": (wall * slots - in_trials) / n}
+    startups = [t.startup for t in trials if t.startup is not None]
+    out["startup"] = statistics.mean(startups) if startups else float("nan")
+    out["first_start"] = min(t.start for t in trials) - created
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "config.yml"), help="the experiment's config (default: the demo)")
+    p.add_argument("--trials", type=int, help="maxTrialNumber (default: the config's; --gpu: 16)")
+    p.add_argument("--concurrency", type=int, help="trialConcurrency (default: the config's)")
+    p.add_argument("--epochs", type=int, help="the trial command's --epochs (default: the config's; --gpu: 3)")
+    p.add_argument("--no-assessor", action="store_true", help="run every trial to its end (no Medianstop)")
+    p.add_argument("--gpu", action="store_true", help="Lite0 at 224 px on synthetic JPEGs, one GPU")
+    p.add_argument("--trials-per-gpu", type=int, default=1, help="--gpu: maxTrialNumberPerGpu (the slots)")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--keep", help="run in this folder and keep it (NNI's logs, the trials' folders)")
+    args = p.parse_args(argv)
+    if args.gpu:
+        args.trials = args.trials or 16
+        args.epochs = args.epochs or 3
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.keep or tmp).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = write_config(workdir, args)
+        slots = yaml.safe_load(config.read_text())["trialConcurrency"]
+        created, finished, trials = run_experiment(config, workdir, args.timeout)
+    s = summarise(created, finished, trials, slots)
+    statuses = ", ".join(f"{k} {sum(t.status == k for t in trials)}" for k in sorted({t.status for t in trials}))
+    print(f"experiment: {s['trials']} trials ({statuses}), {slots} slots, {Path(args.config).name}"
+          f"{' --gpu' if args.gpu else ''}")
+    print(f"wall time:      {s['wall']:7.1f} s (first trial started {s['first_start']:.1f} s after create)")
+    print(f"steady seconds: {s['steady']:7.1f} s (mean per trial {s['steady'] / s['trials']:.1f} s)")
+    print(f"per trial, mean: {s['trial_mean']:.1f} s in NNI's record, epochs {s['epochs_mean']:.1f} s, start-up "
+          f"{s['startup']:.1f} s, first epoch's extra {s['first_extra']:.1f} s, slot idle between trials "
+          f"{s['idle_slots']:.1f} s")
+    print(f"busy fraction: {s['busy']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Epoch metrics against scikit-learn: macro precision, recall and F1 from the confusion matrix, top-k, loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+
+from efficientnet.metrics import EpochMetrics, macro_precision_recall_f1
+
+
+def sklearn_macro(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
+    p, r, f, _ = precision_recall_fscore_support(targets.numpy(), preds.numpy(), labels=np.arange(num_classes),
+                                                 average="macro", zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_macro_scores_match_sklearn(seed):
+    g = torch.Generator().manual_seed(seed)
+    num_classes = [2, 3, 10, 10, 37, 100][seed]
+    n = [5, 40, 200, 7, 500, 300][seed]
+    targets = torch.randint(0, num_classes, (n,), generator=g)
+    # a mix of right and wrong answers; with few samples some classes are never present or never predicted
+    preds = torch.where(torch.rand(n, generator=g) < 0.6, targets, torch.randint(0, num_classes, (n,), generator=g))
+    ours, theirs = macro_precision_recall_f1(preds, targets, num_classes), sklearn_macro(preds, targets, num_classes)
+    assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_edge_cases_match_sklearn():
+    # one class only predicted, one never predicted nor present, all wrong, all right
+    cases = [([0, 0, 0, 0], [0, 1, 2, 1], 4), ([1, 2, 0], [0, 1, 2], 3), ([2, 2, 1], [2, 2, 1], 3), ([0], [0], 1)]
+    for preds, targets, num_classes in cases:
+        preds, targets = torch.tensor(preds), torch.tensor(targets)
+        assert macro_precision_recall_f1(preds, targets, num_classes) == pytest.approx(
+            sklearn_macro(preds, targets, num_classes), abs=1e-12)
+
+
+def test_epoch_metrics_over_batches_and_ranks():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(90, 10, generator=g), torch.randint(0, 10, (90,), generator=g)
+    whole, parts = EpochMetrics(10), [EpochMetrics(10), EpochMetrics(10)]
+    for i, start in enumerate(range(0, 90, 30)):
+        batch = slice(start, start + 30)
+        loss = torch.nn.functional.cross_entropy(logits[batch], targets[batch])
+        whole.update(logits[batch], targets[batch], loss)
+        parts[i % 2].update(logits[batch], targets[batch], loss)
+    out = whole.compute()
+    assert EpochMetrics.merged(parts).compute() == pytest.approx(out)
+    top = logits.topk(5, dim=1).indices
+    assert out["top1"] == pytest.approx(100.0 * (top[:, 0] == targets).float().mean().item())
+    assert out["top5"] == pytest.approx(100.0 * (top == targets[:, None]).any(dim=1).float().mean().item())
+    assert out["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
+    assert {k: out[k] for k in ("precision", "recall", "f1")} == pytest.approx(
+        sklearn_macro(top[:, 0], targets, 10), abs=1e-12)
