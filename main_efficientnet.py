@@ -29,12 +29,17 @@ import time
 
 LAUNCHED = time.time()  # before the heavy imports: the trial's start-up line counts them
 
-if __name__ == "__main__":  # started by a Python without the project's packages: one line, not a traceback
-    from efficientnet.environment import exit_if_incomplete
-
-    exit_if_incomplete()
-
 import sys
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from efficientnet.environment import exit_if_incomplete
+    from efficientnet.warm_start import hand_over
+
+    exit_if_incomplete()  # started by a Python without the project's packages: one line, not a traceback
+    hand_over(Path(__file__), sys.argv[1:], LAUNCHED)  # an NNI trial trains in a warm process's fork, if one answers
+
 from typing import Any, Sequence
 
 from efficientnet import distributed, nni_io

@@ -9,11 +9,13 @@ temporary working directory, waits for every trial to end, then reads each trial
                        (a one-epoch trial: its epoch scaled by the median steady/first ratio of the others)
     busy fraction: X   steady seconds / (wall time x trial slots)
 
-and where the rest went, per trial on average: NNI's start (its start time to the process's first line), the
-trial's start-up (imports, data, model: the log's ``started in`` line), the first epoch's extra over a steady one,
-the end (last epoch to the trial's end: final profile, latency, result) and the slots' idle time between trials.
+for the experiment as configured (trials start warm: ``efficientnet/warm_start.py``) and, as the baseline in the
+same run, with cold trials (``EFFICIENTNET_NNI_WARM_START=0``: each trial a fresh process that imports torch);
+and where the rest went, per trial on average: its time in NNI's record (start to end), its epochs, its start-up
+(imports, data, model: the log's ``started in`` line), its first epoch's extra over a steady one, and the slots'
+idle time (before the first trial, between trials and after the last one).
 
-    python bench/experiment_throughput.py                       # the demo's config.yml, about 2-3 min on 2 cores
+    python bench/experiment_throughput.py                       # the demo's config.yml, about 5 min on 2 cores
     python bench/experiment_throughput.py --trials 16 --concurrency 2 --epochs 3
     python bench/experiment_throughput.py --gpu --trials-per-gpu 4   # Lite0, 224 px, synthetic JPEGs, 16 trials
 
@@ -24,6 +26,7 @@ slots are ``trials-per-gpu``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -86,9 +89,10 @@ def write_config(workdir: Path, args: argparse.Namespace) -> Path:
         config["tuner"]["codeDirectory"] = str(ROOT)
     command = config["trialCommand"]
     if args.gpu:
-        data = workdir / "jpegs"
-        subprocess.run([sys.executable, str(ROOT / "bench" / "data_throughput.py"), "--make-data", str(data)],
-                       check=True)
+        sys.path.insert(0, str(ROOT / "bench"))
+        from data_throughput import write_dataset  # 2,000 synthetic 500x375 JPEGs in 10 classes
+
+        data = write_dataset(workdir / "jpegs", 2000)
         command = (f"python main_efficientnet.py --data {data} --weights lite0 --batch-size 128 --epochs {args.epochs}"
                    " --request-from-nni")
         config["tuner"]["classArgs"].update(base_resolution=224, num_classes=10, max_macs=1_000_000_000,
@@ -111,13 +115,15 @@ def write_config(workdir: Path, args: argparse.Namespace) -> Path:
     return path
 
 
-def run_experiment(config: Path, workdir: Path, timeout: float) -> tuple[float, float, list[TrialTimes]]:
-    """Create the experiment, wait for every trial to end (or ``timeout``), always stop it. Returns the create
-    time, the last trial's end (epoch seconds) and the trials."""
+def run_experiment(config: Path, workdir: Path, timeout: float, warm: bool = True) -> tuple[float, float, list[TrialTimes]]:
+    """Create the experiment (its trials started warm, or cold: ``EFFICIENTNET_NNI_WARM_START=0``), wait for every
+    trial to end (or ``timeout``), always stop it. Returns the create time, the last trial's end (epoch seconds)
+    and the trials."""
     port = free_port()
+    env = {**os.environ, "EFFICIENTNET_NNI_WARM_START": "1" if warm else "0"}
     created = time.time()
     proc = subprocess.run([*LAUNCHER, "create", "--config", str(config), "--port", str(port)], capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
     match = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout))
     if proc.returncode != 0 or not match:
         raise SystemExit(f"create failed:\n{proc.stdout}\n{proc.stderr}")
@@ -199,26 +205,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials-per-gpu", type=int, default=1, help="--gpu: maxTrialNumberPerGpu (the slots)")
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--keep", help="run in this folder and keep it (NNI's logs, the trials' folders)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the same experiment with cold trials")
     args = p.parse_args(argv)
     if args.gpu:
         args.trials = args.trials or 16
         args.epochs = args.epochs or 3
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.keep or tmp).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        config = write_config(workdir, args)
-        slots = yaml.safe_load(config.read_text())["trialConcurrency"]
-        created, finished, trials = run_experiment(config, workdir, args.timeout)
-    s = summarise(created, finished, trials, slots)
-    statuses = ", ".join(f"{k} {sum(t.status == k for t in trials)}" for k in sorted({t.status for t in trials}))
-    print(f"experiment: {s['trials']} trials ({statuses}), {slots} slots, {Path(args.config).name}"
-          f"{' --gpu' if args.gpu else ''}")
-    print(f"wall time:      {s['wall']:7.1f} s (first trial started {s['first_start']:.1f} s after create)")
-    print(f"steady seconds: {s['steady']:7.1f} s (mean per trial {s['steady'] / s['trials']:.1f} s)")
-    print(f"per trial, mean: {s['trial_mean']:.1f} s in NNI's record, epochs {s['epochs_mean']:.1f} s, start-up "
-          f"{s['startup']:.1f} s, first epoch's extra {s['first_extra']:.1f} s, slot idle between trials "
-          f"{s['idle_slots']:.1f} s")
-    print(f"busy fraction: {s['busy']:.2f}")
+    runs = [("cold trials (EFFICIENTNET_NNI_WARM_START=0)", False)] * (not args.no_baseline) + [("default", True)]
+    summaries = []
+    for label, warm in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(args.keep or tmp).resolve() / ("warm" if warm else "cold")
+            workdir.mkdir(parents=True, exist_ok=True)
+            config = write_config(workdir, args)
+            slots = yaml.safe_load(config.read_text())["trialConcurrency"]
+            created, finished, trials = run_experiment(config, workdir, args.timeout, warm)
+        s = summarise(created, finished, trials, slots)
+        summaries.append(s)
+        statuses = ", ".join(f"{k} {sum(t.status == k for t in trials)}" for k in sorted({t.status for t in trials}))
+        print(f"{label}: {s['trials']} trials ({statuses}), {slots} slots, {Path(args.config).name}"
+              f"{' --gpu' if args.gpu else ''}")
+        print(f"  wall time:      {s['wall']:7.1f} s (first trial started {s['first_start']:.1f} s after create)")
+        print(f"  steady seconds: {s['steady']:7.1f} s (mean per trial {s['steady'] / s['trials']:.1f} s)")
+        print(f"  per trial, mean: {s['trial_mean']:.1f} s in NNI's record, epochs {s['epochs_mean']:.1f} s, start-up "
+              f"{s['startup']:.1f} s, first epoch's extra {s['first_extra']:.1f} s, slot idle between trials "
+              f"{s['idle_slots']:.1f} s")
+        print(f"  busy fraction {s['busy']:.2f}")
+    if len(summaries) == 2:
+        print(f"default vs cold trials: busy fraction {summaries[1]['busy'] / summaries[0]['busy']:.2f}x, "
+              f"wall time per steady second {(summaries[1]['wall'] / summaries[1]['steady']) / (summaries[0]['wall'] / summaries[0]['steady']):.2f}x")
+    print(f"busy fraction: {summaries[-1]['busy']:.2f}")
     return 0
 
 

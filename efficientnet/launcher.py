@@ -176,9 +176,28 @@ def check_trial_command(config, path: Path) -> None:
                                f"(looked at {data}); give the dataset folder")
 
 
-def check_experiment_config(path: Path):
-    """Every check of ``create``; returns the canonical config."""
-    config = load_config(path)
+def local_trial_project(config) -> Path | None:
+    """The folder of the ``main_efficientnet.py`` a local experiment's trials run (None: another platform or
+    script): the trials' warm starts are keyed by it."""
+    service = config.training_service
+    if getattr(service, "platform", None) != "local":
+        return None
+    try:
+        words = shlex.split(config.trial_command or "")
+    except ValueError:
+        return None
+    script = next((w for w in words if w.endswith("main_efficientnet.py")), None)
+    if script is None:
+        return None
+    path = Path(script).expanduser()
+    if not path.is_absolute():
+        path = Path(config.trial_code_directory or service.trial_code_directory or ".") / path
+    return path.resolve().parent if path.is_file() else None
+
+
+def check_experiment_config(path: Path, config=None):
+    """Every check of ``create`` (on ``config`` when it is already loaded); returns the canonical config."""
+    config = load_config(path) if config is None else config
     summary = check_tuner(config, path)
     check_trial_command(config, path)
     if summary:
@@ -323,7 +342,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_create(args: argparse.Namespace) -> int:
     """``nnictl create`` after every check, under the guard."""
     path = Path(args.config)
-    config = check_experiment_config(path)
+    config = load_config(path)
+    bind = bind_addresses(args.bind, _manager_ip(config))
+    project = None if args.check_only else local_trial_project(config)
+    server = None
+    if project is not None:  # the trials' warm-start server imports torch while the checks and NNI start
+        from .warm_start import prestart
+
+        server = prestart(project, guard_environment(bind))
+    try:
+        check_experiment_config(path, config)
+    except BaseException:
+        if server is not None:  # a config that fails its checks leaves nothing running
+            server.terminate()
+        raise
     if args.check_only:
         print(f"{path}: OK")
         return 0
@@ -331,7 +363,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     forwarded += ["--debug"] * args.debug + ["--foreground"] * args.foreground
     if args.url_prefix:
         forwarded += ["--url_prefix", args.url_prefix]
-    bind = bind_addresses(args.bind, _manager_ip(config))
     return launch("create", forwarded, bind, args.port, args.url_prefix)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed, nni_io
+from . import distributed, nni_io, warm_start
 from .builder import SpecEfficientNet
 from .atomic_files import OutputError, atomic_write_json
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
@@ -125,8 +125,9 @@ class Trial:
             seed_everything(cfg.seed + dist_info.rank)  # ranks draw different augmentations; DDP syncs the weights
             trial = cls._build(cfg, spec, proposal, out_dir, dist_info, device, handlers)
             now = time.time()
-            log.info("started in %.1f s: %ssetup %.1f s (data, model, optimizer)", now - (launched or began),
-                     f"imports {began - launched:.1f} s, " if launched else "", now - began)
+            log.info("started in %.1f s: %ssetup %.1f s (data, model, optimizer)%s", now - (launched or began),
+                     f"imports {began - launched:.1f} s, " if launched else "", now - began,
+                     "; warm: forked from a process that had imported torch" if warm_start.forked() else "")
             return trial
         except BaseException:
             remove_logging(handlers)

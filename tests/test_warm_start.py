@@ -1,0 +1,190 @@
+"""Warm starts (efficientnet/warm_start.py): real trial processes, a real server, real fork, sockets and signals.
+
+Each test gets its own socket folder (``XDG_RUNTIME_DIR``) and stops the servers it started. ``NNI_PLATFORM`` is
+set without ``NNI_TRIAL_JOB_ID``: warm starts apply as under NNI, and the trial itself runs as a hand run. The NNI
+experiments of the e2e tests start their trials warm the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from efficientnet import warm_start
+from trial_process import one_error_line
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "main_efficientnet.py"
+TINY = ["--data", "digits", "--arch", "lite0", "--width", "0.25", "--resolution", "32", "--threads", "1",
+        "--no-latency"]
+WARM = "warm: forked from a process that had imported torch"
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="warm starts need fork")
+
+
+@pytest.fixture
+def runtime(digits_cache: Path):
+    """The environment of a trial with warm starts on, a private socket folder (short: a socket's path is limited
+    to about 100 bytes); stops its servers after."""
+    run = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_") and k != warm_start.ENV_SWITCH}
+    env.update(NNI_PLATFORM="local", XDG_RUNTIME_DIR=str(run), EFFICIENTNET_NNI_CACHE=str(digits_cache))
+    yield env
+    for lock in run.glob("*/*.lock"):
+        pid = lock.read_text().strip()
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(run, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def digits_cache(tmp_path_factory) -> Path:
+    from efficientnet.data import export_digits
+
+    cache = tmp_path_factory.mktemp("cache")
+    export_digits(cache)
+    return cache
+
+
+def trial(env: dict[str, str], out: Path, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *TINY, "--output-dir", str(out), "--download-dir",
+                           str(Path(env["EFFICIENTNET_NNI_CACHE"])), *extra], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def server_pid(env: dict[str, str], timeout: float = 60) -> int:
+    """The pid of the server whose socket is up in this environment's folder (waits for it)."""
+    folder = Path(env["XDG_RUNTIME_DIR"]) / f"efficientnet-nni-{os.getuid()}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sock in folder.glob("*.sock"):
+            pid = sock.with_suffix(".lock").read_text().strip()
+            if pid:
+                return int(pid)
+        time.sleep(0.2)
+    raise AssertionError(f"no warm-start server came up in {folder} within {timeout} s")
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_the_first_trial_starts_a_server_and_the_next_ones_start_warm_with_the_same_result(runtime, tmp_path):
+    cold = trial(runtime, tmp_path / "a", "--epochs", "1")
+    assert cold.returncode == 0, cold.stderr
+    started = [line for line in cold.stdout.splitlines() if line.startswith("started in")]
+    assert started and WARM not in started[0]
+    server = server_pid(runtime)
+    for name in ("b", "c"):
+        warm = trial(runtime, tmp_path / name, "--epochs", "1")
+        assert warm.returncode == 0, warm.stderr
+        assert any(line.startswith("started in") and WARM in line for line in warm.stdout.splitlines())
+        assert warm.stdout.splitlines()[-1].startswith("final: ")  # the child wrote to the trial's own stdout
+    histories = [[{k: v for k, v in record.items() if not k.endswith("time_s")}
+                  for record in json.loads((tmp_path / n / "result.json").read_text())["history"]] for n in "abc"]
+    assert histories[0] == histories[1] == histories[2]  # same seed, same training, to the last digit
+    assert server_pid(runtime) == server and not children_of(server)
+
+
+def test_a_warm_trial_ends_with_its_childs_status_and_error_line(runtime, tmp_path):
+    trial(runtime, tmp_path / "a", "--epochs", "1")
+    server_pid(runtime)
+    bad = trial(runtime, tmp_path / "b", "--epochs", "1", "--lr", "-1")
+    assert bad.returncode == 2
+    assert "--lr" in one_error_line(bad.stderr)
+    help_ = trial(runtime, tmp_path / "c", "--help")
+    assert help_.returncode == 0 and "usage:" in help_.stdout
+
+
+def test_a_stop_signal_reaches_the_warm_child_and_the_trial_dies_by_it(runtime, tmp_path):
+    trial(runtime, tmp_path / "a", "--epochs", "1")
+    server = server_pid(runtime)
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--epochs", "30", "--output-dir", str(out),
+                             "--download-dir", runtime["EFFICIENTNET_NNI_CACHE"]], env=runtime, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # bounded: the epoch line comes within seconds, or the process ends
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        assert any(WARM in line for line in lines), lines
+        proc.send_signal(signal.SIGINT)  # as NNI's assessor and nnictl stop do
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT  # NNI records EARLY_STOPPED / USER_CANCELED only for this
+    assert "stopped by SIGINT" in err and (out / "checkpoint.pth.tar").is_file()
+    assert not children_of(server)
+
+
+def test_killing_the_trial_process_kills_its_warm_child(runtime, tmp_path):
+    trial(runtime, tmp_path / "a", "--epochs", "1")
+    server = server_pid(runtime)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--epochs", "30", "--output-dir",
+                             str(tmp_path / "b"), "--download-dir", runtime["EFFICIENTNET_NNI_CACHE"]], env=runtime,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("started in"):
+            break
+    assert children_of(server), "the trial is not running in the server's child"
+    proc.kill()  # NNI's SIGKILL 5 s after a SIGINT that was not obeyed
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while children_of(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not children_of(server)
+
+
+def test_switched_off_no_server_starts(runtime, tmp_path):
+    runtime[warm_start.ENV_SWITCH] = "0"
+    for name in ("a", "b"):
+        run = trial(runtime, tmp_path / name, "--epochs", "1")
+        assert run.returncode == 0 and WARM not in run.stdout
+    assert not list(Path(runtime["XDG_RUNTIME_DIR"]).glob("*/*.sock"))
+
+
+def test_what_a_server_must_share_with_a_trial():
+    env = {"PATH": "/usr/bin", "OMP_NUM_THREADS": "2", "NNI_TRIAL_JOB_ID": "a", "CUDA_VISIBLE_DEVICES": "0", "_": "x"}
+    key = warm_start.server_key(ROOT, env)
+    per_trial = {**env, "NNI_TRIAL_JOB_ID": "b", "NNI_OUTPUT_DIR": "/o", "CUDA_VISIBLE_DEVICES": "1", "_": "y"}
+    assert warm_start.server_key(ROOT, per_trial) == key
+    assert warm_start.server_key(ROOT, {**env, "OMP_NUM_THREADS": "1"}) != key  # read when torch is imported
+    assert warm_start.enabled({"NNI_PLATFORM": "local"})
+    assert not warm_start.enabled({})  # a hand run
+    assert not warm_start.enabled({"NNI_PLATFORM": "local", "LOCAL_RANK": "0"})  # a torchrun rank
+    assert not warm_start.enabled({"NNI_PLATFORM": "local", warm_start.ENV_SWITCH: "0"})
+
+
+def test_no_socket_in_a_folder_others_can_enter_nor_past_the_path_limit(tmp_path, monkeypatch):
+    short = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    try:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(short))
+        assert warm_start.socket_path("k") == short / f"efficientnet-nni-{os.getuid()}" / "k.sock"
+        (short / f"efficientnet-nni-{os.getuid()}").chmod(0o755)
+        assert warm_start.socket_path("k") is None
+    finally:
+        shutil.rmtree(short)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("x" * 100)))
+    assert warm_start.socket_path("k") is None  # cold starts, not a failed bind
