@@ -50,6 +50,7 @@ PER_TRIAL_ENV = ("NNI_", "CUDA_VISIBLE_DEVICES")  # what NNI sets per trial; the
 # what a shell changes from one command to the next (a non-interactive one drops PS1), and what NNI's manager
 # sets in its own environment under the launcher's guard (efficientnet/nni_guard.js)
 SHELL_ENV = ("_", "PWD", "OLDPWD", "SHLVL", "PS1", ENV_SWITCH, "EFFICIENTNET_NNI_GUARD")
+PLATFORMS = ("local", "remote")  # NNI_PLATFORM of the training services whose machines run trial after trial
 TORCHRUN_ENV = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE")
 # imported by the server: the trial's modules and what they import later; for NNI, only its heavy dependencies
 # (NNI reads the trial's NNI_* variables when it is imported, so each trial imports NNI itself)
@@ -66,10 +67,11 @@ PRELOAD = ("torch.utils.tensorboard", "torch.utils.flop_counter", "efficientnet.
 
 
 def enabled(environ: dict[str, str] | None = None) -> bool:
-    """Warm starts apply: an NNI trial (not a hand run), not a ``torchrun`` rank, not switched off, on a system
-    with fork and Unix sockets."""
+    """Warm starts apply: a trial of NNI's local or remote training service (where a machine runs one trial after
+    another; a Kubernetes pod runs one), not a hand run, not a ``torchrun`` rank, not switched off, on a system with
+    fork and Unix sockets."""
     env = os.environ if environ is None else environ
-    return (bool(env.get("NNI_PLATFORM")) and env.get(ENV_SWITCH, "1") != "0"
+    return (env.get("NNI_PLATFORM") in PLATFORMS and env.get(ENV_SWITCH, "1") != "0"
             and not any(name in env for name in TORCHRUN_ENV)
             and hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds"))
 

@@ -172,6 +172,8 @@ def test_what_a_server_must_share_with_a_trial():
     assert warm_start.server_key(ROOT, per_trial) == key
     assert warm_start.server_key(ROOT, {**env, "OMP_NUM_THREADS": "1"}) != key  # read when torch is imported
     assert warm_start.enabled({"NNI_PLATFORM": "local"})
+    assert warm_start.enabled({"NNI_PLATFORM": "remote"})
+    assert not warm_start.enabled({"NNI_PLATFORM": "kubeflow"})  # one trial per pod: nothing to reuse
     assert not warm_start.enabled({})  # a hand run
     assert not warm_start.enabled({"NNI_PLATFORM": "local", "LOCAL_RANK": "0"})  # a torchrun rank
     assert not warm_start.enabled({"NNI_PLATFORM": "local", warm_start.ENV_SWITCH: "0"})
