@@ -81,10 +81,16 @@ def init(device: str = "auto") -> tuple[Dist, torch.device | None]:
 def shutdown(info: Dist) -> None:
     """Leave the process group, every rank together (a final barrier first). Call it after a clean end only: after
     an error, some ranks may be inside a collective, and tearing down beside them can hang (the process's exit
-    frees the group instead)."""
+    frees the group instead).
+
+    A gloo group is not destroyed: the trial's process ends right after. On torch 2.6 its destructor can deadlock:
+    the main thread, holding the GIL, joins gloo's worker thread while that thread frees a finished broadcast's
+    tensors, which needs the GIL (``~ProcessGroupGloo`` -> ``std::thread::join`` against ``~AsyncBroadcastWork``
+    -> ``PyObjectSlot::maybe_destroy_pyobj``: the stacks of a torchrun test that hung in CI)."""
     if info.enabled and dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
+        if info.backend != "gloo":
+            dist.destroy_process_group()
 
 
 def barrier(info: Dist) -> None:
