@@ -129,3 +129,37 @@ def test_torchrun_with_one_nccl_process(digits: Path, tmp_path: Path):
     assert "data parallel: 1 ranks (nccl)" in proc.stdout
     result = json.loads((out / "result.json").read_text())
     assert result["epochs"] == 2 and result["world_size"] == 1
+
+
+def test_warm_started_trials_train_on_the_gpu(tmp_path: Path):
+    """A trial forked from the warm-start server (which never touches CUDA) initialises the GPU itself, with and
+    without the GPU data cache and loader processes, and trains as a cold trial does."""
+    import shutil
+    import tempfile
+
+    from efficientnet import warm_start
+    from test_warm_start import WARM, server_pid
+
+    cache = export_digits(tmp_path / "cache")
+    run = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    env = {**hand_run_env(), "NNI_PLATFORM": "local", "XDG_RUNTIME_DIR": str(run)}
+    env.pop(warm_start.ENV_SWITCH, None)
+    try:
+        runs = {}
+        for name, extra in (("cold", []), ("warm", []), ("warm-off-j2", ["--data-cache", "off", "-j", "2"])):
+            proc = subprocess.run([sys.executable, str(ROOT / "main_efficientnet.py"), "--data", "digits",
+                                   "--download-dir", str(cache.parent), "--output-dir", str(tmp_path / name), *TINY,
+                                   "--epochs", "2", *extra], env=env, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=300)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "device cuda" in proc.stdout
+            assert (WARM in proc.stdout) == (name != "cold"), proc.stdout
+            runs[name] = json.loads((tmp_path / name / "result.json").read_text())
+            if name == "cold":
+                server_pid(env)
+        assert runs["warm"]["top1"] > 50.0 and runs["warm-off-j2"]["top1"] > 50.0
+    finally:
+        for lock in run.glob("*/*.lock"):
+            if lock.read_text().strip():
+                subprocess.run(["kill", lock.read_text().strip()], check=False)
+        shutil.rmtree(run, ignore_errors=True)
