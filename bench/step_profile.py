@@ -57,17 +57,23 @@ def main(argv=None) -> int:
     for name, step in steps.items():
         for _ in range(3):
             step()
-        if cuda:
-            torch.cuda.synchronize()
-        with profile(activities=activities) as prof:
-            for _ in range(args.steps):
-                step()
-            if cuda:
-                torch.cuda.synchronize()
+        prof = profiled(step, args.steps, activities, cuda)
         print(f"\n=== {name}: {args.arch} at {spec.resolution} px, batch {args.batch_size}, {device}, "
               f"{args.steps} steps")
         print(prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=60))
     return 0
+
+
+def profiled(step, steps: int, activities: list, cuda: bool) -> profile:
+    """``steps`` calls of ``step`` under the profiler (the device's queue drained before and after)."""
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    return prof
 
 
 def diff(steps: dict, args, activities: list, cuda: bool) -> int:
@@ -79,14 +85,7 @@ def diff(steps: dict, args, activities: list, cuda: bool) -> int:
             step()
     for _ in range(args.rounds):
         for name, step in steps.items():
-            if cuda:
-                torch.cuda.synchronize()
-            with profile(activities=activities) as prof:
-                for _ in range(args.steps):
-                    step()
-                if cuda:
-                    torch.cuda.synchronize()
-            for e in prof.key_averages():
+            for e in profiled(step, args.steps, activities, cuda).key_averages():
                 totals[name][e.key] += (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000
                 calls[name][e.key] += e.count
     (base, ours) = list(steps)
