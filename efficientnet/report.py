@@ -31,7 +31,7 @@ from .spec import ArchSpec, SpecError, preset
 __all__ = ["Row", "load_trials", "rows_of", "build_report"]
 
 COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "predicted_latency_ms",
-           "arch")
+           "arch")  # Row's fields of the same names, in the report's tables and trials.csv
 
 
 @dataclass
@@ -269,8 +269,7 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     writer = csv.writer(table)
     writer.writerow(COLUMNS)
     for r in sorted(rows_all, key=lambda r: (r.budget, -r.default)):
-        writer.writerow([r.trial, r.status, r.budget, r.default, r.top5, r.params, r.macs, r.latency_ms,
-                         r.predicted_latency_ms, r.arch])
+        writer.writerow([getattr(r, column) for column in COLUMNS])
     atomic_write_text(table.getvalue(), out_dir / "trials.csv")
     _plot(out_dir / "pareto.png", full, proxy, refs, title)
     lines += [f"Best: trial {best.trial} ({best.budget} budget), default {best.default:.3f}; spec in "

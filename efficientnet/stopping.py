@@ -94,9 +94,7 @@ def critical() -> contextlib.AbstractContextManager[None]:
 
 def die_by(signum: int) -> None:
     """End this process by ``signum`` with its default action (after flushing stdout and stderr)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush_stdio()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])  # in case it was blocked: deliver it now
@@ -111,7 +109,11 @@ def exit_now(code: int) -> None:
     closed, NNI's metrics were sent (synchronously), and the training loop released its loader processes.
     """
     logging.shutdown()
+    _flush_stdio()
+    os._exit(code)
+
+
+def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(code)

@@ -54,16 +54,16 @@ PLATFORMS = ("local", "remote")  # NNI_PLATFORM of the training services whose m
 TORCHRUN_ENV = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE")
 # imported by the server: the trial's modules and what they import later; for NNI, only its heavy dependencies
 # (NNI reads the trial's NNI_* variables when it is imported, so each trial imports NNI itself)
+PRELOAD = ("torch.utils.tensorboard", "torch.utils.flop_counter", "efficientnet.profiler", "scipy.stats", "pandas",
+           "requests", "json_tricks")
+
+
 _forked = False  # set in a trial's child
 
 
 def forked() -> bool:
     """True in a trial that a warm server forked (for the trial's start-up line)."""
     return _forked
-
-
-PRELOAD = ("torch.utils.tensorboard", "torch.utils.flop_counter", "efficientnet.profiler", "scipy.stats", "pandas",
-           "requests", "json_tricks")
 
 
 def enabled(environ: dict[str, str] | None = None) -> bool:
