@@ -29,7 +29,6 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,23 +39,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from efficientnet.nni_rest import NNIClient, NNIUnavailable  # noqa: E402
+from nni_harness import experiment, write_config  # noqa: E402  (the end-to-end tests' start, stop and config)
 
-LAUNCHER = [sys.executable, "-m", "efficientnet"]
-NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
 ENDED = ("SUCCEEDED", "FAILED", "EARLY_STOPPED", "USER_CANCELED", "SYS_CANCELED")
 DONE = ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED", "ERROR")
 EPOCH = re.compile(r"^epoch (\d+)/\d+ \|.* \| time ([0-9.]+)s \|")
 STARTED = re.compile(r"^started in ([0-9.]+) s")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -69,7 +59,6 @@ class TrialTimes:
     end: float
     epochs: list[float]  # each completed epoch's time, from the trial's log
     startup: float | None  # the log's "started in" figure
-    log_age: float | None  # the log file's creation time (epoch seconds), to estimate NNI's start
 
     @property
     def steady(self) -> float | None:
@@ -77,17 +66,11 @@ class TrialTimes:
         return statistics.median(self.epochs[1:]) if len(self.epochs) > 1 else None
 
 
-def write_config(workdir: Path, args: argparse.Namespace) -> Path:
-    """The experiment's config: the project's config.yml (or ``--config``), absolute paths, a private working
-    directory, and the sizes asked for."""
-    source = Path(args.config).resolve()
-    config = yaml.safe_load(source.read_text())
-    config["searchSpaceFile"] = str((source.parent / config["searchSpaceFile"]).resolve())
-    config["trialCodeDirectory"] = str(ROOT)
-    config["experimentWorkingDirectory"] = str(workdir)
-    if "codeDirectory" in config.get("tuner", {}):
-        config["tuner"]["codeDirectory"] = str(ROOT)
-    command = config["trialCommand"]
+def overrides(workdir: Path, args: argparse.Namespace) -> dict:
+    """What the benchmark changes in ``--config``: the sizes asked for, the trial command run by this Python and,
+    with ``--gpu``, Lite0 at 224 px on synthetic JPEGs on one GPU."""
+    command = yaml.safe_load(Path(args.config).read_text())["trialCommand"]
+    out: dict = {}
     if args.gpu:
         sys.path.insert(0, str(ROOT / "bench"))
         from data_throughput import write_dataset  # 2,000 synthetic 500x375 JPEGs in 10 classes
@@ -95,61 +78,42 @@ def write_config(workdir: Path, args: argparse.Namespace) -> Path:
         data = write_dataset(workdir / "jpegs", 2000)
         command = (f"python main_efficientnet.py --data {data} --weights lite0 --batch-size 128 --epochs {args.epochs}"
                    " --request-from-nni")
-        config["tuner"]["classArgs"].update(base_resolution=224, num_classes=10, max_macs=1_000_000_000,
-                                            max_peak_memory_mb=4096)
-        config["trialGpuNumber"] = 1
-        config["trainingService"] = {"platform": "local", "useActiveGpu": True,
-                                     "maxTrialNumberPerGpu": args.trials_per_gpu, "gpuIndices": [0]}
-        config["trialConcurrency"] = args.trials_per_gpu
+        out["tuner"] = {"classArgs": {"base_resolution": 224, "num_classes": 10, "max_macs": 1_000_000_000,
+                                      "max_peak_memory_mb": 4096}}
+        out["trialGpuNumber"] = 1
+        out["trainingService"] = {"platform": "local", "useActiveGpu": True,
+                                  "maxTrialNumberPerGpu": args.trials_per_gpu, "gpuIndices": [0]}
+        out["trialConcurrency"] = args.trials_per_gpu
     elif args.epochs:
         command = re.sub(r"--epochs \d+", f"--epochs {args.epochs}", command)
-    config["trialCommand"] = command.replace("python ", f"{sys.executable} ", 1)
+    out["trialCommand"] = command.replace("python ", f"{sys.executable} ", 1)
     if args.trials:
-        config["maxTrialNumber"] = args.trials
+        out["maxTrialNumber"] = args.trials
     if args.concurrency and not args.gpu:
-        config["trialConcurrency"] = args.concurrency
+        out["trialConcurrency"] = args.concurrency
     if args.no_assessor:
-        config.pop("assessor", None)
-    path = workdir / "config.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+        out["assessor"] = None
+    return out
 
 
-def run_experiment(config: Path, workdir: Path, timeout: float, warm: bool = True) -> tuple[float, float, list[TrialTimes]]:
+def run_experiment(config: Path, timeout: float, warm: bool = True) -> tuple[float, float, list[TrialTimes]]:
     """Create the experiment (its trials started warm, or cold: ``EFFICIENTNET_NNI_WARM_START=0``), wait for every
     trial to end (or ``timeout``), always stop it. Returns the create time, the last trial's end (epoch seconds)
     and the trials."""
-    port = free_port()
-    env = {**os.environ, "EFFICIENTNET_NNI_WARM_START": "1" if warm else "0"}
     created = time.time()
-    proc = subprocess.run([*LAUNCHER, "create", "--config", str(config), "--port", str(port)], capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
-    match = re.search(r"Experiment ID: (\w+)", re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout))
-    if proc.returncode != 0 or not match:
-        raise SystemExit(f"create failed:\n{proc.stdout}\n{proc.stderr}")
-    experiment = match.group(1)
-    client = NNIClient(port)
-    jobs: list[dict] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                status, jobs = client.status(), client.get("/trial-jobs")
-            except NNIUnavailable:
-                time.sleep(0.5)
-                continue
-            if status in DONE and jobs and all(j["status"] in ENDED for j in jobs):
-                break
-            time.sleep(0.5)
-        else:
+    with experiment(config, env={**os.environ, "EFFICIENTNET_NNI_WARM_START": "1" if warm else "0"}) as exp:
+        def ended(client) -> bool:
+            jobs = client.get("/trial-jobs")
+            return client.status() in DONE and bool(jobs) and all(j["status"] in ENDED for j in jobs)
+
+        if not exp.client.wait(ended, timeout, interval=0.5):
             raise SystemExit(f"the experiment did not end within {timeout:.0f} s (--timeout)")
-    finally:
-        subprocess.run([*NNICTL, "stop", experiment], capture_output=True, timeout=120)
-    missing = [j["trialJobId"] for j in jobs if not (workdir / experiment / "environments" / "local-env" / "trials"
-                                                      / j["trialJobId"] / "log.txt").is_file()]
+        jobs = exp.client.get("/trial-jobs")
+    folders = {j["trialJobId"]: exp.trials_dir() / j["trialJobId"] for j in jobs}
+    missing = [job for job, folder in folders.items() if not (folder / "log.txt").is_file()]
     if missing:
         raise SystemExit(f"no log.txt for trials {missing}: NNI keeps trial folders elsewhere than this NNI version")
-    trials = [read_trial(job, workdir / experiment / "environments" / "local-env" / "trials" / job["trialJobId"]) for job in jobs]
+    trials = [read_trial(job, folders[job["trialJobId"]]) for job in jobs]
     return created, max(t.end for t in trials), trials
 
 
@@ -165,7 +129,7 @@ def read_trial(job: dict, folder: Path) -> TrialTimes:
         elif (m := STARTED.match(line)) and startup is None:
             startup = float(m.group(1))
     return TrialTimes(job["trialJobId"], job["status"], job["startTime"] / 1000, job["endTime"] / 1000,
-                      [epochs[k] for k in sorted(epochs)], startup, log.stat().st_ctime if log.is_file() else None)
+                      [epochs[k] for k in sorted(epochs)], startup)
 
 
 def summarise(created: float, finished: float, trials: list[TrialTimes], slots: int) -> dict[str, float]:
@@ -216,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(args.keep or tmp).resolve() / ("warm" if warm else "cold")
             workdir.mkdir(parents=True, exist_ok=True)
-            config = write_config(workdir, args)
+            config = write_config(ROOT, workdir, overrides(workdir, args), template=str(Path(args.config).resolve()))
             slots = yaml.safe_load(config.read_text())["trialConcurrency"]
-            created, finished, trials = run_experiment(config, workdir, args.timeout, warm)
+            created, finished, trials = run_experiment(config, args.timeout, warm)
         s = summarise(created, finished, trials, slots)
         summaries.append(s)
         statuses = ", ".join(f"{k} {sum(t.status == k for t in trials)}" for k in sorted({t.status for t in trials}))

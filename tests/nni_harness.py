@@ -1,4 +1,5 @@
-"""Start, watch and always stop real NNI experiments on a free loopback port (for the end-to-end tests).
+"""Start, watch and always stop real NNI experiments on a free loopback port (for the end-to-end tests, and for
+``bench/experiment_throughput.py``).
 
 Experiments start as the README starts them, ``python -m efficientnet create`` (``nnictl create`` after the project's
 checks, with NNI's manager guarded); ``plain=True`` runs ``nnictl`` itself. Every guarded start checks that the guard
@@ -94,10 +95,12 @@ class Experiment:
         return self.workdir / self.id / "environments" / "local-env" / "trials"
 
 
-def start(config: Path, port: int, timeout: float = 180, plain: bool = False) -> Experiment:
-    """``python -m efficientnet create`` (``nnictl create`` with ``plain``) and wait until the REST server
-    answers; a guarded start must report every fix applied."""
-    proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, launcher=not plain)
+def start(config: Path, port: int, timeout: float = 180, plain: bool = False,
+          env: dict[str, str] | None = None) -> Experiment:
+    """``python -m efficientnet create`` (``nnictl create`` with ``plain``), in ``env`` (default: this process's),
+    and wait until the REST server answers; a guarded start must report every fix applied."""
+    proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, env=env,
+                  launcher=not plain)
     match = re.search(r"Experiment ID: (\w+)", proc.stdout)
     if not match:
         raise RuntimeError(f"create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -155,9 +158,10 @@ def _kill_manager(experiment_id: str) -> None:
 
 
 @contextlib.contextmanager
-def experiment(config: Path, port: int | None = None, plain: bool = False) -> Iterator[Experiment]:
-    """Start an experiment and stop it when the block ends, however it ends."""
-    exp = start(config, port or free_port(), plain=plain)
+def experiment(config: Path, port: int | None = None, plain: bool = False,
+               env: dict[str, str] | None = None) -> Iterator[Experiment]:
+    """Start an experiment (in ``env``) and stop it when the block ends, however it ends."""
+    exp = start(config, port or free_port(), plain=plain, env=env)
     try:
         yield exp
     finally:
