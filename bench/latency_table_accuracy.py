@@ -3,11 +3,14 @@
 Run from the repository root (a quiet machine: other jobs' load is noise of the same size as the error)::
 
     python bench/latency_table_accuracy.py --sample 20 --threads 1        # search_space.json, 224 px, 1000 classes
+    python bench/latency_table_accuracy.py --sample 20 --backend onnxruntime --table /tmp/lt-ort.json
 
 It builds (or resumes) a table for ``--sample`` random candidates of the search space with
 ``python -m efficientnet latency-table``'s code, then measures each candidate's batch-1 forward latency directly
 (:func:`efficientnet.profiler.measure_latency`, same threads), twice, and prints each architecture's predicted and
 measured latency, the median relative error, and the spread between the two direct measurements (the noise floor).
+With ``--backend onnxruntime`` both the table and the direct measurement run the exported ONNX model in onnxruntime
+(:func:`efficientnet.latency_table.measure_onnxruntime_latency`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from efficientnet.latency_table import build_table, search_space_specs  # noqa: E402
+from efficientnet.latency_table import build_table, measure_onnxruntime_latency, search_space_specs  # noqa: E402
 from efficientnet.profiler import measure_latency  # noqa: E402
 
 
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--table", default="/tmp/latency-table-accuracy.json", help="built or resumed here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                                args.num_classes, sample=args.sample, seed=args.seed)
     t0 = time.perf_counter()
     table, measured, distinct = build_table(specs, args.table, args.num_classes, "cpu", args.threads, 1,
-                                            args.repeats, 3, progress=False)
+                                            args.repeats, 3, progress=False, backend=args.backend)
     print(f"table: {len(specs)} architectures, {distinct} layers ({measured} measured now) in "
           f"{time.perf_counter() - t0:.1f} s; {table.describe()}")
     errors, noise = [], []
@@ -52,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     predicted = [table.predict(s, args.num_classes) for s in specs]
     predict_ms = (time.perf_counter() - t0) * 1000 / len(specs)
     for spec, pred in zip(specs, predicted):
-        a = measure_latency(spec, num_classes=args.num_classes, repeats=args.repeats, warmup=3)
-        b = measure_latency(spec, num_classes=args.num_classes, repeats=args.repeats, warmup=3)
+        a, b = (direct_ms(spec, args) for _ in range(2))
         direct = min(a, b)
         errors.append((pred - direct) / direct)
         noise.append(abs(a - b) / min(a, b))
@@ -63,6 +66,13 @@ def main(argv: list[str] | None = None) -> None:
           f"{100 * statistics.median(errors):+.1f} %, largest {100 * max(abs(e) for e in errors):.1f} %); two direct "
           f"measurements differ by a median {100 * statistics.median(noise):.1f} %; prediction {predict_ms:.3f} ms "
           "per architecture")
+
+
+def direct_ms(spec, args: argparse.Namespace) -> float:
+    """One direct measurement of the whole model's batch-1 latency with the table's backend."""
+    if args.backend == "onnxruntime":
+        return measure_onnxruntime_latency(spec, args.num_classes, args.threads, 1, args.repeats, 3)
+    return measure_latency(spec, num_classes=args.num_classes, repeats=args.repeats, warmup=3)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,10 @@ def _build_latency_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", type=int, metavar="N", help="cover N random candidates only (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch or onnxruntime threads (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=1, help="(default %(default)s)")
-    p.add_argument("--backend", default="torch", help="only torch is supported yet (default %(default)s)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="time the eager model, or its ONNX export in onnxruntime (CPU) (default %(default)s)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per layer, median kept (default %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per layer first (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,8 +78,6 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     from .latency_table import LatencyTableError, build_table, search_space_specs
     from .search.space import SearchSpaceError
 
-    if args.backend != "torch":
-        raise CLIError(f"--backend {args.backend}: only torch is supported yet")
     for name in ("threads", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -95,7 +94,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
                                    args.sample, args.seed)
         table, measured, distinct = build_table(
             specs, args.out, args.num_classes, args.device, args.threads, args.batch_size, args.repeats,
-            args.warmup, progress=not args.no_progress)
+            args.warmup, progress=not args.no_progress, backend=args.backend)
     except (LatencyTableError, SearchSpaceError, ValueError) as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
     print(f"{len(specs)} architectures, {distinct} distinct layers, measured {measured} new "

@@ -266,15 +266,15 @@ def export_onnx(
     note = None
     if exporter == "auto":
         try:
-            _write_onnx(model, resolution, path, opset, "dynamo")
+            write_onnx(model, resolution, path, opset, "dynamo")
             exporter = "dynamo"
         except ExportError as exc:
             note = (f"the dynamo ONNX exporter failed on torch {torch.__version__} ({str(exc)[:200]}); the legacy "
                     "one wrote the file instead")
             exporter = "legacy"
-            _write_onnx(model, resolution, path, opset, exporter)
+            write_onnx(model, resolution, path, opset, exporter)
     else:
-        _write_onnx(model, resolution, path, opset, exporter)
+        write_onnx(model, resolution, path, opset, exporter)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
@@ -287,9 +287,13 @@ def export_onnx(
     return _check("onnxruntime", got, want, tolerance), exporter, note
 
 
-def _write_onnx(model: torch.nn.Module, resolution: int, path: Path, opset: int, exporter: str) -> None:
-    """``torch.onnx.export`` with one exporter (``dynamo`` or ``legacy``); an :class:`ExportError` if it fails."""
-    x = torch.randn(TRACE_BATCH, 3, resolution, resolution)
+def write_onnx(model: torch.nn.Module, resolution: int, path: Path, opset: int, exporter: str,
+                static_batch: int | None = None) -> None:
+    """``torch.onnx.export`` with one exporter (``dynamo`` or ``legacy``); an :class:`ExportError` if it fails.
+
+    The batch axis is dynamic, or fixed at ``static_batch`` (legacy exporter only: what the latency table times).
+    """
+    x = torch.randn(static_batch or TRACE_BATCH, 3, resolution, resolution)
     torch_log = logging.getLogger("torch")  # torch.export logs its guards and schema guesses as warnings
     level = torch_log.level
     torch_log.setLevel(logging.ERROR)
@@ -307,7 +311,7 @@ def _write_onnx(model: torch.nn.Module, resolution: int, path: Path, opset: int,
                 torch.onnx.export(
                     model, (x,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     opset_version=opset, dynamo=False, do_constant_folding=True,
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    dynamic_axes=None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 )
     except ImportError as exc:
         raise ExportError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "BACKENDS",
     "FORMAT",
     "LatencyTable",
     "LatencyTableError",
@@ -41,6 +43,7 @@ __all__ = [
     "build_table",
     "layer_keys",
     "layers",
+    "measure_onnxruntime_latency",
     "search_space_specs",
 ]
 
@@ -241,11 +244,131 @@ def _measure_spec(spec: ArchSpec, num_classes: int, todo: set[str], device: torc
             todo.discard(layer.key)
 
 
+_BLOCK_NODE = re.compile(r"^/_blocks\.(\d+)/")
+
+
+def _layer_of_nodes(names: list[str], blocks: int) -> list[int]:
+    """The layer (0 stem, 1..blocks a block repeat, blocks + 1 head) of each node an onnxruntime run executed, in
+    execution order, from the names the legacy exporter gives (``/_blocks.3/_project_conv/Conv``): a block's nodes
+    name it; a named node before the first block is the stem's, after it the head's; a node the runtime added
+    (``ReorderOutput_token_7``, not starting with ``/``) belongs to the layer running around it."""
+    out, current, seen_block = [], 0, False
+    for name in names:
+        block = _BLOCK_NODE.match(name)
+        if block:
+            current, seen_block = int(block.group(1)) + 1, True
+            if current > blocks:
+                raise LatencyTableError(f"onnxruntime ran node {name} of block {current - 1}, but the model has "
+                                        f"{blocks} blocks")
+        elif name.startswith("/"):
+            current = blocks + 1 if seen_block else 0
+        out.append(current)
+    return out
+
+
+def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | Path) -> Path:
+    """``spec``'s model (random weights) exported to ``folder`` as ``python -m efficientnet export`` writes it, by
+    the legacy exporter (its node names give each node's module) with the batch fixed at ``batch_size`` (so
+    onnxruntime folds the shape arithmetic of TF's "same" padding, as it does for a dynamo export)."""
+    from .export import model_for_export, write_onnx
+
+    model = model_for_export(spec, num_classes)
+    if len(model._blocks) != len(layers(spec, num_classes)) - 2:
+        raise LatencyTableError(f"layer keys do not match the model of {spec}: {len(layers(spec, num_classes)) - 2} "
+                                f"blocks expected, the model has {len(model._blocks)}")
+    path = Path(folder) / "model.onnx"
+    write_onnx(model, spec.resolution, path, 18, "legacy", static_batch=batch_size)
+    return path
+
+
+def _onnx_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
+    """A CPU onnxruntime session with ``threads`` intra-op threads, sequential, profiling when a prefix is given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _run_times(session: Any, spec: ArchSpec, batch_size: int, repeats: int, warmup: int) -> list[float]:
+    """Milliseconds of ``repeats`` runs of ``session`` on a random batch, after ``warmup`` untimed ones."""
+    import numpy as np
+
+    from .export import INPUT_NAME
+
+    x = np.random.default_rng(0).standard_normal((batch_size, 3, spec.resolution, spec.resolution), np.float32)
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        session.run(None, {INPUT_NAME: x})
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def measure_onnxruntime_latency(spec: ArchSpec, num_classes: int = 1000, threads: int = 1, batch_size: int = 1,
+                                repeats: int = 20, warmup: int = 3) -> float:
+    """Median latency in ms of ``spec``'s whole exported model in onnxruntime (what an onnxruntime table predicts)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
+        session = _onnx_session(_onnx_file(spec, num_classes, batch_size, tmp), threads)
+        return statistics.median(_run_times(session, spec, batch_size, repeats, warmup))
+
+
+def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], threads: int, batch_size: int,
+                              repeats: int, warmup: int, done: Callable[[str, float], None]) -> None:
+    """Time each layer of ``spec`` whose key is in ``todo`` inside whole onnxruntime runs of its exported model
+    (:func:`_onnx_file`).
+
+    ``repeats`` plain runs give the model's median latency; as many runs under onnxruntime's profiler give each
+    layer's share of the kernel time. A layer's entry is its share of the median latency, so the entries of a model
+    add up to its measured latency.
+    """
+    import tempfile
+
+    import numpy as np
+
+    blocks = len(layers(spec, num_classes)) - 2
+    with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
+        path = _onnx_file(spec, num_classes, batch_size, tmp)
+        latency = statistics.median(_run_times(_onnx_session(path, threads), spec, batch_size, repeats, warmup))
+        profiled = _onnx_session(path, threads, str(Path(tmp) / "profile"))
+        _run_times(profiled, spec, batch_size, repeats, warmup)
+        events = json.loads(Path(profiled.end_profiling()).read_text())
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:]
+    if len(runs) != repeats:
+        raise LatencyTableError(f"onnxruntime's profile holds {len(runs) + warmup} runs, not {warmup + repeats}")
+    nodes = sorted((e["ts"], e["name"].removesuffix("_kernel_time"), e["dur"]) for e in events
+                   if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+                   and runs[0][0] <= e["ts"] <= runs[-1][1])
+    kernel_us = np.zeros(blocks + 2)
+    for (_, _, dur), layer in zip(nodes, _layer_of_nodes([name for _, name, _ in nodes], blocks)):
+        kernel_us[layer] += dur
+    if not kernel_us.sum() > 0:
+        raise LatencyTableError(f"onnxruntime's profile of {spec} holds no kernel times")
+    for layer, part in zip(layers(spec, num_classes), kernel_us / kernel_us.sum()):
+        if layer.key in todo:
+            done(layer.key, float(part * latency))
+            todo.discard(layer.key)
+
+
+BACKENDS = ("torch", "onnxruntime")
+
+
 def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1000, device: str = "cpu",
                 threads: int = 1, batch_size: int = 1, repeats: int = 20, warmup: int = 3,
-                save_every_s: float = 10.0, progress: bool = True) -> tuple[LatencyTable, int, int]:
+                save_every_s: float = 10.0, progress: bool = True,
+                backend: str = "torch") -> tuple[LatencyTable, int, int]:
     """Measure every layer of ``specs`` that ``out`` lacks (created, or resumed when it exists) and save it.
 
+    ``backend`` ``torch`` times the eager model, ``onnxruntime`` the exported ONNX model (on the CPU).
     Returns ``(table, layers measured now, distinct layers of specs)``. The file is rewritten every
     ``save_every_s`` seconds, so an interrupted run loses little and a new run continues where it stopped.
     """
@@ -253,20 +376,33 @@ def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1
     from tqdm import tqdm
 
     out = Path(out)
+    if backend not in BACKENDS:
+        raise LatencyTableError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
     dev = torch.device(device)
+    if dev.type == "cuda" and backend == "onnxruntime":
+        raise LatencyTableError("--backend onnxruntime measures on the CPU only: use --backend torch for --device "
+                                "cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LatencyTableError("--device cuda but CUDA is not available on this machine")
+    runtime = torch.__version__
+    if backend == "onnxruntime":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise LatencyTableError("--backend onnxruntime needs onnxruntime and onnx: pip install onnx "
+                                    "onnxruntime") from None
+        runtime = f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"
     torch.set_num_threads(threads)
     machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _machine()
     if out.exists():
         table = LatencyTable.load(out)
-        mine = {"device": str(dev), "threads": threads, "batch_size": batch_size, "backend": "torch"}
+        mine = {"device": str(dev), "threads": threads, "batch_size": batch_size, "backend": backend}
         theirs = {k: getattr(table, k) for k in mine}
         if theirs != mine:
             differ = ", ".join(f"{k} {theirs[k]} (not {mine[k]})" for k in mine if theirs[k] != mine[k])
             raise LatencyTableError(f"{out} was measured with {differ}: pass the same settings or another --out")
     else:
-        table = LatencyTable({}, str(dev), threads, batch_size, "torch", torch.__version__, machine, out)
+        table = LatencyTable({}, str(dev), threads, batch_size, backend, runtime, machine, out)
     specs = list(specs)
     keys_of = [set(layer_keys(s, num_classes)) for s in specs]
     distinct = set().union(*keys_of) if keys_of else set()
@@ -288,7 +424,10 @@ def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1
         for spec, keys in zip(specs, keys_of):
             todo = keys & missing
             if todo:
-                _measure_spec(spec, num_classes, todo, dev, batch_size, repeats, warmup, done)
+                if backend == "onnxruntime":
+                    _measure_spec_onnxruntime(spec, num_classes, todo, threads, batch_size, repeats, warmup, done)
+                else:
+                    _measure_spec(spec, num_classes, todo, dev, batch_size, repeats, warmup, done)
                 missing -= keys
     finally:
         bar.close()

@@ -156,9 +156,45 @@ def test_profile_prints_the_predicted_latency(root, table_file):
     assert missing.returncode == 2 and "re-run python -m efficientnet latency-table" in one_error_line(missing.stderr)
 
 
-def test_only_the_torch_backend(root, tmp_path):
-    result = run(root, "latency-table", "--out", str(tmp_path / "t.json"), "--backend", "onnxruntime")
-    assert result.returncode == 2 and "only torch is supported yet" in one_error_line(result.stderr)
+@pytest.mark.parametrize("spec", [
+    preset("lite0").replace(width=0.1, resolution=33),  # odd sizes: padded stem, cropped stride-2 depthwise
+    preset("b0").replace(width=0.15, depth=0.5, resolution=32).with_stage_choices({5: StageChoice(kernel=5)}),
+], ids=["lite0-odd", "b0-se-swish"])
+def test_onnxruntime_backend_times_every_layer_of_the_exported_model(tmp_path, spec):
+    """Every layer gets a share of real onnxruntime runs; a second table of the same model resumes to nothing new,
+    and a torch run on the file is refused."""
+    out = tmp_path / "ort.json"
+    table, measured, distinct = build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False,
+                                            backend="onnxruntime")
+    keys = set(layer_keys(spec, 10))
+    assert measured == distinct == len(keys) and set(table.entries) == keys
+    assert all(v > 0 for v in table.entries.values())
+    loaded = LatencyTable.load(out)
+    assert loaded.backend == "onnxruntime" and loaded.predict(spec, 10) == pytest.approx(table.predict(spec, 10))
+    assert "onnxruntime" in loaded.describe() and "onnxruntime" in loaded.torch
+    assert build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False,
+                       backend="onnxruntime")[1] == 0
+    with pytest.raises(LatencyTableError, match=r"backend onnxruntime \(not torch\)"):
+        build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False)
+
+
+def test_onnxruntime_nodes_are_assigned_to_their_layer():
+    from efficientnet.latency_table import _layer_of_nodes
+
+    names = ["/_conv_stem/Pad", "/_swish/Clip_output_0_nchwc", "ReorderOutput_token_1", "/_blocks.0/_swish/Clip",
+             "ReorderOutput_token_2", "/_blocks.1/_project_conv/Conv", "ReorderInput", "/_swish_1/Clip",
+             "/_avg_pooling/GlobalAveragePool", "ReorderOutput", "/Flatten", "/_fc/Gemm"]
+    assert _layer_of_nodes(names, 2) == [0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 3, 3]
+    with pytest.raises(LatencyTableError, match="block 2, but the model has 2 blocks"):
+        _layer_of_nodes(["/_blocks.2/_project_conv/Conv"], 2)
+
+
+def test_backend_and_device_errors_are_one_line(root, tmp_path):
+    cuda = run(root, "latency-table", "--out", str(tmp_path / "t.json"), "--backend", "onnxruntime",
+               "--device", "cuda")
+    assert cuda.returncode == 2 and "use --backend torch for --device cuda" in one_error_line(cuda.stderr)
+    unknown = run(root, "latency-table", "--out", str(tmp_path / "t.json"), "--backend", "tensorrt")
+    assert unknown.returncode == 2 and "invalid choice: 'tensorrt'" in unknown.stderr
     assert not (tmp_path / "t.json").exists()
 
 
