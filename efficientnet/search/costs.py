@@ -8,6 +8,7 @@ budget before paying for a profile. A test checks it against the profiler.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ class _SameConv:
     cropped: bool
 
     @classmethod
+    @functools.lru_cache(maxsize=4096)  # a few hundred distinct geometries in a search space
     def at(cls, size: int, kernel: int, stride: int, depthwise: bool) -> "_SameConv":
         out = math.ceil(size / stride)
         pad = max((out - 1) * stride + kernel - size, 0)
@@ -130,6 +132,7 @@ class _LiveBytes:
         return nbytes, size
 
 
+@functools.lru_cache(maxsize=16384)  # the tuner asks again for the candidates it has seen; the estimate is frozen
 def estimate_costs(spec: ArchSpec, num_classes: int = 1000) -> CostEstimate:
     """Parameters, MACs (batch 1), fp32 state-dict size and peak activation memory of the model
     :func:`build_model` makes for ``spec``."""
