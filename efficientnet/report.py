@@ -28,7 +28,7 @@ from .proposal import Proposal
 from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset
 
-__all__ = ["Row", "load_trials", "rows_of", "build_report"]
+__all__ = ["Row", "build_report", "early_ranking", "load_trials", "rows_of"]
 
 COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "predicted_latency_ms",
            "arch")  # Row's fields of the same names, in the report's tables and trials.csv
@@ -140,6 +140,28 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
                         final.get("arch") or (str(proposal.spec) if proposal.spec else None), final,
                         cost("predicted_latency_ms")))
     return rows
+
+
+def early_ranking(trials: Sequence[Trial]) -> tuple[float, int] | None:
+    """How well the first epoch ranks architectures: Spearman's rank correlation of the first epoch's validation
+    accuracy with the last one's, over the full-budget trials that trained all their epochs from the start (none
+    continued or resumed, none stopped: every epoch reported). None with fewer than 3 such trials."""
+    from scipy.stats import spearmanr
+
+    pairs = []
+    for t in trials:
+        final = t.final if isinstance(t.final, dict) else {}
+        epochs = final.get("epochs")
+        if (t.status != "SUCCEEDED" or final.get("budget", "full") not in (None, "full") or not isinstance(epochs, int)
+                or epochs < 2 or final.get("epochs_trained") != epochs or len(t.intermediate) != epochs):
+            continue
+        first, last = (_number(m.get("default") if isinstance(m, dict) else m) for m in (t.intermediate[0],
+                                                                                        t.intermediate[-1]))
+        if first is not None and last is not None:
+            pairs.append((first, last))
+    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+        return None
+    return float(spearmanr(*zip(*pairs))[0]), len(pairs)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -257,6 +279,13 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
             acc = "" if ref["accuracy"] is None else f"{ref['accuracy']:.3f} ({ref['trial']})"
             lines.append(f"| {ref['name']} | {ref['params'] / 1e6:.2f}M | {ref['macs'] / 1e6:.1f}M | {lat} | {acc} |")
         lines.append("")
+    ranking = early_ranking(trials)
+    if ranking is not None:
+        lines += ["## Does the first epoch rank the architectures?", "",
+                  f"Spearman rank correlation of the first epoch's accuracy with the last epoch's: **{ranking[0]:.2f}** "
+                  f"over {ranking[1]} full-budget trials that trained every epoch. Near 1, early epochs already tell "
+                  "the best architectures apart, and successive halving (classArgs `min_epochs`, `full_epochs`: "
+                  "docs/tuner.md) saves time; near 0 it drops good candidates early.", ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     best = ranked[0] if ranked else max(proxy, key=lambda r: r.default)
     best_doc: dict[str, Any] = {"trial": best.trial, "budget": best.budget, "metrics": best.final, "arch": best.arch}

@@ -134,3 +134,29 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert main(["report", "--port", str(port), "--output-dir", str(tmp_path)]) == 2
     assert f"no NNI experiment answers on port {port}" in capsys.readouterr().err
 
+
+
+def _trial(i: int, curve: list[float], status: str = "SUCCEEDED", **final) -> "Trial":
+    from efficientnet.nni_rest import Trial
+
+    result = {"default": max(curve), "epochs": len(curve), "epochs_trained": len(curve), "budget": "full", **final}
+    return Trial(f"T{i}", status, {}, i, result, [{"default": v, "loss": 1.0} for v in curve])
+
+
+def test_early_ranking_compares_first_and_last_epochs_of_complete_full_budget_trials(tmp_path):
+    from efficientnet.report import build_report, early_ranking
+
+    agree = [_trial(i, [50.0 + i, 60.0 + i, 70.0 + 2 * i]) for i in range(5)]
+    reverse = [_trial(i, [50.0 + i, 60.0, 70.0 - i]) for i in range(5)]
+    assert early_ranking(agree) == (pytest.approx(1.0), 5)
+    assert early_ranking(reverse) == (pytest.approx(-1.0), 5)
+    skipped = [  # each would break the perfect agreement, and none is a complete full-budget run from epoch 1
+        _trial(10, [99.0, 1.0, 0.0], budget="rung0"),
+        _trial(11, [99.0, 1.0, 0.0], status="USER_CANCELED"),
+        _trial(12, [99.0, 0.0], epochs=3, epochs_trained=2, continued_from="T1"),
+        _trial(13, [99.0, 1.0], epochs=3),  # a stopped or resumed trial: fewer reports than epochs
+    ]
+    assert early_ranking(agree + skipped) == (pytest.approx(1.0), 5)
+    assert early_ranking(agree[:2]) is None and early_ranking([_trial(0, [50.0])] * 4) is None
+    text = build_report(reverse, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
+    assert "rank correlation of the first epoch's accuracy with the last epoch's: **-1.00** over 5" in text
