@@ -22,7 +22,8 @@ __all__ = ["CLIError", "main", "make_parser", "arch_from_args", "add_arch_argume
 def _build_profile(p: argparse.ArgumentParser) -> None:
     add_arch_arguments(p)
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--latency", action="store_true", help="also measure batch-1 CPU latency")
+    p.add_argument("--latency", action="store_true", help="also measure batch-1 CPU latency (and, with an "
+                   "onnxruntime --latency-table, the exported model's in onnxruntime)")
     p.add_argument("--latency-table", metavar="FILE", help="also predict latency from a table built by latency-table")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -41,6 +42,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
                          "latency_table": table.describe()}
         except LatencyTableError as exc:
             raise CLIError(str(exc)) from None
+        if args.latency and table.backend == "onnxruntime":  # measured here as the table was, to compare
+            from .latency_table import measure_onnxruntime_latency
+
+            predicted["onnxruntime_latency_ms"] = measure_onnxruntime_latency(
+                spec, args.num_classes, table.threads, table.batch_size)
     prof = profile(spec, num_classes=args.num_classes, latency=args.latency)
     if args.json:
         print(json.dumps({"arch": str(spec), "spec": spec.to_dict(), **prof.to_dict(), **predicted}, indent=2))
@@ -48,6 +54,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"arch: {spec}\n{prof}")
         if predicted:
             print(f"predicted latency {predicted['predicted_latency_ms']:.1f} ms ({predicted['latency_table']})")
+        if "onnxruntime_latency_ms" in predicted:
+            print(f"onnxruntime latency here {predicted['onnxruntime_latency_ms']:.1f} ms (measured as the table was)")
     return 0
 
 

@@ -178,6 +178,19 @@ def test_onnxruntime_backend_times_every_layer_of_the_exported_model(tmp_path, s
         build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False)
 
 
+def test_profile_measures_the_onnxruntime_latency_beside_an_onnxruntime_table(root, tmp_path):
+    spec = preset("lite0").replace(width=0.1, resolution=32)
+    out = tmp_path / "ort.json"
+    build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False, backend="onnxruntime")
+    result = run(root, "profile", "--arch", str(spec), "--num-classes", "10", "--latency-table", str(out),
+                 "--latency", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["predicted_latency_ms"] == pytest.approx(LatencyTable.load(out).predict(spec, 10))
+    assert data["onnxruntime_latency_ms"] > 0 and data["latency_ms"] > 0
+    assert "onnxruntime on cpu" in data["latency_table"]
+
+
 def test_onnxruntime_nodes_are_assigned_to_their_layer():
     from efficientnet.latency_table import _layer_of_nodes
 
