@@ -339,12 +339,17 @@ def _fast_kde() -> type:
                 cont = np.array([t == "c" for t in self.var_type])
                 self._cont, self._xc, self._xu = cont, self.data[:, cont], self.data[:, ~cont]
                 self._levels = np.array([np.unique(col).size for col in self._xu.T], dtype=float)
-            cont, bw = self._cont, np.asarray(self.bw, dtype=float)
-            bc, bu = bw[cont], bw[~cont]
-            k = ((1.0 / np.sqrt(2 * np.pi)) * np.exp(-((self._xc - x[cont]) ** 2) / (bc**2 * 2.0))).prod(axis=1)
+                self._bw_of = None
+            cont = self._cont
+            if self._bw_of is not self.bw:  # BOHB assigns a new bw array once per fit, then samples with it
+                bw = np.asarray(self.bw, dtype=float)
+                bc, bu = bw[cont], bw[~cont]
+                self._bw_of, self._bc2, self._norm = self.bw, bc**2 * 2.0, bc.prod()
+                self._same, self._other = 1 - bu, bu / (self._levels - 1)
+            k = ((1.0 / np.sqrt(2 * np.pi)) * np.exp(-((self._xc - x[cont]) ** 2) / self._bc2)).prod(axis=1)
             if self._xu.shape[1]:
-                k = k * np.where(self._xu == x[~cont], 1 - bu, bu / (self._levels - 1)).prod(axis=1)
-            return np.squeeze(k.sum() / bc.prod() / self.nobs)
+                k = k * np.where(self._xu == x[~cont], self._same, self._other).prod(axis=1)
+            return np.squeeze(k.sum() / self._norm / self.nobs)
 
     return FastKDE
 
