@@ -11,7 +11,8 @@ and activation (``block:56px:24>40:k5:s2:e6:se0.25:swish``). The table is built 
 ``python -m efficientnet latency-table``, which times the *real* modules of a built
 :class:`~efficientnet.builder.SpecEfficientNet` (forward hooks check each layer's input against its key, then
 timestamp each layer inside whole forward passes), saves its progress every ~10 s and skips, when run again, the
-keys already in the file.
+keys already in the file. With ``--backend onnxruntime`` it times the ONNX export of each model in onnxruntime
+instead, and splits a run into layers by the node names of onnxruntime's profile.
 """
 
 from __future__ import annotations
@@ -270,14 +271,15 @@ def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | 
     """``spec``'s model (random weights) exported to ``folder`` as ``python -m efficientnet export`` writes it, by
     the legacy exporter (its node names give each node's module) with the batch fixed at ``batch_size`` (so
     onnxruntime folds the shape arithmetic of TF's "same" padding, as it does for a dynamo export)."""
-    from .export import model_for_export, write_onnx
+    from .export import DEFAULT_OPSET, model_for_export, write_onnx
 
     model = model_for_export(spec, num_classes)
-    if len(model._blocks) != len(layers(spec, num_classes)) - 2:
-        raise LatencyTableError(f"layer keys do not match the model of {spec}: {len(layers(spec, num_classes)) - 2} "
-                                f"blocks expected, the model has {len(model._blocks)}")
+    blocks = len(layers(spec, num_classes)) - 2
+    if len(model._blocks) != blocks:
+        raise LatencyTableError(f"layer keys do not match the model of {spec}: {blocks} blocks expected, the model "
+                                f"has {len(model._blocks)}")
     path = Path(folder) / "model.onnx"
-    write_onnx(model, spec.resolution, path, 18, "legacy", static_batch=batch_size)
+    write_onnx(model, spec.resolution, path, DEFAULT_OPSET, "legacy", static_batch=batch_size)
     return path
 
 
