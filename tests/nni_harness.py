@@ -105,10 +105,17 @@ def start(config: Path, port: int, timeout: float = 180, plain: bool = False,
     if not match:
         raise RuntimeError(f"create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     exp = Experiment(match.group(1), port, config.parent, config, NNIClient(port), proc)
-    if not exp.client.wait(lambda c: c.status() is not None, timeout=60, interval=1):
-        raise RuntimeError(f"experiment {exp.id} did not answer on port {port}")
-    if not plain:
-        assert_guarded(exp)
+    try:
+        if not exp.client.wait(lambda c: c.status() is not None, timeout=60, interval=1):
+            log = exp.workdir / exp.id / "log" / "nnimanager.log"
+            tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no nnimanager.log)"]
+            raise RuntimeError(f"experiment {exp.id} did not answer on port {port}; nnimanager.log ends:\n"
+                               + "\n".join(tail))
+        if not plain:
+            assert_guarded(exp)
+    except BaseException:
+        stop(exp)  # a start that fails half-way leaves nothing running
+        raise
     return exp
 
 
