@@ -206,9 +206,7 @@ def _measure_spec(spec: ArchSpec, num_classes: int, todo: set[str], device: torc
 
     spec_layers = layers(spec, num_classes)
     model = SpecEfficientNet(spec, num_classes).eval().to(device)
-    if len(model._blocks) != len(spec_layers) - 2:
-        raise LatencyTableError(f"layer keys do not match the model of {spec}: {len(spec_layers) - 2} blocks "
-                                f"expected, the model has {len(model._blocks)}")
+    _check_blocks(model, spec_layers, spec)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     starts = [model._conv_stem, *model._blocks, model._conv_head]
     inputs: list[torch.Tensor] = []
@@ -267,6 +265,13 @@ def _layer_of_nodes(names: list[str], blocks: int) -> list[int]:
     return out
 
 
+def _check_blocks(model: Any, spec_layers: list[Layer], spec: ArchSpec) -> None:
+    """The model has one block per block key (the keys' walk of the blocks is the builder's)."""
+    if len(model._blocks) != len(spec_layers) - 2:
+        raise LatencyTableError(f"layer keys do not match the model of {spec}: {len(spec_layers) - 2} blocks "
+                                f"expected, the model has {len(model._blocks)}")
+
+
 def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | Path) -> Path:
     """``spec``'s model (random weights) exported to ``folder`` as ``python -m efficientnet export`` writes it, by
     the legacy exporter (its node names give each node's module) with the batch fixed at ``batch_size`` (so
@@ -274,10 +279,7 @@ def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | 
     from .export import DEFAULT_OPSET, model_for_export, write_onnx
 
     model = model_for_export(spec, num_classes)
-    blocks = len(layers(spec, num_classes)) - 2
-    if len(model._blocks) != blocks:
-        raise LatencyTableError(f"layer keys do not match the model of {spec}: {blocks} blocks expected, the model "
-                                f"has {len(model._blocks)}")
+    _check_blocks(model, layers(spec, num_classes), spec)
     path = Path(folder) / "model.onnx"
     write_onnx(model, spec.resolution, path, DEFAULT_OPSET, "legacy", static_batch=batch_size)
     return path
@@ -336,7 +338,8 @@ def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], 
 
     import numpy as np
 
-    blocks = len(layers(spec, num_classes)) - 2
+    spec_layers = layers(spec, num_classes)
+    blocks = len(spec_layers) - 2
     with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
         path = _onnx_file(spec, num_classes, batch_size, tmp)
         latency = statistics.median(_run_times(_onnx_session(path, threads), spec, batch_size, repeats, warmup))
@@ -355,7 +358,7 @@ def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], 
         kernel_us[layer] += dur
     if not kernel_us.sum() > 0:
         raise LatencyTableError(f"onnxruntime's profile of {spec} holds no kernel times")
-    for layer, part in zip(layers(spec, num_classes), kernel_us / kernel_us.sum()):
+    for layer, part in zip(spec_layers, kernel_us / kernel_us.sum()):
         if layer.key in todo:
             done(layer.key, float(part * latency))
             todo.discard(layer.key)
