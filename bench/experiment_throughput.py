@@ -66,6 +66,13 @@ class TrialTimes:
         return statistics.median(self.epochs[1:]) if len(self.epochs) > 1 else None
 
 
+def trial_command(command: str, epochs: int | None = None) -> str:
+    """A config's trial command run by this Python (the benchmark's environment), with ``--epochs`` replaced."""
+    if epochs:
+        command = re.sub(r"--epochs \d+", f"--epochs {epochs}", command)
+    return command.replace("python ", f"{sys.executable} ", 1)
+
+
 def overrides(workdir: Path, args: argparse.Namespace) -> dict:
     """What the benchmark changes in ``--config``: the sizes asked for, the trial command run by this Python and,
     with ``--gpu``, Lite0 at 224 px on synthetic JPEGs on one GPU."""
@@ -84,9 +91,7 @@ def overrides(workdir: Path, args: argparse.Namespace) -> dict:
         out["trainingService"] = {"platform": "local", "useActiveGpu": True,
                                   "maxTrialNumberPerGpu": args.trials_per_gpu, "gpuIndices": [0]}
         out["trialConcurrency"] = args.trials_per_gpu
-    elif args.epochs:
-        command = re.sub(r"--epochs \d+", f"--epochs {args.epochs}", command)
-    out["trialCommand"] = command.replace("python ", f"{sys.executable} ", 1)
+    out["trialCommand"] = trial_command(command, None if args.gpu else args.epochs)
     if args.trials:
         out["maxTrialNumber"] = args.trials
     if args.concurrency and not args.gpu:

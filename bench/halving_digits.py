@@ -28,11 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from efficientnet.report import early_ranking  # noqa: E402  (the report's "does the first epoch rank" figure)
+from experiment_throughput import trial_command  # noqa: E402
 from nni_harness import experiment, write_config  # noqa: E402  (the end-to-end tests' start, stop and config)
 
 ENDED = ("SUCCEEDED", "FAILED", "EARLY_STOPPED", "USER_CANCELED", "SYS_CANCELED")
@@ -63,12 +67,11 @@ def run_variant(args: argparse.Namespace, seed: int, halving: bool, workdir: Pat
     class_args: dict = {"seed": seed}
     if halving:
         class_args.update(min_epochs=args.min_epochs, full_epochs=args.epochs, eta=args.eta)
+    command = yaml.safe_load((ROOT / "config.yml").read_text())["trialCommand"]
     overrides = {"maxTrialNumber": args.trials, "trialConcurrency": args.concurrency,
-                 "maxExperimentDuration": f"{args.timeout}s", "tuner": {"classArgs": class_args}}
+                 "maxExperimentDuration": f"{args.timeout}s", "tuner": {"classArgs": class_args},
+                 "trialCommand": trial_command(command, args.epochs)}
     config = write_config(ROOT, workdir, overrides)
-    text = config.read_text()
-    config.write_text(text.replace("python main_efficientnet.py", f"{sys.executable} main_efficientnet.py", 1)
-                      .replace("--epochs 3", f"--epochs {args.epochs}"))
     created = time.time()
     with experiment(config) as exp:
         def ended(client) -> bool:
