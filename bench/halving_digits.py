@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         times = {name: reaches(runs, target) for name, (_, runs) in results.items()}
         ratio = times["halving"] / times["full budget"] if all(times.values()) else float("nan")
         summary["speedup"].append(ratio)
+        after = {name: "never" if t is None else f"{t:.0f} s" for name, t in times.items()}
         print(f"seed {seed}: a full-budget trial reaches {target:.2f} % (both runs' lower best) after "
-              f"{times['full budget']:.0f} s at full budget, {times['halving']:.0f} s with halving: "
+              f"{after['full budget']} at full budget, {after['halving']} with halving: "
               f"halving/full {ratio:.2f}x", flush=True)
         print(f"seed {seed}: epoch 1 vs epoch {args.epochs}, Spearman rank correlation "
               + (f"{ranking[0]:.2f} over {ranking[1]} full-budget trials that trained every epoch" if ranking
