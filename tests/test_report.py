@@ -14,6 +14,7 @@ import yaml
 
 from efficientnet.cli import main
 from efficientnet.nni_db import read_trials
+from efficientnet.nni_rest import Trial
 from efficientnet.spec import ArchSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -136,9 +137,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 
 
-def _trial(i: int, curve: list[float], status: str = "SUCCEEDED", **final) -> "Trial":
-    from efficientnet.nni_rest import Trial
-
+def _trial(i: int, curve: list[float], status: str = "SUCCEEDED", **final) -> Trial:
     result = {"default": max(curve), "epochs": len(curve), "epochs_trained": len(curve), "budget": "full", **final}
     return Trial(f"T{i}", status, {}, i, result, [{"default": v, "loss": 1.0} for v in curve])
 
