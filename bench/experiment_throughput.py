@@ -84,7 +84,7 @@ def overrides(workdir: Path, args: argparse.Namespace) -> dict:
 
         data = write_dataset(workdir / "jpegs", 2000)
         command = (f"python main_efficientnet.py --data {data} --weights lite0 --batch-size 128 --epochs {args.epochs}"
-                   " --request-from-nni")
+                   f" --trials-per-gpu {args.trials_per_gpu} --request-from-nni")
         out["tuner"] = {"classArgs": {"base_resolution": 224, "num_classes": 10, "max_macs": 1_000_000_000,
                                       "max_peak_memory_mb": 4096}}
         out["trialGpuNumber"] = 1

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks in one run (about 6 minutes on one H100/H200): the CUDA tests, the training-step benchmark for the
-# B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile and a step profile. Run from the
-# project root on a CUDA machine (on a bare torch image: bench/gpu_prepare.sh first, here, and carry .gpu); where
-# $OUT is set (a folder that is copied back), every log goes there.
+# B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile, a step profile and the
+# training-memory estimate against real steps. Run from the project root on a CUDA machine (on a bare torch image:
+# bench/gpu_prepare.sh first, here, and carry .gpu); where $OUT is set (a folder that is copied back), every log
+# goes there.
 #   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
-#   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile
+#   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile memory
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1  # third-party pytest plugins of the image may choke on PYTHONPATH packages
-checks=" ${GPU_CHECKS:-tests train data hand compile profile} "
+checks=" ${GPU_CHECKS:-tests train data hand compile profile memory} "
 want() { [[ "$checks" == *" $1 "* ]]; }
 out="${OUT:-bench/results}"
 mkdir -p "$out"
@@ -58,4 +59,5 @@ want hand && step 60 hand.txt "$py" main_efficientnet.py --data digits --downloa
 want compile && step 150 compile.txt "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
   --steps 20 --rounds 3 --compile --no-plain
 want profile && step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
+want memory && step 90 memory.txt "$py" bench/train_memory.py --device cuda
 echo "done in $(( SECONDS - start )) s" >> "$out/gpu.txt"

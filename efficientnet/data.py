@@ -402,8 +402,10 @@ def make_loaders(
 
 def build_data_cache(split: DatasetSplit, spec: ArchSpec, mode: str, device: torch.device, *,
                      max_resolution: int | None = None, min_scale: float = 0.5, workers: int = 0,
-                     cache_dir: str | os.PathLike | None = None) -> tuple[DataCache | None, str]:
-    """Decode ``split`` once for :class:`~efficientnet.datacache.DataCache` under ``--data-cache mode``.
+                     cache_dir: str | os.PathLike | None = None,
+                     gpu_room: int | None = None) -> tuple[DataCache | None, str]:
+    """Decode ``split`` once for :class:`~efficientnet.datacache.DataCache` under ``--data-cache mode``
+    (``gpu_room``: see :func:`~efficientnet.datacache.choose_cache`).
 
     Returns the cache (``None`` when it is off) and a log line saying where it went and why. Training squares are
     sized for ``max_resolution`` (default: the spec's), validation images for the spec's resolution.
@@ -412,7 +414,7 @@ def build_data_cache(split: DatasetSplit, spec: ArchSpec, mode: str, device: tor
     size = cache_size(max_resolution or spec.resolution)
     res = spec.resolution
     nbytes = 3 * (len(train_samples) * size * size + len(val_samples) * res * res)
-    where, why = choose_cache(mode, nbytes, device)
+    where, why = choose_cache(mode, nbytes, device, gpu_room)
     if where == "off":
         return None, f"data cache off ({why}): images are decoded every epoch by {workers} loader process(es)"
     started = time.perf_counter()

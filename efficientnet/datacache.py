@@ -72,7 +72,8 @@ def cache_size(resolution: int) -> int:
     return int(math.ceil(resolution * SIZE_MARGIN / 8) * 8)
 
 
-def _available_ram() -> int:
+def available_ram() -> int:
+    """Bytes of RAM available to a new process (Linux's MemAvailable; elsewhere the free pages)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -83,9 +84,11 @@ def _available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def choose_cache(mode: str, nbytes: int, device: torch.device) -> tuple[str, str]:
+def choose_cache(mode: str, nbytes: int, device: torch.device, gpu_room: int | None = None) -> tuple[str, str]:
     """Where ``nbytes`` of decoded images go under ``--data-cache mode``: ``gpu``, ``ram`` or ``off``, with the
-    reason as a short phrase for the log. Raises :class:`DataCacheError` for ``gpu`` without a CUDA device."""
+    reason as a short phrase for the log. ``gpu_room``: the bytes of GPU memory this trial can spare beside
+    training (its share less what training needs; None: not known). Raises :class:`DataCacheError` for ``gpu``
+    without a CUDA device."""
     size = f"{nbytes / 2**30:.2f} GiB"
     if mode == "off":
         return "off", "--data-cache off"
@@ -97,9 +100,10 @@ def choose_cache(mode: str, nbytes: int, device: torch.device) -> tuple[str, str
         return "ram", f"{size} decoded, --data-cache ram"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        if nbytes <= DEVICE_SHARE * free:
-            return "gpu", f"{size} decoded fit in a quarter of the GPU's {free / 2**30:.1f} GiB free"
-    ram = _available_ram()
+        spare = "" if gpu_room is None else f" and in the {max(0, gpu_room) / 2**30:.1f} GiB training leaves"
+        if nbytes <= DEVICE_SHARE * free and (gpu_room is None or nbytes <= gpu_room):
+            return "gpu", f"{size} decoded fit in a quarter of the GPU's {free / 2**30:.1f} GiB free{spare}"
+    ram = available_ram()
     if nbytes <= DEVICE_SHARE * ram:
         return "ram", f"{size} decoded fit in a quarter of the {ram / 2**30:.1f} GiB of available RAM"
     return "off", f"{size} decoded would not fit in a quarter of the available memory"

@@ -144,6 +144,15 @@ def check_tuner(config, path: Path) -> str | None:
     return summary
 
 
+def trials_per_gpu(service) -> int:
+    """How many trials may share one GPU under a training service's config: its ``maxTrialNumberPerGpu`` (the
+    largest of a remote service's machines), 1 when trials use no GPU."""
+    if not getattr(service, "trial_gpu_number", None):
+        return 1
+    machines = getattr(service, "machine_list", None) or [service]
+    return max(int(getattr(m, "max_trial_number_per_gpu", 1) or 1) for m in machines)
+
+
 def check_trial_command(config, path: Path) -> None:
     """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
     the local machine, also check that its data folder exists."""
@@ -166,6 +175,11 @@ def check_trial_command(config, path: Path) -> None:
         except SystemExit:  # argparse printed its own usage line
             raise CLIError(f"{path}: trialCommand: main_efficientnet.py does not take these flags (see above)") \
                 from None
+        sharing = trials_per_gpu(service)
+        if cfg.trials_per_gpu < sharing:
+            raise CLIError(f"{path}: trialCommand: maxTrialNumberPerGpu is {sharing} but the trial command says "
+                           f"--trials-per-gpu {cfg.trials_per_gpu}; add --trials-per-gpu {sharing}, so that each "
+                           "trial checks its memory against its share of the GPU")
         platform = getattr(service, "platform", None)
         if platform == "local" and cfg.data != "digits":
             data = Path(cfg.data).expanduser()

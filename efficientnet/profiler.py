@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .builder import SpecEfficientNet
 from .spec import ArchSpec
 
-__all__ = ["Profile", "profile", "measure_latency"]
+__all__ = ["Profile", "profile", "measure_latency", "LiveTensorPeak"]
 
 MB = 1024 * 1024
 
@@ -50,7 +50,7 @@ class Profile:
         return text + (f", latency {self.latency_ms:.1f} ms" if self.latency_ms is not None else "")
 
 
-class _LiveTensorPeak(TorchDispatchMode):
+class LiveTensorPeak(TorchDispatchMode):
     """Tracks the total bytes of tensors produced by ops and still alive; remembers the peak."""
 
     def __init__(self, baseline: int = 0) -> None:
@@ -116,7 +116,7 @@ def profile(
     size_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     x = torch.empty(1, 3, res, res, device="meta")
     counter = FlopCounterMode(display=False)
-    tracker = _LiveTensorPeak(baseline=x.numel() * x.element_size())
+    tracker = LiveTensorPeak(baseline=x.numel() * x.element_size())
     with torch.no_grad(), counter, tracker:
         model(x)
     return Profile(

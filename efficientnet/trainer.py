@@ -29,6 +29,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, continuation_so
 from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
     set_train_transform, subset_train, train_transform
 from .distributed import Dist
+from .memory import check_room, estimate_training_memory, memory_room, needed_bytes
 from .metrics import EpochMetrics, TrainMeter
 from .progressive import Progressive, Stage, mixup_batch, mixup_loss
 from .proposal import Proposal
@@ -140,9 +141,10 @@ class Trial:
                                           num_classes=cfg.num_classes,
                                           cache_dir=cfg.download_dir if cfg.data == "digits" else None,
                                           hflip=cfg.hflip, min_scale=cfg.min_scale), cfg.subset, cfg.seed)
+        gpu_room = _check_memory(cfg, spec, split.num_classes, device)  # before any image is decoded
         workers = default_workers(device) if cfg.workers is None else cfg.workers
         cache, cache_line = build_data_cache(split, spec, cfg.data_cache, device, min_scale=cfg.min_scale,
-                                             workers=workers)
+                                             workers=workers, gpu_room=gpu_room)
         plan = None if not cfg.progressive_stages else Progressive(
             cfg.progressive_stages, _schedule_epochs(cfg), spec.resolution, cfg.progressive_min_res,
             tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
@@ -403,6 +405,19 @@ def _device(cfg: TrialConfig, dist_device: torch.device | None) -> torch.device:
     if warning:
         log.warning(warning)
     return device
+
+
+def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: torch.device) -> int | None:
+    """Under ``--memory-check`` (auto: on a GPU), estimate one training step's memory, log it and raise
+    :class:`TrainingError` if it does not fit in this trial's room (:mod:`efficientnet.memory`). Returns the GPU
+    memory left beside training for the data cache (None: not checked, or not on a GPU)."""
+    if cfg.memory_check == "off" or (cfg.memory_check == "auto" and device.type != "cuda"):
+        return None
+    need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer,
+                                    dtype=amp_dtype(device, cfg.amp), channels_last=use_channels_last(cfg.channels_last))
+    room = memory_room(device, cfg.trials_per_gpu)
+    log.info("%s", check_room(need, room, on_gpu=device.type == "cuda"))
+    return room.nbytes - needed_bytes(need, room) if device.type == "cuda" else None
 
 
 def _start_model(cfg: TrialConfig, spec: ArchSpec, num_classes: int, start: Start,

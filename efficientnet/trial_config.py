@@ -87,6 +87,8 @@ class TrialConfig:
     threads: int = 0  # CPU threads for torch (0: PyTorch's default)
     device: str = "auto"
     gpu: int | None = None
+    trials_per_gpu: int = 1  # trials sharing one GPU (NNI's maxTrialNumberPerGpu): each may use that share
+    memory_check: str = "auto"  # estimate the training memory and refuse a trial that does not fit: auto = on CUDA
     output_dir: str | None = None
     resume: str | None = None
     continue_from: str | None = None  # a lower-budget run to continue: a checkpoint file, or a trial id under NNI
@@ -197,6 +199,11 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=d.threads,
                    help="CPU threads for torch (0: PyTorch's default; 1 is faster when trials share a small CPU)")
     r.add_argument("--gpu", type=int, help="the legacy project's GPU index (= --device cuda:N; CPU with a warning if absent)")
+    r.add_argument("--trials-per-gpu", type=int, default=d.trials_per_gpu,
+                   help="trials that share one GPU (set it to NNI's maxTrialNumberPerGpu): each trial may use that "
+                   "share of the GPU's memory")
+    r.add_argument("--memory-check", choices=["auto", "on", "off"], default=d.memory_check,
+                   help="estimate the memory training needs and stop at once if it does not fit (auto: on a GPU)")
     r.add_argument("--output-dir", help="where checkpoints, logs and result.json go (default: $NNI_OUTPUT_DIR under "
                    "NNI, else runs/<data>-<arch hash>)")
     r.add_argument("--resume", help="read a checkpoint: same arch resumes, another inherits its weights")
@@ -311,6 +318,7 @@ def validate(cfg: TrialConfig) -> None:
         (0 < cfg.subset <= 1, f"--subset must be in (0, 1], got {cfg.subset}"),
         (cfg.num_classes is None or cfg.num_classes >= 2, f"--num-classes must be at least 2, got {cfg.num_classes}"),
         (cfg.threads >= 0, f"--threads must be >= 0, got {cfg.threads}"),
+        (cfg.trials_per_gpu >= 1, f"--trials-per-gpu must be at least 1, got {cfg.trials_per_gpu}"),
         (0 < cfg.bn_momentum <= 1, f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}"),
         (cfg.workers is None or cfg.workers >= 0, f"--workers must be >= 0 or auto, got {cfg.workers}"),
         (cfg.data_cache in ("auto", "ram", "gpu", "off"),

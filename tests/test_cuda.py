@@ -163,3 +163,32 @@ def test_warm_started_trials_train_on_the_gpu(tmp_path: Path):
             if lock.read_text().strip():
                 subprocess.run(["kill", lock.read_text().strip()], check=False)
         shutil.rmtree(run, ignore_errors=True)
+
+
+def test_the_training_memory_estimate_covers_a_real_step_and_a_trial_over_its_share_stops(digits: Path, tmp_path: Path,
+                                                                                          capsys):
+    from efficientnet.memory import estimate_training_memory, memory_room, needed_bytes
+    from efficientnet.training import build_optimizer, train_step
+
+    spec = preset("b0").replace(resolution=128)
+    need = estimate_training_memory(spec, 10, 64, dtype=torch.bfloat16)
+    device = torch.device("cuda")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    model = SpecEfficientNet(spec, 10).to(device, memory_format=torch.channels_last).train()
+    opt = build_optimizer(model, "sgd")
+    images, targets = torch.randn(64, 3, 128, 128, device=device), torch.randint(10, (64,), device=device)
+    for _ in range(2):
+        train_step(model, images, targets, opt, torch.nn.CrossEntropyLoss(), dtype=torch.bfloat16)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del model, opt, images, targets
+    room = memory_room(device)
+    assert 0.7 * peak < need.peak and needed_bytes(need, room) - room.overhead >= peak, (need, peak)
+
+    _, log, _ = trial(digits, tmp_path / "fits", capsys, "--epochs", "1", "--trials-per-gpu", "2")
+    assert "memory: about" in log and "1 of 2 trials" in log
+    code = main_efficientnet.main(["--data", "digits", "--download-dir", str(digits.parent), "--output-dir",
+                                   str(tmp_path / "over"), *TINY, "--epochs", "1", "--trials-per-gpu", "100000"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "its share of the GPU, 1 of 100000 trials" in err, err

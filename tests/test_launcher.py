@@ -39,16 +39,22 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("flag", "trialCommand: --epochs must be at least 1, got 0"),
     ("nni", "config.yml: "),
     ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
+    ("share", "trialCommand: maxTrialNumberPerGpu is 4 but the trial command says --trials-per-gpu 1; "
+              "add --trials-per-gpu 4"),
 ])
 def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, case, expected):
     class_args = {"value": {"max_params": "lots"}, "typo": {"max_parms": 5_000_000},
                   "strategy": {"strategy": "bayes"}}.get(case)
     trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0"}.get(case, TINY_TRIAL_ARGS)
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
-    if case in ("nni", "assessor"):
+    if case in ("nni", "assessor", "share"):
         raw = yaml.safe_load(config.read_text())
         if case == "nni":  # NNI's own validation of the config comes first
             raw["trialConcurrency"] = -1
+        elif case == "share":  # four trials per GPU, but each trial would check its memory against a whole GPU
+            raw["trialGpuNumber"] = 1
+            raw["trainingService"] = {**raw.get("trainingService", {}), "platform": "local", "useActiveGpu": True,
+                                      "maxTrialNumberPerGpu": 4}
         else:  # this project's CurveAssessor, built with its classArgs before the start
             raw["assessor"] = {"codeDirectory": str(root), "className": "efficientnet.search.assessor.CurveAssessor",
                                "classArgs": {"min_epochs": 1}}
