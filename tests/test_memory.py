@@ -55,14 +55,17 @@ def test_the_parts_are_the_models_weights_gradients_and_optimizer_state():
     assert sgd.peak > sgd.weights + sgd.gradients + sgd.optimizer and sgd.activations > 0
 
 
-def test_activations_grow_with_the_batch_and_shrink_under_autocast():
-    small = estimate_training_memory(SPEC, 10, 16)
-    big = estimate_training_memory(SPEC, 10, 32)
-    assert 1.8 < big.activations / small.activations < 2.2  # activations are per image
-    half = estimate_training_memory(SPEC, 10, 32, dtype=torch.bfloat16)
-    assert half.precision == "bfloat16" and half.activations < 0.75 * big.activations
-    bigger = estimate_training_memory(SPEC.replace(resolution=64), 10, 32)
-    assert 3.0 < bigger.activations / big.activations < 4.5  # and with the image's area
+def test_activations_grow_with_the_batch_and_the_image_and_shrink_under_autocast():
+    def per_16_images(spec, dtype=None) -> int:  # the peak's growth from batch 16 to 32: 16 images' activations
+        return (estimate_training_memory(spec, 10, 32, dtype=dtype).peak
+                - estimate_training_memory(spec, 10, 16, dtype=dtype).peak)
+
+    base = per_16_images(SPEC)
+    more = estimate_training_memory(SPEC, 10, 64).peak - estimate_training_memory(SPEC, 10, 32).peak
+    assert 1.8 < more / base < 2.2  # 32 more images cost twice what 16 do
+    assert 3.5 < per_16_images(SPEC.replace(resolution=64)) / base < 4.5  # and each image as its area
+    assert per_16_images(SPEC, torch.bfloat16) < 0.75 * base  # bf16 autocast saves half-size activations
+    assert estimate_training_memory(SPEC, 10, 16, dtype=torch.bfloat16).precision == "bfloat16"
 
 
 def test_check_room_passes_what_fits_and_refuses_what_does_not_in_one_line():
