@@ -156,7 +156,7 @@ class Trial:
                      cfg.weights)
         model = _start_model(cfg, spec, split.num_classes, start, dynamic_padding=plan is not None)
         channels_last = use_channels_last(cfg.channels_last)
-        model = prepare_model(model, device, channels_last, cfg.bn_momentum)
+        model = prepare_model(model, device, channels_last, cfg.bn_momentum, cfg.cudnn_benchmark == "on")
         net: nn.Module = model
         if dist_info.enabled:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)

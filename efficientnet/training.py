@@ -110,10 +110,11 @@ def use_channels_last(setting: str | bool = "auto") -> bool:
 
 
 def prepare_model(
-    model: nn.Module, device: torch.device, channels_last: bool = True, bn_momentum: float | None = 0.1
+    model: nn.Module, device: torch.device, channels_last: bool = True, bn_momentum: float | None = 0.1,
+    cudnn_benchmark: bool = True,
 ) -> nn.Module:
-    """Move ``model`` to ``device`` and set the memory format; on CUDA let cuDNN pick the fastest kernels for the
-    (fixed) batch shapes.
+    """Move ``model`` to ``device`` and set the memory format; on CUDA, with ``cudnn_benchmark``, let cuDNN time its
+    kernels for each new batch shape and keep the fastest (else it takes its heuristics' pick, with no timing).
 
     ``bn_momentum`` replaces the TensorFlow-derived BatchNorm momentum (0.01 in PyTorch terms, tuned for 350
     ImageNet epochs): in a fine-tune of a few hundred steps the running statistics would otherwise stay close to
@@ -127,7 +128,7 @@ def prepare_model(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
     return model
 
 

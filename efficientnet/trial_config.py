@@ -75,6 +75,7 @@ class TrialConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: bool = False  # torch.compile the model
+    cudnn_benchmark: str = "on"  # on: cuDNN times its kernels per new shape (faster steps, slower first epoch)
     bn_momentum: float = 0.1
     seed: int = 0
     # progressive learning (EfficientNetV2): 0 stages = off
@@ -180,6 +181,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="mixed precision; auto = on for CUDA, off on the CPU")
     o.add_argument("--channels-last", choices=["auto", "on", "off"], default=d.channels_last)
     o.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch, then faster)")
+    o.add_argument("--cudnn-benchmark", choices=["on", "off"], default=d.cudnn_benchmark,
+                   help="on a GPU, let cuDNN time its kernels for each new batch shape (on) or take its "
+                   "heuristics' pick (off: no timing in the first steps)")
     o.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
                    help="BatchNorm running-stats momentum for fine-tuning (the library's is 0.01)")
     o.add_argument("--seed", type=int, default=d.seed)

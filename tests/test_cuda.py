@@ -192,3 +192,9 @@ def test_the_training_memory_estimate_covers_a_real_step_and_a_trial_over_its_sh
                                    str(tmp_path / "over"), *TINY, "--epochs", "1", "--trials-per-gpu", "100000"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "its share of the GPU, 1 of 100000 trials" in err, err
+
+
+def test_cudnn_benchmark_follows_its_flag(digits: Path, tmp_path: Path, capsys):
+    for setting, expected in (("off", False), ("on", True)):
+        trial(digits, tmp_path / setting, capsys, "--epochs", "1", "--cudnn-benchmark", setting)
+        assert torch.backends.cudnn.benchmark is expected
