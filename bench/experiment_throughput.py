@@ -19,6 +19,9 @@ idle time (before the first trial, between trials and after the last one).
     python bench/experiment_throughput.py --trials 16 --concurrency 2 --epochs 3
     python bench/experiment_throughput.py --gpu --trials-per-gpu 4   # Lite0, 224 px, synthetic JPEGs, 16 trials
 
+and the experiment's throughput (trials' epochs per minute of wall time, trials per hour), which compares runs with
+different numbers of slots.
+
 ``--gpu`` needs a CUDA GPU: ``trialGpuNumber: 1`` and ``maxTrialNumberPerGpu: --trials-per-gpu`` on one GPU, so the
 slots are ``trials-per-gpu``.
 """
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  per trial, mean: {s['trial_mean']:.1f} s in NNI's record, epochs {s['epochs_mean']:.1f} s, start-up "
               f"{s['startup']:.1f} s, first epoch's extra {s['first_extra']:.1f} s, slot idle between trials "
               f"{s['idle_slots']:.1f} s")
+        print(f"  throughput: {sum(len(t.epochs) for t in trials) * 60 / s['wall']:.1f} epochs per minute, "
+              f"{s['trials'] * 3600 / s['wall']:.0f} trials per hour")
         print(f"  busy fraction {s['busy']:.2f}")
     if len(summaries) == 2:
         print(f"default vs cold trials: busy fraction {summaries[1]['busy'] / summaries[0]['busy']:.2f}x, "

@@ -6,11 +6,12 @@
 # goes there.
 #   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
 #   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile memory
+#                                                     # warmup sharing
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1  # third-party pytest plugins of the image may choke on PYTHONPATH packages
-checks=" ${GPU_CHECKS:-tests train data hand compile profile memory} "
+checks=" ${GPU_CHECKS:-tests train data hand compile profile memory} "  # also: warmup sharing (not by default)
 want() { [[ "$checks" == *" $1 "* ]]; }
 out="${OUT:-bench/results}"
 mkdir -p "$out"
@@ -60,4 +61,12 @@ want compile && step 150 compile.txt "$py" bench/train_throughput.py --arch lite
   --steps 20 --rounds 3 --compile --no-plain
 want profile && step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
 want memory && step 90 memory.txt "$py" bench/train_memory.py --device cuda
+want warmup && step 150 warmup.txt "$py" bench/first_epoch.py --device cuda --download-dir "$tmp/data"
+if want sharing; then  # real nnictl experiments, 1 to 8 trials per GPU (NNI's manager from .gpu/nni.tar.xz)
+  [ -d .gpu/site/nni_node ] || tar -C .gpu/site -xJf .gpu/nni.tar.xz >> "$out/sharing.txt" 2>&1
+  for n in 1 2 4 8; do
+    step 150 sharing.txt "$py" bench/experiment_throughput.py --gpu --trials-per-gpu "$n" \
+      --trials $(( n < 2 ? 4 : 2 * n )) --no-baseline --timeout 140
+  done
+fi
 echo "done in $(( SECONDS - start )) s" >> "$out/gpu.txt"
