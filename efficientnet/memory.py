@@ -1,13 +1,13 @@
 """How much memory one training step needs, counted before any training, and whether the device has room for it.
 
-:func:`estimate_training_memory` runs two real training steps (:func:`efficientnet.training.train_step`, the
-trial's own) on *fake* tensors (``torch._subclasses.FakeTensorMode``): every operator computes shapes and dtypes
-but allocates nothing, so a B7 at 600 px and batch 256 is counted in about a second on the CPU. The tensors that
-the step creates are tracked as they are made and freed (the profiler's live-tensor tracker), so the peak holds the
-weights, the gradients (still alive from the previous step during the next forward pass), the optimizer's state and
-the activations that autograd saves for the backward pass, at the trial's batch size, resolution, optimizer and
-autocast dtype. Mixed precision is counted under the CPU's autocast, whose lower-precision operators (convolutions,
-linear layers) are CUDA's.
+:func:`estimate_training_memory` runs two real training steps (:func:`efficientnet.training.train_step`, the trial's
+own) on *fake* tensors (``torch._subclasses.FakeTensorMode``): every operator computes shapes and dtypes but
+allocates nothing, whatever the batch size: a Lite0 or a B0 is counted in one to two seconds on the CPU, a B7 in
+about ten. The tensors that the step creates are tracked as they are made and freed (the profiler's live-tensor
+tracker), so the peak holds the weights, the gradients (still alive from the previous step during the next forward
+pass), the optimizer's state and the activations that autograd saves for the backward pass, at the trial's batch
+size, resolution, optimizer and autocast dtype. Mixed precision is counted under the CPU's autocast, whose lower-
+precision operators (convolutions, linear layers) are CUDA's.
 
 :func:`memory_room` is what the trial may use: on a GPU its share of the device (the whole device divided by the
 trials that share it, NNI's ``maxTrialNumberPerGpu``, passed as ``--trials-per-gpu``), never more than is free; on
@@ -29,8 +29,8 @@ from .profiler import LiveTensorPeak
 from .spec import ArchSpec
 from .training import TrainingError, build_optimizer, train_step
 
-__all__ = ["TrainingMemory", "MemoryRoom", "estimate_training_memory", "memory_room", "needed_bytes", "check_room", "size",
-           "GIB"]
+__all__ = ["TrainingMemory", "MemoryRoom", "estimate_training_memory", "memory_room", "needed_bytes", "check_room",
+           "size", "GIB"]
 
 GIB = 2**30
 # What a process holds beyond its tensors. Neither is calibrated on a GPU yet: ``bench/train_memory.py`` prints the
@@ -142,6 +142,6 @@ def check_room(need: TrainingMemory, room: MemoryRoom, on_gpu: bool) -> str:
     if total <= room.nbytes:
         return line
     fix = ("lower --batch-size, use --amp bf16, or give each trial more of the GPU (a lower maxTrialNumberPerGpu "
-           "with the same --trials-per-gpu)" if on_gpu else "lower --batch-size or the resolution")
+           "and --trials-per-gpu)" if on_gpu else "lower --batch-size or the resolution")
     raise TrainingError(f"this trial needs about {size(total)} to train ({need}) but has "
                         f"{size(max(0, room.nbytes))}: {room.source}; {fix}")

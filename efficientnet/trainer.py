@@ -414,7 +414,8 @@ def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: to
     if cfg.memory_check == "off" or (cfg.memory_check == "auto" and device.type != "cuda"):
         return None
     need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer,
-                                    dtype=amp_dtype(device, cfg.amp), channels_last=use_channels_last(cfg.channels_last))
+                                    dtype=amp_dtype(device, cfg.amp),
+                                    channels_last=use_channels_last(cfg.channels_last))
     room = memory_room(device, cfg.trials_per_gpu)
     log.info("%s", check_room(need, room, on_gpu=device.type == "cuda"))
     return room.nbytes - needed_bytes(need, room) if device.type == "cuda" else None

@@ -75,7 +75,7 @@ class TrialConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: bool = False  # torch.compile the model
-    cudnn_benchmark: str = "on"  # on: cuDNN times its kernels per new shape (faster steps, slower first epoch)
+    cudnn_benchmark: str = "on"  # on: cuDNN times its kernels for each new shape; off: its heuristics' pick
     bn_momentum: float = 0.1
     seed: int = 0
     # progressive learning (EfficientNetV2): 0 stages = off
