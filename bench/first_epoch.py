@@ -31,18 +31,15 @@ VARIANTS = {"benchmark": ["--cudnn-benchmark", "on"], "no-benchmark": ["--cudnn-
 def one(args: argparse.Namespace, variant: str) -> dict:
     """Run the trial once in this process; return the timings."""
     sys.path.insert(0, str(ROOT))
-    imported_at = time.time()
     import torch
 
     import main_efficientnet
     from efficientnet import trainer
 
-    imports_s = time.time() - imported_at
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     steps: list[tuple[int, float]] = []  # (epoch, seconds) of every training step
-    vals: list[float] = []
-    epoch = [0]
+    vals: list[float] = []  # seconds of every validation pass; their count is the epoch a step belongs to
 
     def timed(fn, record):
         def wrapper(*a, **k):
@@ -54,8 +51,8 @@ def one(args: argparse.Namespace, variant: str) -> dict:
             return out
         return wrapper
 
-    trainer.train_step = timed(trainer.train_step, lambda s: steps.append((epoch[0], s)))
-    trainer.evaluate = timed(trainer.evaluate, lambda s: (vals.append(s), epoch.__setitem__(0, epoch[0] + 1)))
+    trainer.train_step = timed(trainer.train_step, lambda s: steps.append((len(vals), s)))
+    trainer.evaluate = timed(trainer.evaluate, vals.append)
     out = Path(tempfile.mkdtemp()) / "run"
     argv = ["--data", args.data, "--weights", "lite0", "--arch", args.arch, "--resolution", str(args.resolution),
             "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--device", args.device,
@@ -72,7 +69,7 @@ def one(args: argparse.Namespace, variant: str) -> dict:
     first_steps = [s for e, s in steps if e == 0]
     later_steps = [s for e, s in steps if e > 0]
     steady = statistics.median(epochs[1:]) if len(epochs) > 1 else float("nan")
-    return {"variant": variant, "imports_s": imports_s, "started": started.split("started in ", 1)[1],
+    return {"variant": variant, "started": started.split("started in ", 1)[1],
             "first_step_s": first_steps[0], "epoch1_other_steps_s": statistics.median(first_steps[1:]),
             "later_steps_s": statistics.median(later_steps) if later_steps else float("nan"),
             "steps_per_epoch": len(first_steps), "first_val_s": vals[0],

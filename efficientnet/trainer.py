@@ -141,7 +141,8 @@ class Trial:
                                           num_classes=cfg.num_classes,
                                           cache_dir=cfg.download_dir if cfg.data == "digits" else None,
                                           hflip=cfg.hflip, min_scale=cfg.min_scale), cfg.subset, cfg.seed)
-        gpu_room = _check_memory(cfg, spec, split.num_classes, device)  # before any image is decoded
+        channels_last, dtype = use_channels_last(cfg.channels_last), amp_dtype(device, cfg.amp)
+        gpu_room = _check_memory(cfg, spec, split.num_classes, device, dtype, channels_last)  # before any decoding
         workers = default_workers(device) if cfg.workers is None else cfg.workers
         cache, cache_line = build_data_cache(split, spec, cfg.data_cache, device, min_scale=cfg.min_scale,
                                              workers=workers, gpu_room=gpu_room)
@@ -155,14 +156,12 @@ class Trial:
             log.info("--resume %s: this trial has none yet in %s; starting from --weights %s", cfg.resume, out_dir,
                      cfg.weights)
         model = _start_model(cfg, spec, split.num_classes, start, dynamic_padding=plan is not None)
-        channels_last = use_channels_last(cfg.channels_last)
         model = prepare_model(model, device, channels_last, cfg.bn_momentum, cfg.cudnn_benchmark == "on")
         net: nn.Module = model
         if dist_info.enabled:
             net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         if cfg.compile:
             net = torch.compile(net)
-        dtype = amp_dtype(device, cfg.amp)
         loaders = _loaders(cfg, spec, split, cache, workers, device, dist_info)
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         steps_per_epoch = len(loaders[0])
@@ -407,15 +406,16 @@ def _device(cfg: TrialConfig, dist_device: torch.device | None) -> torch.device:
     return device
 
 
-def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: torch.device) -> int | None:
-    """Under ``--memory-check`` (auto: on a GPU), estimate one training step's memory, log it and raise
+def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: torch.device,
+                  dtype: torch.dtype | None, channels_last: bool) -> int | None:
+    """Under ``--memory-check`` (auto: on a GPU), estimate one training step's memory (autocast ``dtype``, the
+    trial's memory format), log it and raise
     :class:`TrainingError` if it does not fit in this trial's room (:mod:`efficientnet.memory`). Returns the GPU
     memory left beside training for the data cache (None: not checked, or not on a GPU)."""
     if cfg.memory_check == "off" or (cfg.memory_check == "auto" and device.type != "cuda"):
         return None
-    need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer,
-                                    dtype=amp_dtype(device, cfg.amp),
-                                    channels_last=use_channels_last(cfg.channels_last))
+    need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer, dtype=dtype,
+                                    channels_last=channels_last)
     room = memory_room(device, cfg.trials_per_gpu)
     log.info("%s", check_room(need, room, on_gpu=device.type == "cuda"))
     return room.nbytes - needed_bytes(need, room) if device.type == "cuda" else None
