@@ -81,16 +81,18 @@ def estimate_training_memory(
     batch_size: int,
     *,
     optimizer: str = "sgd",
+    momentum: float = 0.9,
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
 ) -> TrainingMemory:
     """Peak bytes of live tensors during a training step of ``spec`` at ``spec.resolution`` (see the module's
-    docstring). ``dtype`` is the autocast dtype (None: fp32). Nothing is allocated."""
+    docstring). ``optimizer`` and ``momentum`` as :func:`efficientnet.training.build_optimizer` takes them (SGD
+    without momentum keeps no state); ``dtype`` is the autocast dtype (None: fp32). Nothing is allocated."""
     res = spec.resolution
     with FakeTensorMode():
         model = SpecEfficientNet(spec, num_classes).train()  # channels_last weights: the same bytes (and fake
         # parameters cannot be converted in place)
-        opt = build_optimizer(model, optimizer)
+        opt = build_optimizer(model, optimizer, momentum=momentum)
         images = torch.empty(batch_size, 3, res, res)
         targets = torch.zeros(batch_size, dtype=torch.long)
         weights = _nbytes(model.parameters()) + _nbytes(model.buffers())

@@ -414,7 +414,8 @@ def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: to
     memory left beside training for the data cache (None: not checked, or not on a GPU)."""
     if cfg.memory_check == "off" or (cfg.memory_check == "auto" and device.type != "cuda"):
         return None
-    need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer, dtype=dtype,
+    need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer,
+                                    momentum=cfg.momentum, dtype=dtype,
                                     channels_last=channels_last)
     room = memory_room(device, cfg.trials_per_gpu)
     log.info("%s", check_room(need, room, on_gpu=device.type == "cuda"))

@@ -53,6 +53,7 @@ def test_the_parts_are_the_models_weights_gradients_and_optimizer_state():
     assert sgd.optimizer == params  # one momentum buffer per parameter
     assert adamw.optimizer == 2 * params  # Adam's two moments (its step counters are scalars)
     assert sgd.peak > sgd.weights + sgd.gradients + sgd.optimizer and sgd.activations > 0
+    assert estimate_training_memory(SPEC, 10, 8, optimizer="sgd", momentum=0.0).optimizer == 0  # plain SGD: none
 
 
 def test_activations_grow_with_the_batch_and_the_image_and_shrink_under_autocast():
