@@ -1,6 +1,6 @@
 """Where a trial's first epoch goes: the real trial script, timed step by step, in a fresh process per variant.
 
-    python bench/first_epoch.py --device cuda                  # the demo at 224 px, 3 epochs, cuDNN benchmark on/off
+    python bench/first_epoch.py --device cuda                  # the demo at 224 px, 3 epochs, 3 variants
     python bench/first_epoch.py --device cpu --resolution 64   # the same on the CPU
 
 Each variant runs ``main_efficientnet.py``'s ``main`` in a new process (a new CUDA context, cuDNN's choices not yet
@@ -8,7 +8,9 @@ made, as an NNI trial starts) with ``train_step`` and ``evaluate`` wrapped to ti
 synchronised after each one). It prints the process's start-up (imports, then setup: data, model, optimizer), the
 first training step, the median of the other steps of epoch 1 and of the later epochs, the first validation pass
 against the later ones, and the first epoch against a steady one: ``first/steady`` and ``first - 2 x steady``
-(the warm-up target is first epoch <= 2 x steady + 3 s).
+(the warm-up target is first epoch <= 2 x steady + 3 s). The variants: cuDNN's benchmark mode on (the default; on
+CUDA validation then runs at the training batch's shape), off, and on with validation at twice the training batch
+and a smaller last batch (two more shapes for cuDNN to time). On the CPU the three run the same code.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"benchmark": ["--cudnn-benchmark", "on"], "no-benchmark": ["--cudnn-benchmark", "off"]}
+VARIANTS = {"benchmark": ["--cudnn-benchmark", "on"], "no-benchmark": ["--cudnn-benchmark", "off"],
+            "benchmark-val-2x": ["--cudnn-benchmark", "on"]}  # the last: validation at twice the training batch
+# and a smaller last batch, as before validation kept one shape (two shapes more for cuDNN to time)
 
 
 def one(args: argparse.Namespace, variant: str) -> dict:
@@ -53,6 +57,8 @@ def one(args: argparse.Namespace, variant: str) -> dict:
 
     trainer.train_step = timed(trainer.train_step, lambda s: steps.append((len(vals), s)))
     trainer.evaluate = timed(trainer.evaluate, vals.append)
+    if variant == "benchmark-val-2x":
+        trainer.validation_batch_shape = lambda cfg, device: None
     out = Path(tempfile.mkdtemp()) / "run"
     argv = ["--data", args.data, "--weights", "lite0", "--arch", args.arch, "--resolution", str(args.resolution),
             "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--device", args.device,

@@ -365,7 +365,7 @@ def default_workers(device: torch.device) -> int:
 
 def make_loaders(
     split: DatasetSplit, batch_size: int, workers: int = 0, pin_memory: bool = False, *, rank: int = 0,
-    world_size: int = 1, seed: int = 0,
+    world_size: int = 1, seed: int = 0, val_batch_size: int | None = None,
 ) -> tuple[DataLoader, DataLoader, torch.Generator | DistributedSampler]:
     """Train/val loaders and the object that orders an epoch (pass it to :func:`seed_epoch` every epoch).
 
@@ -374,7 +374,8 @@ def make_loaders(
     padded with repeats so every rank runs the same number of steps), and validation gets every
     ``world_size``-th image from ``rank`` on, without repeats, so metrics summed over ranks count each image once.
     Worker processes stay alive between epochs and each keeps 4 batches ready; the last, ragged training batch is
-    dropped, so every step has the same shape (cuDNN picks its kernels once).
+    dropped, so every step has the same shape (cuDNN picks its kernels once). Validation batches hold
+    ``val_batch_size`` images (default: twice ``batch_size``).
     """
     generator = torch.Generator()
     if world_size > 1:
@@ -395,7 +396,7 @@ def make_loaders(
         generator=generator,
         **extra,
     )
-    val = DataLoader(val_ds, batch_size=batch_size * 2, shuffle=False, num_workers=workers,
+    val = DataLoader(val_ds, batch_size=val_batch_size or batch_size * 2, shuffle=False, num_workers=workers,
                      pin_memory=pin_memory, **extra)
     return train, val, sampler if world_size > 1 else generator
 

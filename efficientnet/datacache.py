@@ -382,7 +382,8 @@ class DataCache:
         self.mean, self.std, self.min_scale, self.hflip = tuple(mean), tuple(std), min_scale, hflip
 
     def loaders(self, batch_size: int, device: torch.device, resolution: int, randaug: int = 0, *, rank: int = 0,
-                world_size: int = 1, seed: int = 0) -> tuple[CachedLoader, CachedLoader,
+                world_size: int = 1, seed: int = 0,
+                val_batch_size: int | None = None) -> tuple[CachedLoader, CachedLoader,
                                                              torch.Generator | DistributedSampler]:
         """Train and validation loaders and the epoch-order object, with the contract of
         :func:`efficientnet.data.make_loaders`; training crops come out at ``resolution`` (a progressive stage's)."""
@@ -398,6 +399,6 @@ class DataCache:
                                randaug=randaug)
         train = CachedLoader(self.train, batch_size, augment, device, sampler=sampler,
                              drop_last=len(sampler) > batch_size, seed=seed)
-        val = CachedLoader(self.val, batch_size * 2, BatchAugment(None, self.mean, self.std), device,
+        val = CachedLoader(self.val, val_batch_size or batch_size * 2, BatchAugment(None, self.mean, self.std), device,
                            sampler=val_order)
         return train, val, sampler if world_size > 1 else generator

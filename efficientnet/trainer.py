@@ -269,7 +269,8 @@ class Trial:
         """Validation metrics over all ranks' shares (top-1, top-5, precision, recall, F1, loss)."""
         distributed.sync_buffers(self.model, self.dist)  # every rank validates with rank 0's BatchNorm statistics
         metrics = evaluate(self.model, progress_bar(self.loaders[1], "val", self.bars), nn.CrossEntropyLoss(),
-                           EpochMetrics(self.split.num_classes), dtype=self.dtype, channels_last=self.channels_last)
+                           EpochMetrics(self.split.num_classes), dtype=self.dtype, channels_last=self.channels_last,
+                           batch_shape=validation_batch_shape(self.cfg, self.device))
         if self.dist.enabled:
             metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), self.dist))
         return metrics.compute()
@@ -465,12 +466,24 @@ def _loaders(cfg: TrialConfig, spec: ArchSpec, split: DatasetSplit, cache: Any, 
              dist_info: Dist, stage: Stage | None = None) -> tuple[Any, Any, Any]:
     """Training and validation loaders for ``stage`` (None: no progressive learning), and the epoch order they
     share: batches from the decoded-image cache, else per-image loading by ``workers`` processes."""
+    val_batch = validation_batch_shape(cfg, device)
     if cache is not None:
         return cache.loaders(cfg.batch_size, device, stage.resolution if stage else spec.resolution,
                              stage.randaug if stage else 0, rank=dist_info.rank, world_size=dist_info.world_size,
-                             seed=cfg.seed)
+                             seed=cfg.seed, val_batch_size=val_batch)
     return make_loaders(split, cfg.batch_size, workers, device.type == "cuda", rank=dist_info.rank,
-                        world_size=dist_info.world_size, seed=cfg.seed)
+                        world_size=dist_info.world_size, seed=cfg.seed, val_batch_size=val_batch)
+
+
+def validation_batch_shape(cfg: TrialConfig, device: torch.device) -> int | None:
+    """The one batch shape validation runs at, or None for twice the training batch and a smaller last one.
+
+    On CUDA with cuDNN's benchmark mode (``--cudnn-benchmark on``) every new input shape makes cuDNN time its
+    algorithms for every convolution again, a cost paid in the trial's first epoch. Validating at the training
+    batch size, the last batch padded (:func:`~efficientnet.training.evaluate`), reuses the training forward's
+    choices and adds no shape of its own. Elsewhere a new shape costs nothing, and larger batches validate faster.
+    """
+    return cfg.batch_size if device.type == "cuda" and cfg.cudnn_benchmark == "on" else None
 
 
 def _show_progress(cfg: TrialConfig, dist_info: Dist) -> bool:

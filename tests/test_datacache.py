@@ -111,6 +111,7 @@ def test_cached_loaders_follow_the_epoch_seed_and_drop_the_ragged_batch(digits: 
     assert cache.train.images.shape[1:] == (3, 40, 40) and cache.val.images.shape[1:] == (3, 32, 32)
     train, val, order = cache.loaders(64, CPU, 32, seed=3)
     assert len(train) == len(split.train) // 64 and len(val) == -(-len(split.val) // 128)
+    assert len(cache.loaders(64, CPU, 32, val_batch_size=64)[1]) == -(-len(split.val) // 64)
 
     def epoch(e: int) -> list[torch.Tensor]:
         seed_epoch(order, 3, e)
