@@ -76,7 +76,7 @@ def trial_command(command: str, epochs: int | None = None) -> str:
     return command.replace("python ", f"{sys.executable} ", 1)
 
 
-def overrides(workdir: Path, args: argparse.Namespace) -> dict:
+def overrides(args: argparse.Namespace) -> dict:
     """What the benchmark changes in ``--config``: the sizes asked for, the trial command run by this Python and,
     with ``--gpu``, Lite0 at 224 px on synthetic JPEGs on one GPU."""
     command = yaml.safe_load(Path(args.config).read_text())["trialCommand"]
@@ -85,7 +85,8 @@ def overrides(workdir: Path, args: argparse.Namespace) -> dict:
         sys.path.insert(0, str(ROOT / "bench"))
         from data_throughput import write_dataset  # 2,000 synthetic 500x375 JPEGs in 10 classes
 
-        data = write_dataset(workdir / "jpegs", 2000)
+        data = write_dataset(Path(tempfile.gettempdir()) / "efficientnet-nni-bench-images", 2000)  # kept: written
+        # once for every run (and shared with data_throughput.py in bench/gpu_check.sh)
         command = (f"python main_efficientnet.py --data {data} --weights lite0 --batch-size 128 --epochs {args.epochs}"
                    f" --trials-per-gpu {args.trials_per_gpu} --request-from-nni")
         out["tuner"] = {"classArgs": {"base_resolution": 224, "num_classes": 10, "max_macs": 1_000_000_000,
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(args.keep or tmp).resolve() / ("warm" if warm else "cold")
             workdir.mkdir(parents=True, exist_ok=True)
-            config = write_config(ROOT, workdir, overrides(workdir, args), template=str(Path(args.config).resolve()))
+            config = write_config(ROOT, workdir, overrides(args), template=str(Path(args.config).resolve()))
             slots = yaml.safe_load(config.read_text())["trialConcurrency"]
             created, finished, trials = run_experiment(config, args.timeout, warm)
         s = summarise(created, finished, trials, slots)

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The GPU checks in one run (about 6 minutes on one H100/H200): the CUDA tests, the training-step benchmark for the
-# B and Lite families, the data benchmark, the demo trial at 224 px, torch.compile, a step profile and the
-# training-memory estimate against real steps. Run from the project root on a CUDA machine (on a bare torch image:
-# bench/gpu_prepare.sh first, here, and carry .gpu); where $OUT is set (a folder that is copied back), every log
-# goes there.
+# The GPU checks in one run, in order of what is still unmeasured: a trial's first epoch per cuDNN variant
+# (warmup, about 2 min), real nnictl experiments with 1, 2, 4 and 8 trials per GPU (sharing, about 5 min), the CUDA
+# tests (about 3 min) and the training-memory estimate against real steps (memory). Also on demand: the
+# training-step benchmark for the B and Lite families (train), the data benchmark (data), the demo trial at 224 px
+# (hand), torch.compile (compile) and a step profile (profile), measured before (docs/benchmarks/gpu_h200.md).
+# Run from the project root on a CUDA machine (on a bare torch image: bench/gpu_prepare.sh first, here, and carry
+# .gpu); where $OUT is set (a folder that is copied back), every log goes there as it is written, so a run cut short
+# still returns what it measured.
 #   bash bench/gpu_check.sh            # BUDGET_S=560 by default: later steps are skipped when time runs short
-#   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: tests train data hand compile profile memory
-#                                                     # warmup sharing
+#   GPU_CHECKS="warmup sharing" bash bench/gpu_check.sh   # then GPU_CHECKS="tests memory": two calls of <= 8 min
+#   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: warmup sharing tests memory train data hand
+#                                                     # compile profile
+#   GPU_SHARING="1 4" bash bench/gpu_check.sh         # the trials-per-GPU counts of the sharing check
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1  # third-party pytest plugins of the image may choke on PYTHONPATH packages
-checks=" ${GPU_CHECKS:-tests train data hand compile profile memory} "  # also: warmup sharing (not by default)
+checks=" ${GPU_CHECKS:-warmup sharing tests memory} "
 want() { [[ "$checks" == *" $1 "* ]]; }
 out="${OUT:-bench/results}"
 mkdir -p "$out"
@@ -35,38 +40,41 @@ step() {
 torchvision.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
   nproc; } > "$out/gpu.txt" 2>&1
 
-# the synthetic JPEGs for the data benchmark are written on the CPU while the tests use the GPU
+# the synthetic JPEGs for the experiments and the data benchmark are written on the CPU while the GPU warms up
 "$py" -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import tempfile
 from data_throughput import write_dataset
 write_dataset(Path(tempfile.gettempdir()) / 'efficientnet-nni-bench-images', 2000)" > /dev/null 2>&1 &
 writer=$!
+jpegs() { [ -z "$writer" ] || wait "$writer"; writer=; }  # wait once for the writer
+tmp=$(mktemp -d)
 
+want warmup && step 180 warmup.txt "$py" bench/first_epoch.py --device cuda --download-dir "$tmp/data"
+if want sharing; then  # real nnictl experiments (NNI's manager from .gpu/nni.tar.xz), 2 trials per slot
+  [ -d .gpu/site/nni_node ] || tar -C .gpu/site -xJf .gpu/nni.tar.xz >> "$out/sharing.txt" 2>&1
+  jpegs  # they train on the synthetic JPEGs
+  for n in ${GPU_SHARING:-1 2 4 8}; do
+    step 120 sharing.txt "$py" bench/experiment_throughput.py --gpu --trials-per-gpu "$n" \
+      --trials $(( 2 * n )) --no-baseline --no-assessor --timeout 110
+  done
+fi
 if want tests; then
   step 150 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
   step 60 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
 fi
+want memory && step 90 memory.txt "$py" bench/train_memory.py --device cuda
 if want train; then
   for arch in b0 lite0; do
     step 90 "train_$arch.txt" "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 \
       --batch-size 128 --steps 20 --rounds 4 --variants
   done
 fi
-wait "$writer"
+jpegs
 want data && step 120 data.txt "$py" bench/data_throughput.py --images 2000 --resolution 224 --batch-size 128 --epochs 3 \
   --modes auto,off
-tmp=$(mktemp -d)
 want hand && step 60 hand.txt "$py" main_efficientnet.py --data digits --download-dir "$tmp/data" --weights lite0 \
   --resolution 224 --epochs 3 --device cuda --output-dir "$tmp/run" --progress off
 want compile && step 150 compile.txt "$py" bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128 \
   --steps 20 --rounds 3 --compile --no-plain
 want profile && step 45 profile.txt "$py" bench/step_profile.py --arch b0 --resolution 224 --batch-size 128 --steps 5
-want memory && step 90 memory.txt "$py" bench/train_memory.py --device cuda
-want warmup && step 150 warmup.txt "$py" bench/first_epoch.py --device cuda --download-dir "$tmp/data"
-if want sharing; then  # real nnictl experiments, 1 to 8 trials per GPU (NNI's manager from .gpu/nni.tar.xz)
-  [ -d .gpu/site/nni_node ] || tar -C .gpu/site -xJf .gpu/nni.tar.xz >> "$out/sharing.txt" 2>&1
-  for n in 1 2 4 8; do
-    step 150 sharing.txt "$py" bench/experiment_throughput.py --gpu --trials-per-gpu "$n" \
-      --trials $(( n < 2 ? 4 : 2 * n )) --no-baseline --timeout 140
-  done
-fi
+[ -z "$writer" ] || kill "$writer" 2> /dev/null  # no check needed the JPEGs
 echo "done in $(( SECONDS - start )) s" >> "$out/gpu.txt"
