@@ -410,14 +410,13 @@ def _device(cfg: TrialConfig, dist_device: torch.device | None) -> torch.device:
 def _check_memory(cfg: TrialConfig, spec: ArchSpec, num_classes: int, device: torch.device,
                   dtype: torch.dtype | None, channels_last: bool) -> int | None:
     """Under ``--memory-check`` (auto: on a GPU), estimate one training step's memory (autocast ``dtype``, the
-    trial's memory format), log it and raise
-    :class:`TrainingError` if it does not fit in this trial's room (:mod:`efficientnet.memory`). Returns the GPU
-    memory left beside training for the data cache (None: not checked, or not on a GPU)."""
+    trial's memory format), log it and raise :class:`TrainingError` if it does not fit in this trial's room
+    (:mod:`efficientnet.memory`). Returns the GPU memory left beside training for the data cache (None: not
+    checked, or not on a GPU)."""
     if cfg.memory_check == "off" or (cfg.memory_check == "auto" and device.type != "cuda"):
         return None
     need = estimate_training_memory(spec, num_classes, cfg.batch_size, optimizer=cfg.optimizer,
-                                    momentum=cfg.momentum, dtype=dtype,
-                                    channels_last=channels_last)
+                                    momentum=cfg.momentum, dtype=dtype, channels_last=channels_last)
     room = memory_room(device, cfg.trials_per_gpu)
     log.info("%s", check_room(need, room, on_gpu=device.type == "cuda"))
     return room.nbytes - needed_bytes(need, room) if device.type == "cuda" else None
