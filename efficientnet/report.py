@@ -239,7 +239,8 @@ def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"accuracy vs {'MACs' if cost == 'macs' else 'latency'}")
-    axes[0].legend(loc="lower right", fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # trials without costs leave nothing to label
+        axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title + " (dotted: B0–B3 presets, profiled at their own resolution)")
     fig.tight_layout()
     fig.savefig(path)

@@ -142,6 +142,7 @@ def _trial(i: int, curve: list[float], status: str = "SUCCEEDED", **final) -> Tr
     return Trial(f"T{i}", status, {}, i, result, [{"default": v, "loss": 1.0} for v in curve])
 
 
+@pytest.mark.filterwarnings("error:No artists with labels")  # these trials have no costs: an empty plot, no legend
 def test_early_ranking_compares_first_and_last_epochs_of_complete_full_budget_trials(tmp_path):
     from efficientnet.report import build_report, early_ranking
 
