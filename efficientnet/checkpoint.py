@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -90,7 +91,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)  # a plain pickle
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated files, foreign pickles, text files...
         raise UnreadableCheckpoint(path, _load_reason(exc)) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +60,7 @@ def test_rng_state_round_trip_reproduces_random_draws(tmp_path: Path):
         (None, "does not exist"),
         (b"this is a text file, not a checkpoint\n", "cannot read checkpoint"),
         ("truncated", "cannot read checkpoint"),
+        ("pickle", "cannot read checkpoint"),  # a plain pickle: torch warns of its protocol, the user sees one line
     ],
 )
 def test_unreadable_checkpoints_raise_one_line_errors(tmp_path: Path, content, message):
@@ -66,11 +69,15 @@ def test_unreadable_checkpoints_raise_one_line_errors(tmp_path: Path, content, m
         save_checkpoint(small_state(), tmp_path, is_best=False)
         data = (tmp_path / CHECKPOINT_NAME).read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    elif content == "pickle":
+        path.write_bytes(pickle.dumps(object()))
     elif content is not None:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError) as info:
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(CheckpointError) as info:
+        warnings.simplefilter("always")
         load_checkpoint(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+    assert not caught, [str(w.message) for w in caught]
 
 
 def test_foreign_objects_are_not_trial_checkpoints(tmp_path: Path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from efficientnet_pytorch import EfficientNet
@@ -164,9 +166,11 @@ def test_bad_weights_files_raise_one_clear_line(tmp_path, content, words):
         path.write_bytes(pickle.dumps(object()))
     elif content is not None:
         torch.save(content, path)
-    with pytest.raises(WeightsError) as info:
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(WeightsError) as info:
+        warnings.simplefilter("always")
         load_weights(str(path))
     assert words in str(info.value) and "\n" not in str(info.value)
+    assert not caught, [str(w.message) for w in caught]  # the one line, nothing printed before it
 
 
 def test_weights_of_an_unknown_architecture_ask_for_its_spec(tmp_path):
