@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
 from typing import Callable, Iterable
 
@@ -180,6 +181,11 @@ def build_scheduler(
     if warmup_steps <= 0:
         return cosine
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup_steps)
+    # Older torch (2.6; not 2.14) has SequentialLR call its own scheduler.step(0) at the milestone, which warns that
+    # the epoch argument is deprecated: a warning about torch's code in every trial's output. Only that warning,
+    # attributed to torch's lr_scheduler module, is ignored (2.14 attributes a caller's own step(epoch) to the caller).
+    warnings.filterwarnings("ignore", message=re.escape("The epoch parameter in `scheduler.step()`"),
+                            category=UserWarning, module=r"torch\.optim\.lr_scheduler\Z")
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
