@@ -233,7 +233,11 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m efficientnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m efficientnet",
+        description="EfficientNet architecture search on NNI: profile architectures, measure latency tables, predict "
+                    "and export, and start, resume, view or report experiments.",
+        epilog="python -m efficientnet COMMAND --help lists a command's options.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (build, run, help_text) in _commands().items():
         build(sub.add_parser(name, help=help_text, description=help_text))

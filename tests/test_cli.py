@@ -19,6 +19,14 @@ def run(root, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_help_names_every_command_in_plain_text(root):
+    proc = run(root, "--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in ("profile", "latency-table", "predict", "export", "create", "resume", "view", "report"):
+        assert command in proc.stdout
+    assert "``" not in proc.stdout and "COMMAND --help" in proc.stdout  # no docstring markup; where to look next
+
+
 def test_profile_json_for_compound_coefficients(root):
     out = run(root, "profile", "--arch", "lite0", "--alpha", "1.2", "--beta", "1.1", "--gamma", "1.15", "--json")
     assert out.returncode == 0, out.stderr
