@@ -25,7 +25,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -91,11 +91,18 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)  # a plain pickle
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return read_torch_file(path, allowed_globals=[argparse.Namespace])
     except Exception as exc:  # truncated files, foreign pickles, text files...
         raise UnreadableCheckpoint(path, _load_reason(exc)) from None
+
+
+def read_torch_file(path: str | os.PathLike, allowed_globals: Sequence[type] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, letting in ``allowed_globals`` besides tensors and plain
+    containers: the project's one call of ``torch.load``, for checkpoints and weights files alike. torch's warning
+    about a plain pickle's protocol is silenced, since the caller turns any failure into its own one-line error."""
+    with torch.serialization.safe_globals(list(allowed_globals)), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _load_reason(exc: BaseException) -> str:

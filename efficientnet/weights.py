@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
 
 from .builder import SpecEfficientNet, stage_of_blocks
+from .checkpoint import read_torch_file
 from .spec import PRESETS, ArchSpec
 
 __all__ = ["WeightsError", "InheritanceReport", "load_weights", "inherit_weights", "infer_spec", "lite0_path",
@@ -49,9 +49,7 @@ def _state_from_file(path: str) -> tuple[dict[str, torch.Tensor], ArchSpec | Non
     if not os.path.isfile(path):
         raise WeightsError(f"weights file {path!r} does not exist: give a .pth path, 'lite0', or 'none'")
     try:
-        with warnings.catch_warnings():  # a plain pickle's protocol warning would come before the one-line error
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_torch_file(path)
     except Exception as exc:  # pickle errors, truncated files, foreign formats
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot read weights file {path!r} ({first}): is it a PyTorch state dict?") from None
