@@ -99,10 +99,15 @@ def start(config: Path, port: int, timeout: float = 180, plain: bool = False,
           env: dict[str, str] | None = None) -> Experiment:
     """``python -m efficientnet create`` (``nnictl create`` with ``plain``), in ``env`` (default: this process's),
     and wait until the REST server answers; a guarded start must report every fix applied."""
-    proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, env=env,
-                  launcher=not plain)
+    try:
+        proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, env=env,
+                      launcher=not plain)
+    except subprocess.TimeoutExpired:
+        _kill_manager(port=port)  # a create that hangs may have started the manager already
+        raise
     match = re.search(r"Experiment ID: (\w+)", proc.stdout)
     if not match:
+        _kill_manager(port=port)
         raise RuntimeError(f"create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     exp = Experiment(match.group(1), port, config.parent, config, NNIClient(port), proc)
     try:
@@ -144,7 +149,7 @@ def stop(exp: Experiment) -> None:
     while time.monotonic() < deadline and _port_busy(exp.port):
         time.sleep(0.5)
     if _port_busy(exp.port):
-        _kill_manager(exp.id)
+        _kill_manager(experiment_id=exp.id)
 
 
 def _port_busy(port: int) -> bool:
@@ -152,15 +157,17 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _kill_manager(experiment_id: str) -> None:
-    """Last resort: SIGKILL this experiment's NNI manager (the node process started with its experiment ID)."""
+def _kill_manager(experiment_id: str | None = None, port: int | None = None) -> None:
+    """Last resort: SIGKILL the NNI manager (the node process) started with this experiment ID, or on this port."""
+    wanted = {"--experiment-id": experiment_id, "--port": None if port is None else str(port)}
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, IndexError):
             args = (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            if any(a.endswith("nni_node/main.js") for a in args) and "--experiment-id" in args \
-                    and args[args.index("--experiment-id") + 1] == experiment_id:
+            if any(a.endswith("nni_node/main.js") for a in args) and any(
+                    value is not None and flag in args and args[args.index(flag) + 1] == value
+                    for flag, value in wanted.items()):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
 
 
