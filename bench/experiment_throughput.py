@@ -50,6 +50,7 @@ ENDED = ("SUCCEEDED", "FAILED", "EARLY_STOPPED", "USER_CANCELED", "SYS_CANCELED"
 DONE = ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL", "STOPPED", "ERROR")
 EPOCH = re.compile(r"^epoch (\d+)/\d+ \|.* \| time ([0-9.]+)s \|")
 STARTED = re.compile(r"^started in ([0-9.]+) s")
+START_TIMEOUT = 90  # seconds from create to the first trial that leaves WAITING (NNI's GPU scheduler may wait forever)
 
 
 @dataclass
@@ -115,6 +116,12 @@ def run_experiment(config: Path, timeout: float, warm: bool = True) -> tuple[flo
             jobs = client.get("/trial-jobs")
             return client.status() in DONE and bool(jobs) and all(j["status"] in ENDED for j in jobs)
 
+        def started(client) -> bool:
+            return any(j["status"] != "WAITING" for j in client.get("/trial-jobs")) or client.status() in DONE
+
+        if not exp.client.wait(started, min(START_TIMEOUT, timeout), interval=0.5):
+            raise SystemExit(f"no trial started within {min(START_TIMEOUT, timeout):.0f} s; NNI's manager logged:\n"
+                             + manager_errors(exp.workdir / exp.id / "log" / "nnimanager.log"))
         if not exp.client.wait(ended, timeout, interval=0.5):
             raise SystemExit(f"the experiment did not end within {timeout:.0f} s (--timeout)")
         jobs = exp.client.get("/trial-jobs")
@@ -124,6 +131,12 @@ def run_experiment(config: Path, timeout: float, warm: bool = True) -> tuple[flo
         raise SystemExit(f"no log.txt for trials {missing}: NNI keeps trial folders elsewhere than this NNI version")
     trials = [read_trial(job, folders[job["trialJobId"]]) for job in jobs]
     return created, max(t.end for t in trials), trials
+
+
+def manager_errors(log: Path, lines: int = 8) -> str:
+    """The last ERROR and WARNING lines of NNI's manager log (where a GPU it cannot see, say, is reported)."""
+    text = log.read_text(errors="replace").splitlines() if log.is_file() else ["(no nnimanager.log)"]
+    return "\n".join([line for line in text if " ERROR " in line or " WARNING " in line][-lines:] or text[-lines:])
 
 
 def read_trial(job: dict, folder: Path) -> TrialTimes:
@@ -206,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['trials'] * 3600 / s['wall']:.0f} trials per hour")
         print(f"  busy fraction {s['busy']:.2f}")
     if len(summaries) == 2:
-        print(f"default vs cold trials: busy fraction {summaries[1]['busy'] / summaries[0]['busy']:.2f}x, "
-              f"wall time per steady second {(summaries[1]['wall'] / summaries[1]['steady']) / (summaries[0]['wall'] / summaries[0]['steady']):.2f}x")
+        cold, warm = summaries
+        print(f"default vs cold trials: busy fraction {warm['busy'] / cold['busy']:.2f}x, wall time per steady "
+              f"second {(warm['wall'] / warm['steady']) / (cold['wall'] / cold['steady']):.2f}x")
     print(f"busy fraction: {summaries[-1]['busy']:.2f}")
     return 0
 

@@ -12,6 +12,9 @@
 #   GPU_CHECKS="tests data" bash bench/gpu_check.sh   # some of: warmup sharing tests memory train data hand
 #                                                     # compile profile
 #   GPU_SHARING="1 4" bash bench/gpu_check.sh         # the trials-per-GPU counts of the sharing check
+#   GPU_CHECK_DEVICE=cpu PYTHON=/tmp/image/bin/python bash bench/gpu_check.sh   # a rehearsal here, on the CPU, in
+#     a venv like the GPU image (docs/gpu.md): the four default checks in a small CPU form, to find what the image
+#     lacks before a GPU's minutes are spent
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PWD}/.gpu/site:${PWD}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -23,6 +26,7 @@ mkdir -p "$out"
 py=${PYTHON:-python3}
 start=$SECONDS
 budget=${BUDGET_S:-560}
+device=${GPU_CHECK_DEVICE:-cuda}
 
 # step SECONDS FILE CMD...: run CMD with at most SECONDS (less if the budget is short), appending to $out/FILE
 step() {
@@ -32,7 +36,9 @@ step() {
   local limit=$(( want < left ? want : left ))
   echo "\$ $* (limit ${limit} s, at $(( SECONDS - start )) s)" >> "$out/$file"
   timeout "$limit" "$@" >> "$out/$file" 2>&1
-  echo "[exit $? after $(( SECONDS - start )) s]" >> "$out/$file"
+  local status=$?
+  echo "[exit $status after $(( SECONDS - start )) s]" >> "$out/$file"
+  return $status
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -47,21 +53,38 @@ write_dataset(Path(tempfile.gettempdir()) / 'efficientnet-nni-bench-images', 200
 writer=$!
 jpegs() { [ -z "$writer" ] || wait "$writer"; writer=; }  # wait once for the writer
 tmp=$(mktemp -d)
+manager() {  # NNI's manager and pkg_resources from .gpu/nni.tar.xz, unpacked once outside .gpu (which must stay small
+  # enough to carry) for the nnictl experiments
+  [ -d "$tmp/manager" ] && return
+  mkdir "$tmp/manager" && tar -C "$tmp/manager" -xJf .gpu/nni.tar.xz >> "$out/sharing.txt" 2>&1
+  export PYTHONPATH="$PYTHONPATH:$tmp/manager"
+}
 
+if [ "$device" = cpu ]; then  # the rehearsal: each check small, on the CPU
+  export PYTHONDONTWRITEBYTECODE=1  # .gpu stays as bench/gpu_prepare.sh left it, ready to carry
+  want warmup && step 180 warmup.txt "$py" bench/first_epoch.py --device cpu --resolution 64 --epochs 2 \
+    --download-dir "$tmp/data"
+  if want sharing; then
+    manager
+    step 240 sharing.txt "$py" bench/experiment_throughput.py --trials 2 --concurrency 2 --epochs 2 --no-baseline \
+      --no-assessor --timeout 200
+  fi
+  checks=${checks/ warmup / }; checks=${checks/ sharing / }
+fi
 want warmup && step 180 warmup.txt "$py" bench/first_epoch.py --device cuda --download-dir "$tmp/data"
 if want sharing; then  # real nnictl experiments (NNI's manager from .gpu/nni.tar.xz), 2 trials per slot
-  [ -d .gpu/site/nni_node ] || tar -C .gpu/site -xJf .gpu/nni.tar.xz >> "$out/sharing.txt" 2>&1
+  manager
   jpegs  # they train on the synthetic JPEGs
-  for n in ${GPU_SHARING:-1 2 4 8}; do
+  for n in ${GPU_SHARING:-1 2 4 8}; do  # the first count that fails ends the check: the others would fail alike
     step 120 sharing.txt "$py" bench/experiment_throughput.py --gpu --trials-per-gpu "$n" \
-      --trials $(( 2 * n )) --no-baseline --no-assessor --timeout 110
+      --trials $(( 2 * n )) --no-baseline --no-assessor --timeout 110 || break
   done
 fi
-if want tests; then
-  step 150 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
-  step 60 tests.txt "$py" -m pytest -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
+if want tests; then  # in one process: pyproject's addopts ask for pytest-xdist, which the image lacks
+  step 150 tests.txt "$py" -m pytest -o addopts= -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
+  step 60 tests.txt "$py" -m pytest -o addopts= -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
 fi
-want memory && step 90 memory.txt "$py" bench/train_memory.py --device cuda
+want memory && step 90 memory.txt "$py" bench/train_memory.py --device "$device"
 if want train; then
   for arch in b0 lite0; do
     step 90 "train_$arch.txt" "$py" bench/train_throughput.py --arch "$arch" --width 1.0 --resolution 224 \
