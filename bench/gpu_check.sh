@@ -81,7 +81,8 @@ if want sharing; then  # real nnictl experiments (NNI's manager from .gpu/nni.ta
   done
 fi
 if want tests; then  # in one process: pyproject's addopts ask for pytest-xdist, which the image lacks
-  step 150 tests.txt "$py" -m pytest -o addopts= -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
+  manager  # one test runs a real experiment
+  step 210 tests.txt "$py" -m pytest -o addopts= -v -ra -p no:cacheprovider tests/test_cuda.py -k "not torchrun"
   step 60 tests.txt "$py" -m pytest -o addopts= -v -ra -p no:cacheprovider tests/test_cuda.py -k torchrun
 fi
 want memory && step 90 memory.txt "$py" bench/train_memory.py --device "$device"

@@ -14,6 +14,9 @@
  *               URL-decoded name to the folder, so "..%2F" walked out of it).
  *   4. errors   A tuner error that the dispatcher reports (command "ER") becomes the experiment's error message,
  *               instead of NNI's generic "Dispatcher stream error, tuner may have crashed.".
+ *   5. gpus     A trial may ask for every GPU of the machine: NNI's GPU scheduler refuses `gpuNumber >= gpus.length`
+ *               (common/trial_keeper/task_scheduler/scheduler.js), so with one GPU and trialGpuNumber 1 no trial
+ *               ever started, and nnimanager.log repeated "Only have 1 GPUs, requesting 1".
  *
  * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
  * launcher and the tests see at once when a future NNI no longer has what is patched here.
@@ -38,7 +41,7 @@ function install() {
         pid: process.pid,
         bind: (process.env.EFFICIENTNET_NNI_BIND || '127.0.0.1,::1').split(',').map(s => s.trim()).filter(Boolean),
         listening: [],
-        patched: {bind: true, pairing: false, files: false, errors: false},
+        patched: {bind: true, pairing: false, files: false, errors: false, gpus: false},
         problems: [],
     };
     const statusFile = statusPath();
@@ -62,12 +65,13 @@ function install() {
     const patchers = {
         'training_service/v3/compat.js': exports => patchPairing(exports, status, problem),
         'core/nnimanager.js': exports => patchManager(exports, status, problem),
+        'common/trial_keeper/task_scheduler/scheduler.js': exports => patchScheduler(exports, status),
     };
     const load = Module._load;
     Module._load = function (request, parent, isMain) {
         const exports = load.apply(this, arguments);
         if (exports && !exports.__efficientnetPatched && parent && typeof request === 'string'
-            && /(compat|nnimanager)$/.test(request)) {
+            && /(compat|nnimanager|scheduler)$/.test(request)) {
             let file;
             try {
                 file = path.relative(NNI_NODE, Module._resolveFilename(request, parent, isMain)).split(path.sep).join('/');
@@ -87,7 +91,8 @@ function install() {
         return exports;
     };
     save();
-    say(`bind ${status.bind.join(', ')}; trial parameters paired by trial; trial files confined to their folder`);
+    say(`bind ${status.bind.join(', ')}; trial parameters paired by trial; trial files confined to their folder; `
+        + 'a trial may ask for every GPU');
 }
 
 function statusPath() {
@@ -261,10 +266,36 @@ function patchManager(exports, status, problem) {
     status.patched.errors = true;
 }
 
+// ------------------------------------------------------------------------------------------------ 5. gpus
+function patchScheduler(exports, status) {
+    const TaskScheduler = exports.TaskScheduler;
+    expect(TaskScheduler
+             && ['schedule', 'sortGpus', 'update'].every(m => typeof TaskScheduler.prototype[m] === 'function'),
+           'common/trial_keeper/task_scheduler/scheduler.js TaskScheduler');
+    const schedule = TaskScheduler.prototype.schedule;
+    TaskScheduler.prototype.schedule = async function (experimentId, trialId, gpuNumber, restrictions) {
+        const all = Array.isArray(this.gpus) && Array.isArray(this.trials) && gpuNumber === this.gpus.length;
+        if (!(gpuNumber >= 1 && all)) return schedule.apply(this, arguments);
+        // NNI's own branch for whole GPUs, which its `gpuNumber >= this.gpus.length` test never lets a trial reach
+        // when it asks for all of them
+        this.update();
+        const gpus = this.sortGpus(restrictions ?? {});
+        const n = Math.round(gpuNumber);
+        if (gpus.length < n || gpus[n - 1].util > 0) return null;
+        const indices = gpus.slice(0, n).map(gpu => {
+            gpu.util = 1;
+            this.trials.push({gpuIndex: gpu.index, experimentId, trialId, util: 1});
+            return gpu.index;
+        });
+        return {'CUDA_VISIBLE_DEVICES': indices.sort((a, b) => a - b).join(',')};
+    };
+    status.patched.gpus = true;
+}
+
 // NODE_OPTIONS reaches every Node process started from this environment: act only in NNI's manager
 if (path.basename(MAIN) === 'main.js' && path.basename(NNI_NODE) === 'nni_node' && !global.__efficientnetGuard) {
     global.__efficientnetGuard = true;
     install();
 }
 
-module.exports = {trialFileProblem, recordedParameters};
+module.exports = {trialFileProblem, recordedParameters, patchScheduler};

@@ -198,3 +198,21 @@ def test_cudnn_benchmark_follows_its_flag(digits: Path, tmp_path: Path, capsys):
     for setting, expected in (("off", False), ("on", True)):
         trial(digits, tmp_path / setting, capsys, "--epochs", "1", "--cudnn-benchmark", setting)
         assert torch.backends.cudnn.benchmark is expected
+
+
+@pytest.mark.e2e
+def test_an_experiment_whose_trials_ask_for_every_gpu_runs_them_on_the_gpu(tmp_path: Path):
+    """trialGpuNumber = the machine's GPU count (one GPU: trialGpuNumber 1), started through the launcher: NNI 3.0's
+    scheduler alone never starts such a trial (efficientnet/nni_guard.js, fix 5); each trial trains on the GPU."""
+    from nni_harness import experiment, write_config
+    from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
+
+    overrides = {**tiny_overrides(2), "trialConcurrency": 1, "trialGpuNumber": torch.cuda.device_count(),
+                 "trainingService": {"platform": "local", "useActiveGpu": True}}
+    config = write_config(ROOT, tmp_path / "exp", overrides, trial_args=TINY_TRIAL_ARGS)
+    with experiment(config) as exp:
+        assert exp.client.wait(done, timeout=300, interval=2), describe(exp)
+        trials = exp.client.trials()
+        logs = [(exp.trials_dir() / t.id / "log.txt").read_text(errors="replace") for t in trials]
+    assert [t.status for t in trials] == ["SUCCEEDED", "SUCCEEDED"], describe(exp, trials)
+    assert all("device cuda" in log for log in logs), logs[0][-2000:]

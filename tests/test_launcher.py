@@ -4,6 +4,7 @@ dispatcher do with an error once one runs (real nnictl experiments on loopback f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -114,6 +115,56 @@ def test_the_guard_serves_only_files_inside_a_trials_folder():
     assert out.returncode == 0, out.stderr
     for (key, expected), problem in zip(cases.items(), json.loads(out.stdout)):
         assert (problem is None) if expected is None else (expected in problem), (key, problem)
+
+
+def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
+    """NNI's own GPU scheduler (with its own unit-test hook for the GPUs it sees) refuses a trial that asks for as
+    many GPUs as the machine has, so with one GPU and trialGpuNumber 1 no trial ever started; the guard's patch lets
+    it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI."""
+    import nni_node
+
+    folder = Path(nni_node.__path__[0])
+    script = f"""
+    require('common/globals/unittest').resetGlobals();
+    const s = require('common/trial_keeper/task_scheduler/scheduler');
+    const guard = require({json.dumps(str(GUARD_JS))});
+    const gpus = n => ({{success: true, gpuNumber: n, processes: [],
+        gpus: [...Array(n).keys()].map(index => ({{index, gpuCoreUtilization: 0, gpuMemoryUtilization: 0}}))}});
+    const env = e => e && e.CUDA_VISIBLE_DEVICES;
+    (async () => {{
+        const out = {{}};
+        s.UnitTestHelpers.mockGpuInfo(gpus(1));
+        let t = new s.TaskScheduler(); await t.init();
+        out.nni = env(await t.schedule('exp', 'a', 1, {{}}));
+        const status = {{patched: {{}}}};
+        guard.patchScheduler(s, status);
+        out.patched = status.patched.gpus;
+        t = new s.TaskScheduler(); await t.init();
+        out.first = env(await t.schedule('exp', 'a', 1, {{}}));
+        out.second = env(await t.schedule('exp', 'b', 1, {{}}));  // the GPU is taken
+        await t.release('exp', 'a');
+        out.after = env(await t.schedule('exp', 'c', 1, {{}}));
+        out.onlyOthers = env(await t.schedule('exp', 'd', 1, {{onlyUseIndices: [1]}}));
+        t = new s.TaskScheduler(); await t.init();
+        out.half = [env(await t.schedule('exp', 'e', 0.5, {{}})), env(await t.schedule('exp', 'f', 0.5, {{}})),
+                    env(await t.schedule('exp', 'g', 0.5, {{}}))];
+        s.UnitTestHelpers.mockGpuInfo(gpus(2));
+        t = new s.TaskScheduler(); await t.init();
+        out.both = env(await t.schedule('exp', 'h', 2, {{}}));
+        t = new s.TaskScheduler(); await t.init();
+        out.one = [env(await t.schedule('exp', 'i', 1, {{}})), env(await t.schedule('exp', 'j', 1, {{}}))];
+        console.log(JSON.stringify(out));
+    }})();
+    """
+    done = subprocess.run([str(folder / "node"), "-e", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NODE_PATH": str(folder), "HOME": str(tmp_path)}, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["nni"] is None, "NNI's scheduler now gives a trial every GPU: drop nni_guard.js's fix 5"
+    assert out["patched"] is True
+    assert (out["first"], out["second"], out["after"], out["onlyOthers"]) == ("0", None, "0", None), out
+    assert out["half"] == ["0", "0", None], out  # two trials per GPU, as NNI schedules them
+    assert out["both"] == "0,1" and out["one"] == ["0", "1"], out
 
 
 @pytest.mark.e2e
