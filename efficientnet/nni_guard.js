@@ -16,7 +16,11 @@
  *               instead of NNI's generic "Dispatcher stream error, tuner may have crashed.".
  *   5. gpus     A trial may ask for every GPU of the machine: NNI's GPU scheduler refuses `gpuNumber >= gpus.length`
  *               (common/trial_keeper/task_scheduler/scheduler.js), so with one GPU and trialGpuNumber 1 no trial
- *               ever started, and nnimanager.log repeated "Only have 1 GPUs, requesting 1".
+ *               ever started, and nnimanager.log repeated "Only have 1 GPUs, requesting 1". And a trial that waits
+ *               for a GPU waits: NNI asked again at once (training_service/v3/compat.js, `while (trialId === null)`)
+ *               in a loop that never yielded, so the manager stopped answering and, once its GPU information was
+ *               10 s old, started a GPU-information process on every turn until memory ran out. One such process
+ *               runs at a time (collect_info.js started one per call while another was still running).
  *
  * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
  * launcher and the tests see at once when a future NNI no longer has what is patched here.
@@ -41,7 +45,7 @@ function install() {
         pid: process.pid,
         bind: (process.env.EFFICIENTNET_NNI_BIND || '127.0.0.1,::1').split(',').map(s => s.trim()).filter(Boolean),
         listening: [],
-        patched: {bind: true, pairing: false, files: false, errors: false, gpus: false},
+        patched: {bind: true, pairing: false, files: false, errors: false, gpus: false, gpuInfo: false},
         problems: [],
     };
     const statusFile = statusPath();
@@ -66,12 +70,13 @@ function install() {
         'training_service/v3/compat.js': exports => patchPairing(exports, status, problem),
         'core/nnimanager.js': exports => patchManager(exports, status, problem),
         'common/trial_keeper/task_scheduler/scheduler.js': exports => patchScheduler(exports, status),
+        'common/trial_keeper/task_scheduler/collect_info.js': exports => patchGpuInfo(exports, status),
     };
     const load = Module._load;
     Module._load = function (request, parent, isMain) {
         const exports = load.apply(this, arguments);
         if (exports && !exports.__efficientnetPatched && parent && typeof request === 'string'
-            && /(compat|nnimanager|scheduler)$/.test(request)) {
+            && /(compat|nnimanager|scheduler|collect_info)$/.test(request)) {
             let file;
             try {
                 file = path.relative(NNI_NODE, Module._resolveFilename(request, parent, isMain)).split(path.sep).join('/');
@@ -267,13 +272,21 @@ function patchManager(exports, status, problem) {
 }
 
 // ------------------------------------------------------------------------------------------------ 5. gpus
+const GPU_RETRY_MS = 1000;  // a trial that cannot have its GPUs yet asks again after this long
+
 function patchScheduler(exports, status) {
     const TaskScheduler = exports.TaskScheduler;
     expect(TaskScheduler
              && ['schedule', 'sortGpus', 'update'].every(m => typeof TaskScheduler.prototype[m] === 'function'),
            'common/trial_keeper/task_scheduler/scheduler.js TaskScheduler');
     const schedule = TaskScheduler.prototype.schedule;
-    TaskScheduler.prototype.schedule = async function (experimentId, trialId, gpuNumber, restrictions) {
+    TaskScheduler.prototype.schedule = async function () {
+        const scheduled = await scheduleEvery.apply(this, arguments);
+        if (scheduled === null) await new Promise(resolve => setTimeout(resolve, GPU_RETRY_MS));  // NNI asks again
+        return scheduled;
+    };
+
+    function scheduleEvery(experimentId, trialId, gpuNumber, restrictions) {
         const all = Array.isArray(this.gpus) && Array.isArray(this.trials) && gpuNumber === this.gpus.length;
         if (!(gpuNumber >= 1 && all)) return schedule.apply(this, arguments);
         // NNI's own branch for whole GPUs, which its `gpuNumber >= this.gpus.length` test never lets a trial reach
@@ -288,8 +301,20 @@ function patchScheduler(exports, status) {
             return gpu.index;
         });
         return {'CUDA_VISIBLE_DEVICES': indices.sort((a, b) => a - b).join(',')};
-    };
+    }
     status.patched.gpus = true;
+}
+
+/** NNI's collectGpuInfo, one collector process at a time: a call while one runs gets that one's answer. */
+function patchGpuInfo(exports, status) {
+    const collect = exports.collectGpuInfo;
+    expect(typeof collect === 'function', 'common/trial_keeper/task_scheduler/collect_info.js collectGpuInfo');
+    let running = null;
+    exports.collectGpuInfo = function () {
+        if (running === null) running = collect.apply(this, arguments).finally(() => { running = null; });
+        return running;
+    };
+    status.patched.gpuInfo = true;
 }
 
 // NODE_OPTIONS reaches every Node process started from this environment: act only in NNI's manager
@@ -298,4 +323,4 @@ if (path.basename(MAIN) === 'main.js' && path.basename(NNI_NODE) === 'nni_node' 
     install();
 }
 
-module.exports = {trialFileProblem, recordedParameters, patchScheduler};
+module.exports = {trialFileProblem, recordedParameters, patchScheduler, patchGpuInfo};

@@ -14,7 +14,7 @@ import yaml
 from efficientnet.cli import main
 from efficientnet.launcher import GUARD_JS, bind_addresses, guard_environment
 from nni_harness import dispatcher_log, experiment, free_port, nnictl, write_config
-from test_e2e_nni import TINY_TRIAL_ARGS, describe, tiny_overrides
+from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
 from trial_process import one_error_line
 
 BAD_SPACE = {"alpha": {"_type": "quniform", "_value": [3.0, 3.5, 0.05]},
@@ -120,7 +120,8 @@ def test_the_guard_serves_only_files_inside_a_trials_folder():
 def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     """NNI's own GPU scheduler (with its own unit-test hook for the GPUs it sees) refuses a trial that asks for as
     many GPUs as the machine has, so with one GPU and trialGpuNumber 1 no trial ever started; the guard's patch lets
-    it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI."""
+    it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI. A refusal returns after
+    a second, letting the manager's other work run (NNI asks again at once, in a loop)."""
     import nni_node
 
     folder = Path(nni_node.__path__[0])
@@ -141,7 +142,11 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
         out.patched = status.patched.gpus;
         t = new s.TaskScheduler(); await t.init();
         out.first = env(await t.schedule('exp', 'a', 1, {{}}));
+        let ticked = false;
+        setTimeout(() => {{ ticked = true; }}, 0);
+        const asked = Date.now();
         out.second = env(await t.schedule('exp', 'b', 1, {{}}));  // the GPU is taken
+        out.waited = [Date.now() - asked, ticked];  // NNI asks again at once: the refusal waits, yielding
         await t.release('exp', 'a');
         out.after = env(await t.schedule('exp', 'c', 1, {{}}));
         out.onlyOthers = env(await t.schedule('exp', 'd', 1, {{onlyUseIndices: [1]}}));
@@ -153,6 +158,11 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
         out.both = env(await t.schedule('exp', 'h', 2, {{}}));
         t = new s.TaskScheduler(); await t.init();
         out.one = [env(await t.schedule('exp', 'i', 1, {{}})), env(await t.schedule('exp', 'j', 1, {{}}))];
+        let calls = 0;  // NNI's collector started a process per call; patched, callers share the running one
+        const info = {{collectGpuInfo: () => new Promise(resolve => setTimeout(() => resolve(++calls), 50))}};
+        guard.patchGpuInfo(info, status);
+        out.collector = [await Promise.all([info.collectGpuInfo(), info.collectGpuInfo(true)]),
+                         await info.collectGpuInfo(), calls, status.patched.gpuInfo];
         console.log(JSON.stringify(out));
     }})();
     """
@@ -163,8 +173,54 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     assert out["nni"] is None, "NNI's scheduler now gives a trial every GPU: drop nni_guard.js's fix 5"
     assert out["patched"] is True
     assert (out["first"], out["second"], out["after"], out["onlyOthers"]) == ("0", None, "0", None), out
+    assert out["waited"][0] >= 900 and out["waited"][1] is True, out
     assert out["half"] == ["0", "0", None], out  # two trials per GPU, as NNI schedules them
     assert out["both"] == "0,1" and out["one"] == ["0", "1"], out
+    assert out["collector"] == [[1, 1], 2, 2, True], out
+
+
+@pytest.mark.e2e
+def test_on_a_one_gpu_machine_trials_take_turns_on_the_gpu(root, tmp_path):
+    """NNI's real manager and GPU scheduler, shown one idle GPU (tests/fixtures/one_gpu answers the NVML calls of
+    NNI's GPU collector), trialGpuNumber 1 and two trials at a time: every trial runs, one at a time, while the
+    other waits. Plain NNI 3.0 ran none ("Only have 1 GPUs, requesting 1"), and its wait for a GPU spun without
+    yielding: the REST server stopped answering and GPU collectors piled up until memory ran out. So plain nnictl is
+    not run here; tests/test_launcher.py's scheduler test shows NNI's refusal on NNI's own code."""
+    fixture = root / "tests" / "fixtures" / "one_gpu"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(fixture), os.environ.get("PYTHONPATH")]))}
+    overrides = {**tiny_overrides(3), "trialConcurrency": 2, "trialGpuNumber": 1,
+                 "trainingService": {"platform": "local", "useActiveGpu": True}}
+    config = write_config(root, tmp_path / "exp", overrides, trial_args=TINY_TRIAL_ARGS)
+    collectors = []
+
+    def watched(client) -> bool:
+        collectors.append(len(processes("nni.tools.nni_manager_scripts.collect_gpu_info")))
+        if collectors[-1] > 2:  # the manager's one, and the trial keeper's platform check as it starts
+            raise AssertionError(f"{collectors[-1]} GPU collectors at once: the wait for a GPU spins")
+        return done(client)
+
+    with experiment(config, env=env) as exp:
+        assert exp.client.wait(watched, timeout=300, interval=0.5), describe(exp)
+        trials = exp.client.trials()
+        jobs = sorted(exp.client.get("/trial-jobs"), key=lambda j: j["startTime"])
+        log = (exp.workdir / exp.id / "log" / "nnimanager.log").read_text(errors="replace")
+    assert [t.status for t in trials] == ["SUCCEEDED"] * 3, describe(exp, trials)
+    spans = [(j["startTime"], j["endTime"]) for j in jobs]
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # one at a time
+    assert "Only have 1 GPUs" not in log and "Scheduling failed because the GPU constraint" in log  # one waited
+
+
+def processes(needle: str) -> list[int]:
+    """The processes whose command line contains ``needle``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
 
 
 @pytest.mark.e2e
