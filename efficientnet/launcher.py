@@ -153,6 +153,21 @@ def trials_per_gpu(service) -> int:
     return max(int(getattr(m, "max_trial_number_per_gpu", 1) or 1) for m in machines)
 
 
+def check_gpu_sharing(config, path: Path) -> None:
+    """Trials that share a GPU need ``useActiveGpu: true``: NNI 3.0 counts a GPU that runs a process, its own trial
+    included, as another user's, and never places a second trial on it."""
+    service = config.training_service
+    if not getattr(service, "trial_gpu_number", None):
+        return
+    for machine in getattr(service, "machine_list", None) or [service]:
+        sharing = int(getattr(machine, "max_trial_number_per_gpu", 1) or 1)
+        if sharing > 1 and not getattr(machine, "use_active_gpu", False):
+            where = f"machine {machine.host}" if getattr(machine, "host", None) else "trainingService"
+            raise CLIError(f"{path}: {where}: maxTrialNumberPerGpu is {sharing} but useActiveGpu is false, so NNI "
+                           "counts a GPU that runs a trial as taken and never starts a second trial there; set "
+                           "useActiveGpu: true")
+
+
 def check_trial_command(config, path: Path) -> None:
     """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
     the local machine, also check that its data folder exists."""
@@ -213,6 +228,7 @@ def check_experiment_config(path: Path, config=None):
     """Every check of ``create`` (on ``config`` when it is already loaded); returns the canonical config."""
     config = load_config(path) if config is None else config
     summary = check_tuner(config, path)
+    check_gpu_sharing(config, path)
     check_trial_command(config, path)
     if summary:
         print(f"checked: {summary}")

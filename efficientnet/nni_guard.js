@@ -20,7 +20,8 @@
  *               for a GPU waits: NNI asked again at once (training_service/v3/compat.js, `while (trialId === null)`)
  *               in a loop that never yielded, so the manager stopped answering and, once its GPU information was
  *               10 s old, started a GPU-information process on every turn until memory ran out. One such process
- *               runs at a time (collect_info.js started one per call while another was still running).
+ *               runs at a time (collect_info.js started one per call while another was still running), and a
+ *               shared GPU (maxTrialNumberPerGpu > 1) that no trial may use now is a wait, not a TypeError.
  *
  * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
  * launcher and the tests see at once when a future NNI no longer has what is patched here.
@@ -280,13 +281,24 @@ function patchScheduler(exports, status) {
              && ['schedule', 'sortGpus', 'update'].every(m => typeof TaskScheduler.prototype[m] === 'function'),
            'common/trial_keeper/task_scheduler/scheduler.js TaskScheduler');
     const schedule = TaskScheduler.prototype.schedule;
-    TaskScheduler.prototype.schedule = async function () {
-        const scheduled = await scheduleEvery.apply(this, arguments);
-        if (scheduled === null) await new Promise(resolve => setTimeout(resolve, GPU_RETRY_MS));  // NNI asks again
-        return scheduled;
+    const pause = () => new Promise(resolve => setTimeout(resolve, GPU_RETRY_MS));
+    TaskScheduler.prototype.schedule = async function () {  // NNI asks again at once after a refusal or an error
+        try {
+            const scheduled = await scheduleEvery.apply(this, arguments);
+            if (scheduled === null) await pause();
+            return scheduled;
+        } catch (error) {
+            await pause();
+            throw error;
+        }
     };
 
     function scheduleEvery(experimentId, trialId, gpuNumber, restrictions) {
+        if (gpuNumber > 0 && gpuNumber < 1 && this.sortGpus(restrictions ?? {}).length === 0) {
+            // NNI's shared-GPU branch reads gpus[0] of this empty list (every GPU active, say) and throws
+            this.update();  // as NNI's schedule does first: the GPUs' state is read again for the next ask
+            return null;
+        }
         const all = Array.isArray(this.gpus) && Array.isArray(this.trials) && gpuNumber === this.gpus.length;
         if (!(gpuNumber >= 1 && all)) return schedule.apply(this, arguments);
         // NNI's own branch for whole GPUs, which its `gpuNumber >= this.gpus.length` test never lets a trial reach

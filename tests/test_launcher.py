@@ -42,20 +42,24 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
     ("share", "trialCommand: maxTrialNumberPerGpu is 4 but the trial command says --trials-per-gpu 1; "
               "add --trials-per-gpu 4"),
+    ("busy", "trainingService: maxTrialNumberPerGpu is 4 but useActiveGpu is false, so NNI counts a GPU that runs "
+             "a trial as taken and never starts a second trial there; set useActiveGpu: true"),
 ])
 def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, case, expected):
     class_args = {"value": {"max_params": "lots"}, "typo": {"max_parms": 5_000_000},
                   "strategy": {"strategy": "bayes"}}.get(case)
-    trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0"}.get(case, TINY_TRIAL_ARGS)
+    trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0",
+                  "busy": f"{TINY_TRIAL_ARGS} --trials-per-gpu 4"}.get(case, TINY_TRIAL_ARGS)
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
-    if case in ("nni", "assessor", "share"):
+    if case in ("nni", "assessor", "share", "busy"):
         raw = yaml.safe_load(config.read_text())
         if case == "nni":  # NNI's own validation of the config comes first
             raw["trialConcurrency"] = -1
-        elif case == "share":  # four trials per GPU, but each trial would check its memory against a whole GPU
+        elif case in ("share", "busy"):  # four trials per GPU; "share": each trial would check its memory against
+            # a whole GPU; "busy": NNI would place one trial per GPU
             raw["trialGpuNumber"] = 1
-            raw["trainingService"] = {**raw.get("trainingService", {}), "platform": "local", "useActiveGpu": True,
-                                      "maxTrialNumberPerGpu": 4}
+            raw["trainingService"] = {**raw.get("trainingService", {}), "platform": "local",
+                                      "useActiveGpu": case == "share", "maxTrialNumberPerGpu": 4}
         else:  # this project's CurveAssessor, built with its classArgs before the start
             raw["assessor"] = {"codeDirectory": str(root), "className": "efficientnet.search.assessor.CurveAssessor",
                                "classArgs": {"min_epochs": 1}}
@@ -120,8 +124,9 @@ def test_the_guard_serves_only_files_inside_a_trials_folder():
 def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     """NNI's own GPU scheduler (with its own unit-test hook for the GPUs it sees) refuses a trial that asks for as
     many GPUs as the machine has, so with one GPU and trialGpuNumber 1 no trial ever started; the guard's patch lets
-    it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI. A refusal returns after
-    a second, letting the manager's other work run (NNI asks again at once, in a loop)."""
+    it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI, except that a shared GPU
+    no trial may use now is a refusal where NNI threw a TypeError. A refusal returns after a second, letting the
+    manager's other work run (NNI asks again at once, in a loop), and callers share one running GPU collector."""
     import nni_node
 
     folder = Path(nni_node.__path__[0])
@@ -134,8 +139,11 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     const env = e => e && e.CUDA_VISIBLE_DEVICES;
     (async () => {{
         const out = {{}};
-        s.UnitTestHelpers.mockGpuInfo(gpus(1));
+        s.UnitTestHelpers.mockGpuInfo({{...gpus(1), processes: [{{gpuIndex: 0, type: 'compute', pid: 1}}]}});
         let t = new s.TaskScheduler(); await t.init();
+        out.nniShared = await t.schedule('exp', 'a', 0.5, {{rejectActive: true}}).then(String, e => e.name);
+        s.UnitTestHelpers.mockGpuInfo(gpus(1));
+        t = new s.TaskScheduler(); await t.init();
         out.nni = env(await t.schedule('exp', 'a', 1, {{}}));
         const status = {{patched: {{}}}};
         guard.patchScheduler(s, status);
@@ -158,6 +166,11 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
         out.both = env(await t.schedule('exp', 'h', 2, {{}}));
         t = new s.TaskScheduler(); await t.init();
         out.one = [env(await t.schedule('exp', 'i', 1, {{}})), env(await t.schedule('exp', 'j', 1, {{}}))];
+        const busy = {{...gpus(1), processes: [{{gpuIndex: 0, type: 'compute', pid: 1}}]}};  // a process on it
+        s.UnitTestHelpers.mockGpuInfo(busy);
+        t = new s.TaskScheduler(); await t.init();
+        const refused = Date.now();
+        out.busyShared = [env(await t.schedule('exp', 'k', 0.5, {{rejectActive: true}})), Date.now() - refused];
         let calls = 0;  // NNI's collector started a process per call; patched, callers share the running one
         const info = {{collectGpuInfo: () => new Promise(resolve => setTimeout(() => resolve(++calls), 50))}};
         guard.patchGpuInfo(info, status);
@@ -171,6 +184,8 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["nni"] is None, "NNI's scheduler now gives a trial every GPU: drop nni_guard.js's fix 5"
+    assert out["nniShared"] == "TypeError", out  # NNI: a shared GPU that is active (useActiveGpu false) crashes it
+    assert out["busyShared"][0] is None and out["busyShared"][1] >= 900, out  # patched: a wait
     assert out["patched"] is True
     assert (out["first"], out["second"], out["after"], out["onlyOthers"]) == ("0", None, "0", None), out
     assert out["waited"][0] >= 900 and out["waited"][1] is True, out
