@@ -2,8 +2,8 @@
 
 ``create`` checks the experiment before anything starts: NNI's own config validation, then the tuner's own checks
 (classArgs, strategy, search space and budgets: the tuner is built and given the search space, as NNI's dispatcher
-would) and the trial command's flags (and, on the local machine, its data folder). A problem is one ``error:`` line
-and exit status 2, with nothing started.
+would), GPU sharing (``useActiveGpu``) and the trial command's flags (and, on the local machine, its data folder). A
+problem is one ``error:`` line and exit status 2, with nothing started.
 
 It then runs ``nnictl`` with NNI's manager preloaded with ``nni_guard.js`` (``NODE_OPTIONS=--require ...``), which
 
@@ -11,7 +11,9 @@ It then runs ``nnictl`` with NNI's manager preloaded with ``nni_guard.js`` (``NO
   ``--bind`` or the config's ``nniManagerIp`` (remote and Kubernetes training machines must reach the manager);
 - hands each trial the parameters NNI recorded for it (NNI 3.0 hands them out first come, first served);
 - serves ``/trial-file/<trial>/<name>`` only from inside the trial's folder;
-- shows a tuner error as the experiment's error.
+- shows a tuner error as the experiment's error;
+- lets a trial have every GPU of the machine, and makes a trial wait for a GPU without stalling the manager (NNI 3.0
+  refused the first and spun on the second).
 
 Finally it waits (a bounded time) until the first trial is submitted, and reports the experiment's error if it
 stopped instead. ``--bind 0.0.0.0`` listens on every interface as plain NNI does; plain ``nnictl`` runs without any
