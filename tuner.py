@@ -113,8 +113,10 @@ class EfficientNetTuner(Tuner):
         self.reports_errors = report_errors()
         if in_dispatcher() and not guarded():
             _logger.warning("NNI's manager runs without this project's fixes (started by plain nnictl): concurrent "
-                            "trials may train each other's proposals and any host that reaches its port can read "
-                            "your files; start experiments with: python -m efficientnet create --config config.yml")
+                            "trials may train each other's proposals, any host that reaches its port can read your "
+                            "files, and on GPUs a trial that asks for every GPU of the machine never starts while "
+                            "one that waits for a GPU stalls the manager; start experiments with: python -m "
+                            "efficientnet create --config config.yml")
         self.space: CandidateSpace | None = None
         self.checker: FeasibilityChecker | None = None
         self.strategy = None
