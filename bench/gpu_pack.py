@@ -33,7 +33,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "efficientnet-nni"
-# In the GPU image (../shared/gpu/README.md): torch, torchvision, timm, onnx, onnxruntime, scikit-learn and pytest with
+# In the bare GPU image: torch, torchvision, timm, onnx, onnxruntime, scikit-learn and pytest with
 # what they bring; CUDA builds and compiled packages must be the image's own.
 IMAGE = {
     "torch", "torchvision", "triton", "numpy", "scipy", "scikit-learn", "joblib", "threadpoolctl", "pillow", "pyyaml",
