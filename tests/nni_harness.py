@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -157,18 +157,30 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _kill_manager(experiment_id: str | None = None, port: int | None = None) -> None:
-    """Last resort: SIGKILL the NNI manager (the node process) started with this experiment ID, or on this port."""
-    wanted = {"--experiment-id": experiment_id, "--port": None if port is None else str(port)}
+def processes(match: Callable[[list[str]], bool]) -> list[int]:
+    """The processes whose command line (its arguments) ``match`` accepts."""
+    found = []
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError):
-            args = (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            if any(a.endswith("nni_node/main.js") for a in args) and any(
-                    value is not None and flag in args and args[args.index(flag) + 1] == value
-                    for flag, value in wanted.items()):
-                os.kill(int(pid_dir.name), signal.SIGKILL)
+            if match((pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")):
+                found.append(int(pid_dir.name))
+    return found
+
+
+def _kill_manager(experiment_id: str | None = None, port: int | None = None) -> None:
+    """Last resort: SIGKILL the NNI manager (the node process) started with this experiment ID, or on this port."""
+    wanted = {"--experiment-id": experiment_id, "--port": None if port is None else str(port)}
+
+    def manager(args: list[str]) -> bool:
+        return any(a.endswith("nni_node/main.js") for a in args) and any(
+            value is not None and flag in args and args[args.index(flag) + 1] == value
+            for flag, value in wanted.items())
+
+    for pid in processes(manager):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import yaml
 
 from efficientnet.cli import main
 from efficientnet.launcher import GUARD_JS, bind_addresses, guard_environment
-from nni_harness import dispatcher_log, experiment, free_port, nnictl, write_config
+from nni_harness import dispatcher_log, experiment, free_port, nnictl, processes, write_config
 from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
 from trial_process import one_error_line
 
@@ -194,6 +194,9 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     assert out["collector"] == [[1, 1], 2, 2, True], out
 
 
+COLLECTOR = "nni.tools.nni_manager_scripts.collect_gpu_info"  # NNI's GPU collector, run as python -m
+
+
 @pytest.mark.e2e
 def test_on_a_one_gpu_machine_trials_take_turns_on_the_gpu(root, tmp_path):
     """NNI's real manager and GPU scheduler, shown one idle GPU (tests/fixtures/one_gpu answers the NVML calls of
@@ -206,10 +209,10 @@ def test_on_a_one_gpu_machine_trials_take_turns_on_the_gpu(root, tmp_path):
     overrides = {**tiny_overrides(3), "trialConcurrency": 2, "trialGpuNumber": 1,
                  "trainingService": {"platform": "local", "useActiveGpu": True}}
     config = write_config(root, tmp_path / "exp", overrides, trial_args=TINY_TRIAL_ARGS)
-    collectors = []
+    collectors = []  # how many of NNI's GPU collector processes ran, at each look
 
     def watched(client) -> bool:
-        collectors.append(len(processes("nni.tools.nni_manager_scripts.collect_gpu_info")))
+        collectors.append(len(processes(lambda args: COLLECTOR in " ".join(args))))
         if collectors[-1] > 2:  # the manager's one, and the trial keeper's platform check as it starts
             raise AssertionError(f"{collectors[-1]} GPU collectors at once: the wait for a GPU spins")
         return done(client)
@@ -223,19 +226,6 @@ def test_on_a_one_gpu_machine_trials_take_turns_on_the_gpu(root, tmp_path):
     spans = [(j["startTime"], j["endTime"]) for j in jobs]
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans  # one at a time
     assert "Only have 1 GPUs" not in log and "Scheduling failed because the GPU constraint" in log  # one waited
-
-
-def processes(needle: str) -> list[int]:
-    """The processes whose command line contains ``needle``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(proc.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.e2e
