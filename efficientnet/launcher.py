@@ -146,23 +146,25 @@ def check_tuner(config, path: Path) -> str | None:
     return summary
 
 
+def gpu_sharing(service) -> list[tuple[Any, int]]:
+    """Each machine of a training service's config (the service itself, or a remote service's machines) with how
+    many trials may share one of its GPUs (its ``maxTrialNumberPerGpu``); empty when trials use no GPU."""
+    if not getattr(service, "trial_gpu_number", None):
+        return []
+    machines = getattr(service, "machine_list", None) or [service]
+    return [(m, int(getattr(m, "max_trial_number_per_gpu", 1) or 1)) for m in machines]
+
+
 def trials_per_gpu(service) -> int:
     """How many trials may share one GPU under a training service's config: its ``maxTrialNumberPerGpu`` (the
     largest of a remote service's machines), 1 when trials use no GPU."""
-    if not getattr(service, "trial_gpu_number", None):
-        return 1
-    machines = getattr(service, "machine_list", None) or [service]
-    return max(int(getattr(m, "max_trial_number_per_gpu", 1) or 1) for m in machines)
+    return max((sharing for _, sharing in gpu_sharing(service)), default=1)
 
 
 def check_gpu_sharing(config, path: Path) -> None:
     """Trials that share a GPU need ``useActiveGpu: true``: NNI 3.0 counts a GPU that runs a process, its own trial
     included, as another user's, and never places a second trial on it."""
-    service = config.training_service
-    if not getattr(service, "trial_gpu_number", None):
-        return
-    for machine in getattr(service, "machine_list", None) or [service]:
-        sharing = int(getattr(machine, "max_trial_number_per_gpu", 1) or 1)
+    for machine, sharing in gpu_sharing(config.training_service):
         if sharing > 1 and not getattr(machine, "use_active_gpu", False):
             where = f"machine {machine.host}" if getattr(machine, "host", None) else "trainingService"
             raise CLIError(f"{path}: {where}: maxTrialNumberPerGpu is {sharing} but useActiveGpu is false, so NNI "
