@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,25 +25,35 @@ def test_the_pack_holds_what_the_image_lacks_and_nothing_it_must_bring():
     assert "torch" not in copied and gpu_pack.PROJECT not in copied
 
 
-def test_the_pack_imports_the_trial_tuner_and_nnictl_without_site_packages(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_pack.py"), "copy", str(tmp_path / "site")],
-                          capture_output=True, text=True, timeout=300)
+def run_pack(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_pack.py"), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory) -> Path:
+    """A pack copied once for this module's tests (about 20 MB)."""
+    folder = tmp_path_factory.mktemp("gpu")
+    done = run_pack("copy", str(folder / "site"))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "site" / "pynvml.py").is_file() and (tmp_path / "site" / "nni_assets").is_dir()
-    assert not (tmp_path / "site" / "nni_node").exists()  # NNI's manager travels compressed, not here
-    assert not list((tmp_path / "site").rglob("*.cpython-*.so"))  # built for this Python only
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_pack.py"), "check", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    return folder
+
+
+def test_the_pack_imports_the_trial_tuner_and_nnictl_without_site_packages(pack):
+    assert (pack / "site" / "pynvml.py").is_file() and (pack / "site" / "nni_assets").is_dir()
+    assert not (pack / "site" / "nni_node").exists()  # NNI's manager travels compressed, not here
+    assert not list((pack / "site").rglob("*.cpython-*.so"))  # built for this Python only
+    done = run_pack("check", str(pack))
     assert done.returncode == 0, done.stdout + done.stderr
     found = re.search(r"imports as on the GPU image: nni (\S+) filelock (\S+)", done.stdout)
     assert found and Version(found.group(2)) < Version("3.12"), done.stdout  # the filelock NNI 3.0 works with
 
 
-def test_the_check_fails_when_the_pack_lacks_a_module(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_pack.py"), "copy", str(tmp_path / "site")],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    (tmp_path / "site" / "pynvml.py").unlink()
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_pack.py"), "check", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+def test_the_check_fails_when_the_pack_lacks_a_module(pack):
+    module = pack / "site" / "pynvml.py"
+    aside = module.rename(pack / "pynvml.py.aside")
+    try:
+        done = run_pack("check", str(pack))
+    finally:
+        aside.rename(module)
     assert done.returncode != 0 and "No module named 'pynvml'" in done.stderr
