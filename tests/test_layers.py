@@ -8,6 +8,7 @@ import torch
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch.utils import Conv2dStaticSamePadding
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from efficientnet.builder import SpecEfficientNet, blocks_args, global_params
 from efficientnet.layers import CroppedConv2d, FastMBConvBlock, fold_same_padding
@@ -124,3 +125,35 @@ def test_drop_connect_keeps_or_drops_whole_samples_with_the_right_rate():
     block.eval()
     with torch.no_grad():
         assert torch.equal(block(x, drop_connect_rate=0.25), block(x, drop_connect_rate=0.0))
+
+
+class _NonChannelsLastResults(TorchDispatchMode):
+    """Records the operators that return a 4-d tensor (more than one channel and column) not in channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if (isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[1] > 1 and t.shape[-1] > 1
+                    and not t.is_contiguous(memory_format=torch.channels_last)):
+                self.ops.append(str(func))
+        return out
+
+
+def test_cropped_conv_backward_keeps_channels_last():
+    """The gradient of a channels_last activation stays channels_last through the crop: an NCHW gradient there made
+    the depthwise convolution's backward (and, on the GPU, cuDNN's) convert layouts first."""
+    torch.manual_seed(0)
+    lib = Conv2dStaticSamePadding(8, 8, 3, stride=2, groups=8, bias=False, image_size=16)
+    fast = fold_same_padding(lib).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = fast(x)
+    assert out.shape[-2:] == (8, 8) and out.is_contiguous(memory_format=torch.channels_last)
+    seen = _NonChannelsLastResults()
+    with seen:
+        out.backward(torch.ones_like(out))
+    assert seen.ops == []
+    assert x.grad.is_contiguous(memory_format=torch.channels_last) and fast.weight.grad is not None
