@@ -3,6 +3,7 @@
     python bench/step_profile.py --arch b0 --resolution 224 --batch-size 128     # on a GPU
     python bench/step_profile.py --arch b0 --resolution 64 --batch-size 8 --device cpu
     python bench/step_profile.py --arch b0 --resolution 128 --batch-size 32 --device cpu --diff   # docs/gpu.md
+    python bench/step_profile.py --arch b0 --resolution 128 --batch-size 32 --device cpu --diff --by-shape
 
 ``--diff`` puts our model in the baseline's own step (same optimizer, loss, layout), profiles ``--rounds``
 alternating rounds of ``--steps`` steps of each, and prints the total self time of both, their ratio and the
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--diff", action="store_true", help="alternate rounds; print the per-operator difference")
     p.add_argument("--rounds", type=int, default=3, help="--diff: alternating rounds")
+    p.add_argument("--by-shape", action="store_true", help="--diff: one row per operator and input shape")
     args = p.parse_args(argv)
     device, _ = resolve_device(args.device)
     spec = resolve_arch(args.arch).replace(resolution=args.resolution)
@@ -64,11 +66,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def profiled(step, steps: int, activities: list, cuda: bool) -> profile:
-    """``steps`` calls of ``step`` under the profiler (the device's queue drained before and after)."""
+def profiled(step, steps: int, activities: list, cuda: bool, shapes: bool = False) -> profile:
+    """``steps`` calls of ``step`` under the profiler (the device's queue drained before and after); ``shapes``
+    records the operators' input shapes."""
     if cuda:
         torch.cuda.synchronize()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=shapes) as prof:
         for _ in range(steps):
             step()
         if cuda:
@@ -85,16 +88,19 @@ def diff(steps: dict, args, activities: list, cuda: bool) -> int:
             step()
     for _ in range(args.rounds):
         for name, step in steps.items():
-            for e in profiled(step, args.steps, activities, cuda).key_averages():
-                totals[name][e.key] += (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000
-                calls[name][e.key] += e.count
+            prof = profiled(step, args.steps, activities, cuda, shapes=args.by_shape)
+            for e in prof.key_averages(group_by_input_shape=args.by_shape):
+                key = f"{e.key} {e.input_shapes[:1]}" if args.by_shape else e.key
+                totals[name][key] += (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000
+                calls[name][key] += e.count
     (base, ours) = list(steps)
     total = {name: sum(t.values()) for name, t in totals.items()}
     print(f"{args.rounds} x {args.steps} steps each, {'device' if cuda else 'CPU'} self time: {base} "
           f"{total[base]:.0f} ms, {ours} {total[ours]:.0f} ms, ratio {total[ours] / total[base]:.3f}x")
     keys = sorted(set(totals[base]) | set(totals[ours]), key=lambda k: totals[ours][k] - totals[base][k])
+    width = 72 if args.by_shape else 48
     for key in keys[::-1][:args.rows // 2] + keys[:args.rows // 2][::-1]:
-        print(f"  {key[:48]:48s} {totals[base][key]:9.1f} ms ({calls[base][key]:5d})  {totals[ours][key]:9.1f} ms "
+        print(f"  {key[:width]:{width}s} {totals[base][key]:9.1f} ms ({calls[base][key]:5d})  {totals[ours][key]:9.1f} ms "
               f"({calls[ours][key]:5d})  {totals[ours][key] - totals[base][key]:+8.1f} ms")
     return 0
 
