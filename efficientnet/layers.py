@@ -75,8 +75,9 @@ class CroppedConv2d(nn.Conv2d):
         out_w = (x.shape[-1] + bw + aw - kw) // sw + 1
         y = super().forward(x)
         # Negative padding crops into a dense tensor of y's memory format, and so does its gradient. A slice's
-        # gradient is always NCHW: with channels_last it sent every backward kernel below this layer through a
-        # layout conversion (the depthwise convolution's backward took 3.4x torchvision's on a 2-core Xeon).
+        # gradient is always NCHW, which the channels_last convolution's backward had to convert first (B0's first
+        # stride-2 layer, forward + backward: 1.45x-1.84x torchvision's symmetric layer with a slice, 1.31x-1.49x
+        # with this; bench/stride2_depthwise.py on a 2-core Xeon).
         top, left = self.skip
         return F.pad(y, (-left, out_w + left - y.shape[-1], -top, out_h + top - y.shape[-2]))
 

@@ -145,7 +145,7 @@ class _NonChannelsLastResults(TorchDispatchMode):
 
 def test_cropped_conv_backward_keeps_channels_last():
     """The gradient of a channels_last activation stays channels_last through the crop: an NCHW gradient there made
-    the depthwise convolution's backward (and, on the GPU, cuDNN's) convert layouts first."""
+    the depthwise convolution's backward convert layouts first."""
     torch.manual_seed(0)
     lib = Conv2dStaticSamePadding(8, 8, 3, stride=2, groups=8, bias=False, image_size=16)
     fast = fold_same_padding(lib).to(memory_format=torch.channels_last)
