@@ -31,7 +31,7 @@ from nni.tuner import Tuner
 from nni.utils import extract_scalar_reward
 
 from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
-                                         trial_error)
+                                         stop_promptly, trial_error)
 from efficientnet.proposal import Proposal
 from efficientnet.search.budgets import FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
@@ -108,9 +108,11 @@ class EfficientNetTuner(Tuner):
         self._failure_reader = failure_reader or (trial_error if in_dispatcher() else (lambda parameter_id: None))
         self._ended = False  # the experiment was ended with an error
         # inside NNI's dispatcher: NNI hands over an assessor-stopped trial's last intermediate result, and an error
-        # in the tuner ends the experiment with its line instead of leaving it RUNNING with a dead tuner
+        # in the tuner ends the experiment with its line instead of leaving it RUNNING with a dead tuner, and a stop
+        # wakes NNI's command workers instead of waiting for their 3 s poll
         self.hears_stopped_trials = options.learn_from_stopped and hear_stopped_trials()
         self.reports_errors = report_errors()
+        self.stops_promptly = stop_promptly()
         if in_dispatcher() and not guarded():
             _logger.warning("NNI's manager runs without this project's fixes (started by plain nnictl): concurrent "
                             "trials may train each other's proposals, any host that reaches its port can read your "

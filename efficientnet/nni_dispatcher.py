@@ -8,18 +8,23 @@ nothing here changes NNI in any other process (by hand, tests, benchmarks).
 - :func:`report_errors`: an exception while the dispatcher handles a command (the tuner's ``update_search_space``,
   ``trial_end`` ...) ends the experiment with that exception's one line. NNI's command worker logs it and stops,
   and the experiment stayed RUNNING, with no error, for good.
+- :func:`stop_promptly`: on a stop (``nnictl stop``) the dispatcher ends at once: NNI's manager waits for it before it
+  stops the trials and itself, and it waited for NNI's command workers' 3 s poll and for Python's teardown of torch.
 - :func:`manager` and :func:`trial_error`: the experiment's REST API, to read a failed trial's error line.
 - :func:`guarded`: whether NNI's manager runs with ``nni_guard.js`` (``python -m efficientnet create``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import sys
+import threading
 from typing import Any
 
-__all__ = ["in_dispatcher", "hear_stopped_trials", "report_errors", "guarded", "manager", "trial_error",
+__all__ = ["in_dispatcher", "hear_stopped_trials", "report_errors", "stop_promptly", "guarded", "manager", "trial_error",
            "error_line", "ExperimentError"]
 
 _logger = logging.getLogger(__name__)
@@ -102,6 +107,79 @@ def report_errors() -> bool:
     process_command._reports_errors = True  # type: ignore[attr-defined]
     MsgDispatcherBase.process_command = process_command
     return True
+
+
+class _WakingStop:
+    """``MsgDispatcherBase.stopping`` as a data descriptor: setting it true also puts NNI's no-op command (Ping) into
+    both command queues, so that each worker returns from ``queue.get`` and sees that the dispatcher stops."""
+
+    _key = "_efficientnet_stopping"
+
+    def __get__(self, dispatcher: Any, owner: type | None = None) -> Any:
+        if dispatcher is None:
+            return self
+        return dispatcher.__dict__.get(self._key, False)
+
+    def __set__(self, dispatcher: Any, value: Any) -> None:
+        from nni.runtime.tuner_command_channel import CommandType
+
+        dispatcher.__dict__[self._key] = value
+        if value:  # set after NNI's run loop ended: a worker that wakes sees it (no race with the check)
+            for name in ("default_command_queue", "assessor_command_queue"):
+                queue = dispatcher.__dict__.get(name)
+                if queue is not None:
+                    queue.put((CommandType.Ping, None))
+
+
+def stop_promptly() -> bool:
+    """Inside NNI's dispatcher, have a stop end the dispatcher at once.
+
+    NNI's manager stops an experiment by sending the dispatcher its terminate command, then polls each second until
+    the dispatcher's process has ended, and only then stops the trials and itself. Two waits made that 2-5 s:
+
+    - ``MsgDispatcherBase.run`` sets ``self.stopping`` and joins its two command workers, which look at it only when
+      their ``queue.get(timeout=3)`` returns. Setting ``stopping`` now also wakes them (:class:`_WakingStop`); a worker
+      busy with a command finishes it first, as before.
+    - Python's teardown of torch's modules, after the dispatcher's work is done (1 s on a 2-core CPU). Once ``run``
+      has returned from a stop in the process's main thread (where NNI's dispatcher runs it), the process ends at
+      exit without it (:func:`_exit_without_teardown`), after NNI's own code after ``run`` and every exit handler
+      registered after this one.
+
+    Returns whether this is in place; outside the dispatcher nothing changes.
+    """
+    if not in_dispatcher():
+        return False
+    try:
+        from nni.runtime import msg_dispatcher_base
+        from nni.runtime.tuner_command_channel import CommandType
+
+        base = msg_dispatcher_base.MsgDispatcherBase
+        if isinstance(base.__dict__.get("stopping"), _WakingStop):
+            return True
+        if "stopping" in base.__dict__ or not callable(getattr(base, "handle_ping", None)) \
+                or not hasattr(CommandType, "Ping") or not callable(getattr(base, "run", None)):
+            raise AttributeError("MsgDispatcherBase.stopping/handle_ping/run")
+    except (ImportError, AttributeError) as exc:
+        _logger.warning("a stop may wait up to 4 s for NNI's dispatcher: this NNI's dispatcher differs (%s)", exc)
+        return False
+    run = base.run
+
+    def run_then_exit_promptly(self):
+        run(self)
+        if threading.current_thread() is threading.main_thread():
+            atexit.register(_exit_without_teardown)  # the last registered: the first to run at exit
+
+    base.stopping = _WakingStop()
+    base.run = run_then_exit_promptly
+    return True
+
+
+def _exit_without_teardown() -> None:
+    """At exit, end the process with its status (1 after an uncaught exception, else 0) without tearing down its
+    modules: logs and stdio flushed, the exit handlers registered before this one skipped."""
+    from .stopping import exit_now
+
+    exit_now(1 if getattr(sys, "last_value", None) is not None else 0)
 
 
 def error_line(text: str) -> str:

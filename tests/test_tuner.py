@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import nni
@@ -239,20 +240,32 @@ def test_imported_partial_results_stay_partial():
     assert tuner.ledger.records[(candidate, "full")].score == 61.5 and tuner.strategy.observations[candidate].partial
 
 
-@pytest.mark.parametrize("learn_from_stopped", [True, False])
-def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from_stopped):
-    """NNI's real MsgDispatcher with its Medianstop assessor and this tuner, in a process that NNI's environment
-    marks as its dispatcher (as nnictl starts it: no NNI_INCLUDE_INTERMEDIATE_RESULTS); only the websocket to the
-    NNI manager is replaced by a list of what would have been sent."""
-    from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
-    from nni.common.serializer import dump, load
+@pytest.fixture
+def inside_nnis_dispatcher(monkeypatch):
+    """This process as NNI's environment marks its dispatcher (as nnictl starts it: no
+    NNI_INCLUDE_INTERMEDIATE_RESULTS); what the tuner changes in NNI's dispatcher class there is undone afterwards."""
     from nni.runtime import msg_dispatcher
-    from nni.runtime.tuner_command_channel import CommandType
 
+    base = msg_dispatcher.MsgDispatcherBase
     monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
         SDK_PROCESS="dispatcher", NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
-    monkeypatch.setattr(msg_dispatcher.MsgDispatcherBase, "process_command",
-                        msg_dispatcher.MsgDispatcherBase.process_command)  # the tuner wraps it; undone afterwards
+    monkeypatch.setattr(base, "process_command", base.process_command)
+    monkeypatch.setattr(base, "run", base.run)
+    assert "stopping" not in vars(base)
+    yield msg_dispatcher
+    if "stopping" in vars(base):
+        delattr(base, "stopping")
+
+
+@pytest.mark.parametrize("learn_from_stopped", [True, False])
+def test_the_early_stop_path_through_nnis_own_dispatcher(inside_nnis_dispatcher, learn_from_stopped):
+    """NNI's real MsgDispatcher with its Medianstop assessor and this tuner, inside NNI's dispatcher; only the
+    websocket to the NNI manager is replaced by a list of what would have been sent."""
+    from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+    from nni.common.serializer import dump, load
+    from nni.runtime.tuner_command_channel import CommandType
+
+    msg_dispatcher = inside_nnis_dispatcher
 
     class Recorded(msg_dispatcher.MsgDispatcher):
         def send(self, command, data):
@@ -300,16 +313,12 @@ def test_the_early_stop_path_through_nnis_own_dispatcher(monkeypatch, learn_from
     assert tuner.strategy.observations[record.candidate].partial
 
 
-def test_a_tuner_error_inside_nnis_dispatcher_is_sent_to_the_manager_as_its_one_line(monkeypatch):
+def test_a_tuner_error_inside_nnis_dispatcher_is_sent_to_the_manager_as_its_one_line(inside_nnis_dispatcher):
     """NNI's command worker only logs an exception in a handler, leaving the experiment RUNNING with a dead tuner;
     inside the dispatcher the tuner has NNI's own error command (ER) carry its line to the manager."""
-    from nni.runtime import msg_dispatcher
     from nni.runtime.tuner_command_channel import CommandType
 
-    monkeypatch.setattr(msg_dispatcher, "dispatcher_env_vars", msg_dispatcher.dispatcher_env_vars._replace(
-        SDK_PROCESS="dispatcher"))
-    monkeypatch.setattr(msg_dispatcher.MsgDispatcherBase, "process_command",
-                        msg_dispatcher.MsgDispatcherBase.process_command)  # undone after the test
+    msg_dispatcher = inside_nnis_dispatcher
 
     class Recorded(msg_dispatcher.MsgDispatcher):
         def send(self, command, data):
@@ -327,6 +336,91 @@ def test_a_tuner_error_inside_nnis_dispatcher_is_sent_to_the_manager_as_its_one_
     [(command, line)] = dispatcher.sent
     assert command is CommandType.Error
     assert line.startswith("no grid point of alpha/beta/gamma meets alpha*beta^2*gamma^2 = 2.0 ± 0.1") and "\n" not in line
+
+
+def test_a_stop_wakes_nnis_command_workers_instead_of_waiting_for_their_poll(inside_nnis_dispatcher):
+    """NNI's manager waits for the dispatcher to end before it stops the trials and itself, and NNI's two command
+    workers see a stop only when their ``queue.get(timeout=3)`` returns. Inside the dispatcher the tuner has the stop
+    wake them: NNI's real ``run()`` with this tuner and Medianstop, only the websocket replaced by a script."""
+    import threading
+
+    from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+    from nni.common.serializer import dump
+    from nni.runtime.tuner_command_channel import CommandType
+
+    msg_dispatcher = inside_nnis_dispatcher
+    plain = msg_dispatcher.MsgDispatcherBase("ws://_unittest_")  # NNI as it is
+    plain.default_worker.start()
+    plain.stopping = True
+    plain.default_worker.join(timeout=1.0)
+    assert plain.default_worker.is_alive(), "NNI's command worker now ends at once on a stop: stop_promptly is moot"
+    plain.default_worker.join(timeout=10)
+
+    tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
+    assert tuner.stops_promptly
+
+    class Scripted(msg_dispatcher.MsgDispatcher):
+        def send(self, command, data):
+            self.sent.append(command)
+            initialized.set()
+
+    def script():
+        yield CommandType.Initialize, dump(DEFAULT_SPACE)
+        initialized.wait(timeout=30)  # both workers now wait in queue.get
+        yield CommandType.Terminate, None
+
+    initialized = threading.Event()
+    dispatcher = Scripted("ws://_unittest_", tuner, MedianstopAssessor(optimize_mode="maximize"))
+    dispatcher.sent, woken = [], []
+    dispatcher._channel._receive = script().__next__
+    dispatcher._channel.disconnect = lambda: None
+    dispatcher.handle_ping = lambda data: woken.append(threading.current_thread())
+    runner = threading.Thread(target=dispatcher.run, daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive() and not dispatcher.worker_exceptions
+    assert dispatcher.sent == [CommandType.Initialized]
+    assert set(woken) == {dispatcher.default_worker, dispatcher.assessor_worker}  # each woken, not timed out
+
+
+DISPATCHER_MAIN = """
+import atexit, sys
+from nni.runtime.msg_dispatcher import MsgDispatcher
+from nni.runtime.tuner_command_channel import CommandType
+from efficientnet.search.costs import estimated_profile
+from tuner import EfficientNetTuner
+
+atexit.register(print, "teardown ran")  # registered before the tuner, as torch's and logging's are
+tuner = EfficientNetTuner(seed=0, profiler=estimated_profile)
+dispatcher = MsgDispatcher("ws://_unittest_", tuner, None)
+dispatcher._channel._receive = iter([(CommandType.Terminate, None)]).__next__
+dispatcher._channel.disconnect = lambda: None
+dispatcher.run()  # in the main thread, as NNI's dispatcher process runs it
+print("stopped; prompt stop:", tuner.stops_promptly)  # stdout is a pipe: flushed only at exit
+if sys.argv[1] == "raise":
+    raise RuntimeError("an error after the stop")
+"""
+
+
+@pytest.mark.parametrize("process, after", [("dispatcher", "returns"), ("dispatcher", "raise"), ("", "returns")])
+def test_a_stopped_dispatcher_process_ends_with_its_status_without_the_teardown(root, tmp_path, process, after):
+    """After NNI's run() returns from a stop, NNI's dispatcher process skips Python's teardown of torch (NNI's
+    manager waits for the process to end): its output and NNI's log are still flushed, an error after the stop
+    still exits 1, and a process that is not NNI's dispatcher exits as Python does."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SDK_PROCESS": process, "NNI_TUNER_COMMAND_CHANNEL": "ws://_unittest_",
+           "NNI_LOG_DIRECTORY": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", DISPATCHER_MAIN, after], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    prompt = process == "dispatcher"
+    assert f"stopped; prompt stop: {prompt}" in done.stdout, done.stderr
+    if prompt:
+        assert "Dispatcher terminiated" in (tmp_path / "dispatcher.log").read_text()  # NNI's spelling
+    assert ("teardown ran" in done.stdout) is not prompt
+    assert done.returncode == (1 if after == "raise" else 0), done.stderr
+    assert ("RuntimeError: an error after the stop" in done.stderr) is (after == "raise")
 
 
 def test_trials_failing_the_same_way_stop_the_search_once_the_running_ones_end():
@@ -391,7 +485,8 @@ def test_outside_nnis_dispatcher_the_tuner_leaves_nni_as_it_is(monkeypatch):
         SDK_PROCESS=None, NNI_INCLUDE_INTERMEDIATE_RESULTS=None))
     process_command = msg_dispatcher.MsgDispatcherBase.process_command
     tuner = EfficientNetTuner(seed=5, profiler=estimated_profile)
-    assert not tuner.hears_stopped_trials and not tuner.reports_errors
+    assert not tuner.hears_stopped_trials and not tuner.reports_errors and not tuner.stops_promptly
+    assert "stopping" not in vars(msg_dispatcher.MsgDispatcherBase)
     assert msg_dispatcher.dispatcher_env_vars.NNI_INCLUDE_INTERMEDIATE_RESULTS is None
     assert msg_dispatcher.MsgDispatcherBase.process_command is process_command
     with pytest.raises(ValueError, match="learn_from_stopped must be true or false"):
