@@ -25,7 +25,6 @@ from .atomic_files import atomic_write_json, atomic_write_text
 from .nni_db import NNIDatabaseError, experiment_db, nnictl_record, read_trials
 from .nni_rest import NNIClient, NNIUnavailable, Trial, decode_metric
 from .proposal import Proposal
-from .search.pareto import pareto_front
 from .spec import ArchSpec, SpecError, preset
 
 __all__ = ["Row", "build_report", "early_ranking", "load_trials", "rows_of"]
@@ -171,6 +170,10 @@ def _table(rows: Sequence[Row]) -> list[str]:
 
 
 def _front(rows: Sequence[Row], cost: str) -> list[Row]:
+    # imported here: the search package loads NNI's tuners, which every ``python -m efficientnet`` command (this
+    # module builds the ``report`` one) paid for at start-up
+    from .search.pareto import pareto_front
+
     usable = [r for r in rows if getattr(r, cost) is not None]
     idx = pareto_front([(r.default, getattr(r, cost)) for r in usable], (True, False))
     return sorted((usable[i] for i in idx), key=lambda r: getattr(r, cost))
