@@ -28,6 +28,7 @@ if "EFFICIENTNET_NNI_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["EFFICIENTNET_NNI_CACHE"], ignore_errors=True)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without xdist (-p no:xdist, an image without it) unused
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject's addopts): one worker more than this process may use CPUs, at most 4 (pyproject's
     ``--maxprocesses``). The NNI experiments the tests start spend much of their time waiting (NNI's start, its
