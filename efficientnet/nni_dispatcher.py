@@ -24,8 +24,8 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["in_dispatcher", "hear_stopped_trials", "report_errors", "stop_promptly", "guarded", "manager", "trial_error",
-           "error_line", "ExperimentError"]
+__all__ = ["in_dispatcher", "hear_stopped_trials", "report_errors", "stop_promptly", "guarded", "manager",
+           "trial_error", "error_line", "ExperimentError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -135,15 +135,15 @@ def stop_promptly() -> bool:
     """Inside NNI's dispatcher, have a stop end the dispatcher at once.
 
     NNI's manager stops an experiment by sending the dispatcher its terminate command, then polls each second until
-    the dispatcher's process has ended, and only then stops the trials and itself. Two waits made that 2-5 s:
+    the dispatcher's process has ended, and only then stops the trials and itself. Two waits made that 2-4 s:
 
     - ``MsgDispatcherBase.run`` sets ``self.stopping`` and joins its two command workers, which look at it only when
       their ``queue.get(timeout=3)`` returns. Setting ``stopping`` now also wakes them (:class:`_WakingStop`); a worker
       busy with a command finishes it first, as before.
-    - Python's teardown of torch's modules, after the dispatcher's work is done (1 s on a 2-core CPU). Once ``run``
-      has returned from a stop in the process's main thread (where NNI's dispatcher runs it), the process ends at
-      exit without it (:func:`_exit_without_teardown`), after NNI's own code after ``run`` and every exit handler
-      registered after this one.
+    - Python's teardown of torch's modules, after the dispatcher's work is done (about 1 s on a 2-core CPU). Once
+      ``run`` has returned from a stop in the process's main thread (where NNI's dispatcher runs it), the process
+      ends without it (:func:`_exit_without_teardown`): at exit, so after the rest of NNI's dispatcher code and after
+      any exit handler registered later.
 
     Returns whether this is in place; outside the dispatcher nothing changes.
     """
