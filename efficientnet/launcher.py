@@ -15,6 +15,7 @@ It then runs ``nnictl`` with NNI's manager preloaded with ``nni_guard.js`` (``NO
 - lets a trial have every GPU of the machine, and makes a trial wait for a GPU without stalling the manager (NNI 3.0
   refused the first and spun on the second).
 
+nnictl itself is given up to a minute, instead of 3 s, for NNI's manager to answer (:func:`patient_manager_start`).
 Finally it waits (a bounded time) until the first trial is submitted, and reports the experiment's error if it
 stopped instead. ``--bind 0.0.0.0`` listens on every interface as plain NNI does; plain ``nnictl`` runs without any
 of this.
@@ -23,13 +24,14 @@ of this.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .arguments import CLIError
 
@@ -240,6 +242,45 @@ def check_experiment_config(path: Path, config=None):
 
 
 # ----------------------------------------------------------------------------------------------------- running
+MANAGER_START_S = 60.0  # how long create/resume/view wait for NNI's manager to answer (nnictl alone: 3 s)
+
+
+@contextlib.contextmanager
+def patient_manager_start(timeout: float = MANAGER_START_S) -> Iterator[None]:
+    """While nnictl runs in this process, it waits up to ``timeout`` seconds for NNI's manager to answer.
+
+    nnictl starts NNI's manager (``nni.experiment.launcher._start_rest_server``), then asks its ``check-status``
+    three times a second apart; a fourth failure ends the command (``_check_rest_server``). Until the manager has
+    set up its REST handler it answers ``INITIALIZING``, which is not JSON, so a manager slower than 3 s to start
+    (a loaded machine; seen with parallel tests on 2 cores) failed ``create`` with "Create experiment failed:
+    Expecting value: line 1 column 1 (char 0)" and killed it. Here NNI's own check is repeated until it passes,
+    ``timeout`` has passed, or the manager's process has ended.
+    """
+    from nni.experiment import launcher as nni_launcher
+
+    start, check = nni_launcher._start_rest_server, nni_launcher._check_rest_server
+    managers: list[Any] = []
+
+    def start_rest_server(*args: Any, **kwargs: Any) -> Any:
+        managers.append(start(*args, **kwargs))
+        return managers[-1]
+
+    def check_rest_server(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return check(port, 1, url_prefix)  # NNI's: one quiet try, a second's wait, one more try
+            except Exception:
+                if time.monotonic() > deadline or (managers and managers[-1].poll() is not None):
+                    raise
+
+    nni_launcher._start_rest_server, nni_launcher._check_rest_server = start_rest_server, check_rest_server
+    try:
+        yield
+    finally:
+        nni_launcher._start_rest_server, nni_launcher._check_rest_server = start, check
+
+
 def _nnictl(args: Sequence[str], env: dict[str, str]) -> int:
     """Run an nnictl command in this process (its own argument parser and function), with ``env`` as the
     environment NNI's manager inherits; its exit status."""
@@ -252,9 +293,13 @@ def _nnictl(args: Sequence[str], env: dict[str, str]) -> int:
         from nni.tools.nnictl.nnictl import get_parser
     parsed = get_parser().parse_args(list(args))
     try:
-        parsed.func(parsed)
+        with patient_manager_start():
+            parsed.func(parsed)
     except SystemExit as exc:  # nnictl exits on its errors, having said why
         return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # nnictl logged what failed (and NNI's manager's stderr): one line, not a traceback
+        print(f"error: nnictl {args[0]} failed: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -259,3 +259,36 @@ def test_plain_nnictl_with_a_bad_search_space_ends_in_error_instead_of_hanging(r
     assert errors == ["Dispatcher stream error, tuner may have crashed."] and trials == []
     assert "the experiment stops: no grid point of alpha/beta/gamma meets" in log
     assert "NNI's manager runs without this project's fixes (started by plain nnictl)" in log
+
+
+@pytest.mark.e2e
+def test_a_manager_slower_than_nnictls_3_s_still_starts(root, tmp_path):
+    """nnictl gives NNI's manager 3 s to answer, then kills it ("Create experiment failed: ..."; a manager that is up
+    but not yet set up answers INITIALIZING, which is not JSON). The launcher waits for it. Here the manager starts
+    6 s late (tests/fixtures/slow_manager.js), as on a loaded machine: plain nnictl fails, the launcher starts it."""
+    import nni_harness
+
+    slow = {**os.environ, "NODE_OPTIONS": f'--require "{root / "tests" / "fixtures" / "slow_manager.js"}"'}
+    config = config_with(root, tmp_path)
+    port = free_port()
+    try:
+        plain = nnictl("create", "--config", str(config), "--port", str(port), env=slow, timeout=120)
+    finally:
+        nni_harness._kill_manager(port=port)  # nnictl kills the manager it gave up on; this makes sure
+    assert plain.returncode != 0 and "Create experiment failed" in plain.stdout + plain.stderr, \
+        "plain nnictl now waits for a slow manager: the launcher's wait (patient_manager_start) may be moot"
+    with experiment(config, env=slow) as exp:  # guarded start, as every launcher test: the fixes were applied
+        assert exp.client.status() is not None
+
+
+@pytest.mark.e2e
+def test_a_manager_that_dies_at_start_is_one_error_line(root, tmp_path):
+    """The launcher waits for a slow manager, not for a dead one: NNI's log says what failed, then one error line
+    and exit status 1, with no traceback."""
+    fixture = root / "tests" / "fixtures" / "slow_manager.js"
+    dead = {**os.environ, "NODE_OPTIONS": f'--require "{fixture}"', "SLOW_MANAGER_MS": "0", "SLOW_MANAGER_EXIT": "3"}
+    proc = nnictl("create", "--config", str(config_with(root, tmp_path)), "--port", str(free_port()), env=dead,
+                  launcher=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Create experiment failed" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    assert one_error_line(proc.stderr).startswith("error: nnictl create failed: ConnectionError: "), proc.stderr
