@@ -28,16 +28,6 @@ if "EFFICIENTNET_NNI_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["EFFICIENTNET_NNI_CACHE"], ignore_errors=True)
 
 
-@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without xdist (-p no:xdist, an image without it) unused
-def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (pyproject's addopts): one worker more than this process may use CPUs, at most 4 (pyproject's
-    ``--maxprocesses``). The NNI experiments the tests start spend much of their time waiting (NNI's start, its
-    polling, its stop), which the extra worker fills: on a 2-core Intel Xeon the suite took 9 min 35 s with 3
-    workers against 11 min 34 s with 2."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cpus + 1
-
-
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked ``cuda`` are skipped (and reported so) on machines without a CUDA GPU."""
     import torch

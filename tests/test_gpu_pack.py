@@ -61,8 +61,8 @@ def test_the_check_fails_when_the_pack_lacks_a_module(pack):
 
 def test_the_tests_run_where_pytest_xdist_is_not_installed(tmp_path):
     """The GPU image has pytest without pytest-xdist, and bench/gpu_check.sh runs the CUDA tests there with
-    ``-o addopts=`` and no plugin autoload: the project's conftest must not need xdist (its worker-count hook is
-    optional). Here xdist is switched off with ``-p no:xdist``, as there."""
+    ``-o addopts=`` and no plugin autoload: the project's conftest must not need xdist (an xdist hook in it once
+    stopped pytest there). Here xdist is switched off with ``-p no:xdist``, as there."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:xdist", "-p", "no:cacheprovider",
                            "-q", "tests/test_spec.py", "-k", "round_trip", "--basetemp", str(tmp_path / "t")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
