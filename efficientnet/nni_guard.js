@@ -22,6 +22,11 @@
  *               10 s old, started a GPU-information process on every turn until memory ran out. One such process
  *               runs at a time (collect_info.js started one per call while another was still running), and a
  *               shared GPU (maxTrialNumberPerGpu > 1) that no trial may use now is a wait, not a TypeError.
+ *   6. tuner    The tuner (NNI's dispatcher, a Python process that imports torch) may take as long as it needs to
+ *               connect while its process lives: NNI gave it 10 s (core/tuner_command_channel.js, TunerServer.init),
+ *               then ended the experiment in ERROR ("Tuner did not connect in 10 seconds"), which a loaded machine
+ *               reaches. The wait ends at once when that process ends, with a line saying so, and after
+ *               TUNER_CONNECT_S at most.
  *
  * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
  * launcher and the tests see at once when a future NNI no longer has what is patched here.
@@ -46,7 +51,8 @@ function install() {
         pid: process.pid,
         bind: (process.env.EFFICIENTNET_NNI_BIND || '127.0.0.1,::1').split(',').map(s => s.trim()).filter(Boolean),
         listening: [],
-        patched: {bind: true, pairing: false, files: false, errors: false, gpus: false, gpuInfo: false},
+        patched: {bind: true, pairing: false, files: false, errors: false, gpus: false, gpuInfo: false,
+                  tuner: false, tunerPid: false},
         problems: [],
     };
     const statusFile = statusPath();
@@ -72,12 +78,13 @@ function install() {
         'core/nnimanager.js': exports => patchManager(exports, status, problem),
         'common/trial_keeper/task_scheduler/scheduler.js': exports => patchScheduler(exports, status),
         'common/trial_keeper/task_scheduler/collect_info.js': exports => patchGpuInfo(exports, status),
+        'core/tuner_command_channel.js': exports => patchTunerConnect(exports, status, {log: dispatcherLogPath()}),
     };
     const load = Module._load;
     Module._load = function (request, parent, isMain) {
         const exports = load.apply(this, arguments);
         if (exports && !exports.__efficientnetPatched && parent && typeof request === 'string'
-            && /(compat|nnimanager|scheduler|collect_info)$/.test(request)) {
+            && /(compat|nnimanager|scheduler|collect_info|tuner_command_channel)$/.test(request)) {
             let file;
             try {
                 file = path.relative(NNI_NODE, Module._resolveFilename(request, parent, isMain)).split(path.sep).join('/');
@@ -98,13 +105,18 @@ function install() {
     };
     save();
     say(`bind ${status.bind.join(', ')}; trial parameters paired by trial; trial files confined to their folder; `
-        + 'a trial may ask for every GPU');
+        + 'a trial may ask for every GPU; the tuner may take its time to connect');
 }
 
 function statusPath() {
     const dir = arg('experiments-directory');
     const id = arg('experiment-id');
     return dir && id ? path.join(dir, id, 'log', 'efficientnet_guard.json') : undefined;
+}
+
+function dispatcherLogPath() {
+    const status = statusPath();
+    return status ? path.join(path.dirname(status), 'dispatcher.log') : 'dispatcher.log';
 }
 
 function say(message) {
@@ -270,6 +282,19 @@ function patchManager(exports, status, problem) {
         return result;
     };
     status.patched.errors = true;
+
+    const setupTuner = NNIManager.prototype.setupTuner;
+    if (typeof setupTuner !== 'function') {
+        problem('core/nnimanager.js NNIManager.setupTuner is missing: a tuner that dies at start is seen only after '
+                + `${TUNER_CONNECT_S} s`);
+        return;
+    }
+    NNIManager.prototype.setupTuner = async function () {
+        const result = await setupTuner.apply(this, arguments);
+        if (this.dispatcher && this.dispatcherPid > 0) watchDispatcher(this.dispatcher, this.dispatcherPid);
+        return result;
+    };
+    status.patched.tunerPid = true;
 }
 
 // ------------------------------------------------------------------------------------------------ 5. gpus
@@ -329,10 +354,60 @@ function patchGpuInfo(exports, status) {
     status.patched.gpuInfo = true;
 }
 
+// ------------------------------------------------------------------------------------------------ 6. tuner
+const TUNER_CONNECT_S = 300;  // the longest the tuner's process may take to connect while it lives
+const dispatcherPids = new WeakMap();  // NNI's tuner server -> the pid of the dispatcher process NNI started for it
+
+/** Tell the tuner server's wait which process is the tuner (NNI's setupTuner started it). */
+function watchDispatcher(server, pid) {
+    dispatcherPids.set(server, pid);
+}
+
+function processLives(pid) {
+    try {
+        process.kill(pid, 0);
+        return true;
+    } catch (error) {
+        return error.code === 'EPERM';
+    }
+}
+
+/** NNI's TunerServer.init, waiting for the tuner's connection while the tuner's process lives (NNI: 10 s). */
+function patchTunerConnect(exports, status, {log = 'dispatcher.log', limitS = TUNER_CONNECT_S, pollMs = 200} = {}) {
+    const server = typeof exports.getTunerServer === 'function' ? exports.getTunerServer() : undefined;
+    const proto = server && Object.getPrototypeOf(server);
+    expect(proto && typeof proto.init === 'function' && server.connect && 'settled' in server.connect
+           && typeof server.connect.reject === 'function', 'core/tuner_command_channel.js TunerServer');
+    proto.init = function () {
+        if (this.connect.settled) return this.connect.promise;
+        const started = Date.now();
+        const timer = setInterval(() => {
+            if (this.connect.settled) {
+                clearInterval(timer);
+                return;
+            }
+            const pid = dispatcherPids.get(this);
+            let why;
+            if (pid !== undefined && !processLives(pid)) {
+                why = `the tuner's process (NNI's dispatcher) ended before it connected: its error is in ${log}`;
+            } else if (Date.now() - started >= limitS * 1000) {
+                why = `the tuner did not connect in ${limitS} s, though its process runs: see ${log}`;
+            }
+            if (why !== undefined) {
+                clearInterval(timer);
+                this.connect.reject(new Error(`tuner_command_channel: ${why}`));
+            }
+        }, pollMs);
+        return this.connect.promise;
+    };
+    status.patched.tuner = true;
+}
+
 // NODE_OPTIONS reaches every Node process started from this environment: act only in NNI's manager
 if (path.basename(MAIN) === 'main.js' && path.basename(NNI_NODE) === 'nni_node' && !global.__efficientnetGuard) {
     global.__efficientnetGuard = true;
     install();
 }
 
-module.exports = {trialFileProblem, recordedParameters, patchScheduler, patchGpuInfo};
+module.exports = {trialFileProblem, recordedParameters, patchScheduler, patchGpuInfo, patchTunerConnect,
+                  watchDispatcher};

@@ -194,6 +194,63 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     assert out["collector"] == [[1, 1], 2, 2, True], out
 
 
+def test_the_guard_waits_for_the_tuner_while_its_process_lives():
+    """NNI's own tuner server gives the tuner (NNI's dispatcher) 10 s to connect, then fails the experiment; a
+    loaded machine reaches that (the dispatcher imports torch and builds the tuner). Patched, it waits as long as
+    the tuner's process lives (here with NNI's timers firing at once, as if 10 s had passed), ends the wait as soon
+    as that process ends, and still has a limit for a process that never connects."""
+    import nni_node
+
+    folder = Path(nni_node.__path__[0])
+    script = f"""
+    require('common/globals/unittest').resetGlobals();
+    const realTimeout = setTimeout;
+    const channel = require('core/tuner_command_channel');
+    const guard = require({json.dumps(str(GUARD_JS))});
+    const {{spawn}} = require('child_process');
+    const timed = async p => {{ const t = Date.now(); const r = await p.then(() => 'connected', e => e.message);
+                                 return [r, Date.now() - t]; }};
+    const server = (pid, limits) => {{
+        guard.patchTunerConnect(channel, status, {{log: 'LOG', pollMs: 20, ...limits}});
+        channel.UnitTestHelpers.reset();
+        const s = channel.getTunerServer();
+        guard.watchDispatcher(s, pid);
+        return s;
+    }};
+    const status = {{patched: {{}}}};
+    (async () => {{
+        const out = {{}};
+        const limits = [];
+        global.setTimeout = (f, ms, ...a) => {{ limits.push(ms); return realTimeout(f, 0, ...a); }};
+        out.nni = [(await timed(channel.getTunerServer().init()))[0], limits];
+        const tuner = spawn('sleep', ['60']);
+        let s = server(tuner.pid, {{}});
+        realTimeout(() => s.connect.resolve(), 300);
+        out.late = await timed(s.init());
+        global.setTimeout = realTimeout;
+        out.hung = await timed(server(tuner.pid, {{limitS: 0.5}}).init());
+        tuner.kill();
+        out.dead = await timed(server(spawn('sleep', ['0.2']).pid, {{}}).init());
+        out.patched = status.patched.tuner;
+        console.log(JSON.stringify(out));
+        process.exit(0);
+    }})();
+    """
+    done = subprocess.run([str(folder / "node"), "-e", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NODE_PATH": str(folder)}, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["nni"] == ["tuner_command_channel: Tuner did not connect in 10 seconds. Please check tuner "
+                          "(dispatcher) log.", [10000]], "NNI's wait for the tuner changed: revisit nni_guard.js's fix 6"
+    assert out["patched"] is True
+    assert out["late"][0] == "connected" and out["late"][1] >= 290, out
+    assert out["hung"][0] == "tuner_command_channel: the tuner did not connect in 0.5 s, though its process runs: " \
+                             "see LOG" and out["hung"][1] >= 490, out
+    assert out["dead"][0] == "tuner_command_channel: the tuner's process (NNI's dispatcher) ended before it " \
+                             "connected: its error is in LOG", out
+    assert out["dead"][1] < 5000, out  # seen when it ends, not at the limit (300 s)
+
+
 COLLECTOR = "nni.tools.nni_manager_scripts.collect_gpu_info"  # NNI's GPU collector, run as python -m
 
 
@@ -295,3 +352,36 @@ def test_a_manager_that_dies_at_start_is_one_error_line(root, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Create experiment failed" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert one_error_line(proc.stderr).startswith("error: nnictl create failed: ConnectionError: "), proc.stderr
+
+
+def slow_tuner(root: Path, **env: str) -> dict[str, str]:
+    """This environment with NNI's dispatcher (the tuner's process) starting 12 s late
+    (tests/fixtures/slow_tuner/sitecustomize.py), as on a loaded machine; ``env`` adds to it (SLOW_TUNER_S,
+    SLOW_TUNER_EXIT)."""
+    fixture = root / "tests" / "fixtures" / "slow_tuner"
+    path = os.pathsep.join(filter(None, [str(fixture), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **env}
+
+
+@pytest.mark.e2e
+def test_a_tuner_slower_than_nnis_10_s_still_gets_its_experiment_going(root, tmp_path):
+    """A tuner that connects 12 s after NNI's manager started it: plain NNI gives it 10 s and ends the experiment
+    in ERROR ("Tuner did not connect in 10 seconds", test_the_guard_waits_for_the_tuner_while_its_process_lives);
+    guarded, the experiment runs its trials."""
+    config = write_config(root, tmp_path / "exp", {**tiny_overrides(1), "trialConcurrency": 1},
+                          "--epochs 1 --subset 0.1")
+    with experiment(config, env=slow_tuner(root)) as exp:
+        assert exp.client.wait(lambda c: c.status() == "ERROR" or c.trials(), timeout=120), describe(exp)
+        errors = exp.client.get("/check-status")["errors"]
+    assert errors == [], describe(exp)
+
+
+@pytest.mark.e2e
+def test_a_tuner_that_dies_at_start_ends_the_experiment_with_where_to_look(root, tmp_path):
+    """A tuner whose process ends before it connects: the experiment is in ERROR as soon as that is seen, and says
+    where its error is, instead of NNI's 10 s wait and "did not connect"."""
+    with experiment(config_with(root, tmp_path), env=slow_tuner(root, SLOW_TUNER_EXIT="3")) as exp:
+        assert exp.client.wait(lambda c: c.status() == "ERROR", timeout=60), describe(exp)
+        errors = exp.client.get("/check-status")["errors"]
+    assert errors == ["tuner_command_channel: the tuner's process (NNI's dispatcher) ended before it connected: its "
+                      f"error is in {exp.workdir / exp.id / 'log' / 'dispatcher.log'}"], errors
