@@ -333,8 +333,9 @@ def guard_status(experiment_id: str) -> dict[str, Any] | None:
 
 
 def wait_for_start(port: int, url_prefix: str | None, timeout: float = START_TIMEOUT) -> str | None:
-    """Until the first trial is submitted: None, or the experiment's error if it stopped instead (or a line saying
-    the tuner is still starting after ``timeout`` seconds)."""
+    """Until the first trial is submitted: None, or why the experiment stopped instead (its errors, or its manager
+    gone: stopped by ``nnictl stop``, or failed). After ``timeout`` seconds of a tuner still starting, a note says
+    so and the experiment goes on."""
     from .nni_rest import NNIClient, NNIUnavailable
 
     client = NNIClient(port, url_prefix=url_prefix)
@@ -348,9 +349,22 @@ def wait_for_start(port: int, url_prefix: str | None, timeout: float = START_TIM
                     or client.get("/trial-jobs"):
                 return None
         except NNIUnavailable:
-            pass
+            if not _listening(port):
+                return (f"its manager stopped before the first trial (nnictl stop, or a failure: see its "
+                        f"log/nnimanager.log); nothing listens on port {port} any more")
         time.sleep(0.5)
+    print(f"note: no trial yet after {timeout:.0f} s: the tuner is still starting (see its log/dispatcher.log); "
+          "the WebUI shows the trials when they come", file=sys.stderr)
     return None
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on this machine's loopback at ``port`` (the manager binds it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def launch(action: str, nnictl_args: list[str], bind: list[str], port: int, url_prefix: str | None = None,
@@ -383,7 +397,8 @@ def launch(action: str, nnictl_args: list[str], bind: list[str], port: int, url_
     error = wait_for_start(port, url_prefix)
     if error:
         print(f"error: experiment {experiment_id} stopped: {error}", file=sys.stderr)
-        print(f"(the WebUI shows it at {where}; end it with: nnictl stop {experiment_id})", file=sys.stderr)
+        if _listening(port):
+            print(f"(the WebUI shows it at {where}; end it with: nnictl stop {experiment_id})", file=sys.stderr)
         return 1
     return 0
 

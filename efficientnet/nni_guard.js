@@ -26,7 +26,8 @@
  *               connect while its process lives: NNI gave it 10 s (core/tuner_command_channel.js, TunerServer.init),
  *               then ended the experiment in ERROR ("Tuner did not connect in 10 seconds"), which a loaded machine
  *               reaches. The wait ends at once when that process ends, with a line saying so, and after
- *               TUNER_CONNECT_S at most.
+ *               TUNER_CONNECT_S at most. Meanwhile a command for the tuner (nnictl update, or a stop) waits for the
+ *               connection, or ends the tuner's process for a stop, where NNI threw a TypeError (no channel yet).
  *
  * What was applied is written to <experiment>/log/efficientnet_guard.json (and to nnictl_stderr.log), so the
  * launcher and the tests see at once when a future NNI no longer has what is patched here.
@@ -78,7 +79,7 @@ function install() {
         'core/nnimanager.js': exports => patchManager(exports, status, problem),
         'common/trial_keeper/task_scheduler/scheduler.js': exports => patchScheduler(exports, status),
         'common/trial_keeper/task_scheduler/collect_info.js': exports => patchGpuInfo(exports, status),
-        'core/tuner_command_channel.js': exports => patchTunerConnect(exports, status, {log: dispatcherLogPath()}),
+        'core/tuner_command_channel.js': exports => patchTunerStart(exports, status, {log: dispatcherLogPath()}),
     };
     const load = Module._load;
     Module._load = function (request, parent, isMain) {
@@ -357,6 +358,7 @@ function patchGpuInfo(exports, status) {
 // ------------------------------------------------------------------------------------------------ 6. tuner
 const TUNER_CONNECT_S = 300;  // the longest the tuner's process may take to connect while it lives
 const dispatcherPids = new WeakMap();  // NNI's tuner server -> the pid of the dispatcher process NNI started for it
+const stoppedEarly = new WeakSet();  // tuner servers whose experiment was stopped before the tuner connected
 
 /** Tell the tuner server's wait which process is the tuner (NNI's setupTuner started it). */
 function watchDispatcher(server, pid) {
@@ -372,17 +374,35 @@ function processLives(pid) {
     }
 }
 
-/** NNI's TunerServer.init, waiting for the tuner's connection while the tuner's process lives (NNI: 10 s). */
-function patchTunerConnect(exports, status, {log = 'dispatcher.log', limitS = TUNER_CONNECT_S, pollMs = 200} = {}) {
+/** ``pid`` and the processes under it (Linux's /proc; elsewhere ``pid`` alone). */
+function processTree(pid) {
+    const tree = [pid];
+    for (let i = 0; i < tree.length; i++) {
+        try {
+            const children = fs.readFileSync(`/proc/${tree[i]}/task/${tree[i]}/children`, 'utf8');
+            tree.push(...children.split(/\s+/).filter(Boolean).map(Number));
+        } catch (error) { /* not Linux, or already gone */ }
+    }
+    return tree;
+}
+
+/**
+ * NNI's TunerServer until the tuner connects. init waits while the tuner's process lives (NNI: 10 s). A command
+ * for the tuner before it connects (NNI: a TypeError, since there is no channel yet) waits for the connection, in
+ * order, after the manager's own first commands; TERMINATE (a stop) ends the tuner's process instead, which has
+ * nothing to save yet (NNI starts it through a shell: both end), so NNI's stop does not fail half-way and leave it.
+ */
+function patchTunerStart(exports, status, {log = 'dispatcher.log', limitS = TUNER_CONNECT_S, pollMs = 200} = {}) {
     const server = typeof exports.getTunerServer === 'function' ? exports.getTunerServer() : undefined;
     const proto = server && Object.getPrototypeOf(server);
-    expect(proto && typeof proto.init === 'function' && server.connect && 'settled' in server.connect
-           && typeof server.connect.reject === 'function', 'core/tuner_command_channel.js TunerServer');
+    expect(proto && typeof proto.init === 'function' && typeof proto.sendCommand === 'function' && server.connect
+           && 'settled' in server.connect && typeof server.connect.reject === 'function',
+           'core/tuner_command_channel.js TunerServer');
     proto.init = function () {
         if (this.connect.settled) return this.connect.promise;
         const started = Date.now();
         const timer = setInterval(() => {
-            if (this.connect.settled) {
+            if (this.connect.settled || stoppedEarly.has(this)) {  // connected, or stopped by the user meanwhile
                 clearInterval(timer);
                 return;
             }
@@ -400,6 +420,24 @@ function patchTunerConnect(exports, status, {log = 'dispatcher.log', limitS = TU
         }, pollMs);
         return this.connect.promise;
     };
+    const sendCommand = proto.sendCommand;
+    proto.sendCommand = function (commandType, content) {
+        if (this.channel !== undefined || commandType === 'PI') return sendCommand.apply(this, arguments);
+        if (commandType === 'TE') {
+            stoppedEarly.add(this);
+            const pid = dispatcherPids.get(this);
+            if (pid !== undefined) {
+                for (const each of processTree(pid).reverse()) {  // NNI's shell, then the Python process under it
+                    try {
+                        process.kill(each, 'SIGTERM');
+                    } catch (error) { /* already gone */ }
+                }
+            }
+            say('stopped before the tuner connected: its process is ended');
+            return;
+        }
+        this.connect.promise.then(() => sendCommand.call(this, commandType, content), () => undefined);
+    };
     status.patched.tuner = true;
 }
 
@@ -409,5 +447,5 @@ if (path.basename(MAIN) === 'main.js' && path.basename(NNI_NODE) === 'nni_node' 
     install();
 }
 
-module.exports = {trialFileProblem, recordedParameters, patchScheduler, patchGpuInfo, patchTunerConnect,
+module.exports = {trialFileProblem, recordedParameters, patchScheduler, patchGpuInfo, patchTunerStart,
                   watchDispatcher};

@@ -103,11 +103,11 @@ def start(config: Path, port: int, timeout: float = 180, plain: bool = False,
         proc = nnictl("create", "--config", str(config), "--port", str(port), timeout=timeout, env=env,
                       launcher=not plain)
     except subprocess.TimeoutExpired:
-        _kill_manager(port=port)  # a create that hangs may have started the manager already
+        kill_manager(port=port)  # a create that hangs may have started the manager already
         raise
     match = re.search(r"Experiment ID: (\w+)", proc.stdout)
     if not match:
-        _kill_manager(port=port)
+        kill_manager(port=port)
         raise RuntimeError(f"create failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     exp = Experiment(match.group(1), port, config.parent, config, NNIClient(port), proc)
     try:
@@ -149,7 +149,7 @@ def stop(exp: Experiment) -> None:
     while time.monotonic() < deadline and _port_busy(exp.port):
         time.sleep(0.5)
     if _port_busy(exp.port):
-        _kill_manager(experiment_id=exp.id)
+        kill_manager(experiment_id=exp.id)
 
 
 def _port_busy(port: int) -> bool:
@@ -169,7 +169,7 @@ def processes(match: Callable[[list[str]], bool]) -> list[int]:
     return found
 
 
-def _kill_manager(experiment_id: str | None = None, port: int | None = None) -> None:
+def kill_manager(experiment_id: str | None = None, port: int | None = None) -> None:
     """Last resort: SIGKILL the NNI manager (the node process) started with this experiment ID, or on this port."""
     wanted = {"--experiment-id": experiment_id, "--port": None if port is None else str(port)}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 
 from efficientnet.cli import main
 from efficientnet.launcher import GUARD_JS, bind_addresses, guard_environment
-from nni_harness import dispatcher_log, experiment, free_port, nnictl, processes, write_config
+from nni_harness import dispatcher_log, experiment, free_port, kill_manager, nnictl, processes, write_config
 from test_e2e_nni import TINY_TRIAL_ARGS, describe, done, tiny_overrides
 from trial_process import one_error_line
 
@@ -196,9 +198,11 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
 
 def test_the_guard_waits_for_the_tuner_while_its_process_lives():
     """NNI's own tuner server gives the tuner (NNI's dispatcher) 10 s to connect, then fails the experiment; a
-    loaded machine reaches that (the dispatcher imports torch and builds the tuner). Patched, it waits as long as
-    the tuner's process lives (here with NNI's timers firing at once, as if 10 s had passed), ends the wait as soon
-    as that process ends, and still has a limit for a process that never connects."""
+    loaded machine reaches that (the dispatcher imports torch and builds the tuner). And a command for the tuner
+    before it connects (nnictl update, a stop) is a TypeError. Patched: the server waits as long as the tuner's
+    process lives (here with NNI's timers firing at once, as if 10 s had passed), ends the wait as soon as that
+    process ends, and still has a limit for a process that never connects; a command waits for the connection and
+    goes after the manager's first one, and a stop ends the tuner's process, leaving no error behind."""
     import nni_node
 
     folder = Path(nni_node.__path__[0])
@@ -208,30 +212,58 @@ def test_the_guard_waits_for_the_tuner_while_its_process_lives():
     const channel = require('core/tuner_command_channel');
     const guard = require({json.dumps(str(GUARD_JS))});
     const {{spawn}} = require('child_process');
-    const timed = async p => {{ const t = Date.now(); const r = await p.then(() => 'connected', e => e.message);
-                                 return [r, Date.now() - t]; }};
-    const server = (pid, limits) => {{
-        guard.patchTunerConnect(channel, status, {{log: 'LOG', pollMs: 20, ...limits}});
+    const outcome = p => p.then(() => 'connected', e => e.message);
+    const timed = async p => {{ const t = Date.now(); const r = await outcome(p); return [r, Date.now() - t]; }};
+    const pause = ms => new Promise(resolve => realTimeout(resolve, ms));
+    const server = pid => {{
         channel.UnitTestHelpers.reset();
         const s = channel.getTunerServer();
-        guard.watchDispatcher(s, pid);
+        if (pid !== undefined) guard.watchDispatcher(s, pid);
         return s;
     }};
-    const status = {{patched: {{}}}};
+    const sent = [];
+    const connect = s => {{  // what NNI's websocket server does when the tuner connects
+        s.channel = {{send: c => sent.push(c.type + ':' + c.content), getBufferedAmount: () => 0, close() {{}}}};
+        s.connect.resolve();
+    }};
     (async () => {{
         const out = {{}};
         const limits = [];
         global.setTimeout = (f, ms, ...a) => {{ limits.push(ms); return realTimeout(f, 0, ...a); }};
         out.nni = [(await timed(channel.getTunerServer().init()))[0], limits];
+        try {{ server().sendCommand('SS', '{{}}'); out.nniEarly = 'sent'; }} catch (e) {{ out.nniEarly = e.name; }}
+        const status = {{patched: {{}}}};
+        guard.patchTunerStart(channel, status, {{log: 'LOG', limitS: 0.5, pollMs: 20}});
+        out.patched = status.patched.tuner;
         const tuner = spawn('sleep', ['60']);
-        let s = server(tuner.pid, {{}});
-        realTimeout(() => s.connect.resolve(), 300);
+        let s = server(tuner.pid);
+        realTimeout(() => connect(s), 300);
         out.late = await timed(s.init());
         global.setTimeout = realTimeout;
-        out.hung = await timed(server(tuner.pid, {{limitS: 0.5}}).init());
+        out.hung = await timed(server(tuner.pid).init());
         tuner.kill();
-        out.dead = await timed(server(spawn('sleep', ['0.2']).pid, {{}}).init());
-        out.patched = status.patched.tuner;
+        out.dead = await timed(server(spawn('sleep', ['0.2']).pid).init());
+        s = server(spawn('sleep', ['60']).pid);
+        const run = s.init().then(() => s.sendCommand('IN', 'first'));  // NNIManager.run's order
+        s.sendCommand('SS', 'update');  // nnictl update searchspace while the tuner starts
+        await pause(100);
+        connect(s);
+        await run;
+        await pause(50);
+        out.order = sent;
+        const stopped = spawn('sleep 60; true', {{shell: true}});  // as NNI starts the tuner: a shell, Python under it
+        const ended = new Promise(resolve => stopped.on('exit', (code, signal) => resolve(signal)));
+        s = server(stopped.pid);
+        let settled = 'pending';
+        s.init().then(() => {{ settled = 'connected'; }}, e => {{ settled = e.message; }});
+        await pause(200);
+        const under = require('fs').readFileSync(`/proc/${{stopped.pid}}/task/${{stopped.pid}}/children`, 'utf8').trim();
+        s.sendCommand('TE', '');  // nnictl stop while the tuner starts
+        out.stop = [await ended, under !== ''];
+        await pause(300);
+        let alive = false;  // a zombie (ended, not yet reaped by init) counts as ended
+        try {{ alive = !/\\) Z /.test(require('fs').readFileSync(`/proc/${{under}}/stat`, 'utf8')); }} catch (e) {{ }}
+        out.stop.push(alive, settled);
         console.log(JSON.stringify(out));
         process.exit(0);
     }})();
@@ -242,13 +274,15 @@ def test_the_guard_waits_for_the_tuner_while_its_process_lives():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["nni"] == ["tuner_command_channel: Tuner did not connect in 10 seconds. Please check tuner "
                           "(dispatcher) log.", [10000]], "NNI's wait for the tuner changed: revisit nni_guard.js's fix 6"
+    assert out["nniEarly"] == "TypeError", "NNI now sends early commands itself: revisit nni_guard.js's fix 6"
     assert out["patched"] is True
     assert out["late"][0] == "connected" and out["late"][1] >= 290, out
     assert out["hung"][0] == "tuner_command_channel: the tuner did not connect in 0.5 s, though its process runs: " \
                              "see LOG" and out["hung"][1] >= 490, out
     assert out["dead"][0] == "tuner_command_channel: the tuner's process (NNI's dispatcher) ended before it " \
-                             "connected: its error is in LOG", out
-    assert out["dead"][1] < 5000, out  # seen when it ends, not at the limit (300 s)
+                             "connected: its error is in LOG" and out["dead"][1] < 450, out  # not at the limit
+    assert out["order"] == ["IN:first", "SS:update"], out
+    assert out["stop"] == ["SIGTERM", True, False, "pending"], out  # the shell and its child ended; no error
 
 
 COLLECTOR = "nni.tools.nni_manager_scripts.collect_gpu_info"  # NNI's GPU collector, run as python -m
@@ -334,14 +368,12 @@ def test_plain_nnictl_gives_up_on_a_manager_slower_than_3_s(root, tmp_path):
     """nnictl gives NNI's manager 3 s to answer, then kills it ("Create experiment failed: ..."; a manager that is up
     but not yet set up answers INITIALIZING, which is not JSON). The launcher waits for it: its experiments in
     test_a_tuner_error_in_a_running_experiment_ends_it_with_its_line start with this slow manager."""
-    import nni_harness
-
     port = free_port()
     try:
         plain = nnictl("create", "--config", str(config_with(root, tmp_path)), "--port", str(port),
                        env=slow_manager(root), timeout=120)
     finally:
-        nni_harness._kill_manager(port=port)  # nnictl kills the manager it gave up on; this makes sure
+        kill_manager(port=port)  # nnictl kills the manager it gave up on; this makes sure
     assert plain.returncode != 0 and "Create experiment failed" in plain.stdout + plain.stderr, \
         "plain nnictl now waits for a slow manager: the launcher's wait (patient_manager_start) may be moot"
 
@@ -376,3 +408,61 @@ def test_a_tuner_that_dies_at_start_ends_the_experiment_with_where_to_look(root,
         errors = exp.client.get("/check-status")["errors"]
     assert errors == ["tuner_command_channel: the tuner's process (NNI's dispatcher) ended before it connected: its "
                       f"error is in {exp.workdir / exp.id / 'log' / 'dispatcher.log'}"], errors
+
+
+def tuner_processes(experiment_id: str) -> list[int]:
+    """The pids of this experiment's tuner (NNI's dispatcher, ``python -m nni``; its environment names the
+    experiment's log folder)."""
+    def mine(pid: int) -> bool:
+        try:
+            return f"/{experiment_id}/log" in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+    return [pid for pid in processes(lambda args: args[1:3] == ["-m", "nni"]) if mine(pid)]
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie, ended but not yet reaped by its parent or init, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+def test_a_stop_while_the_tuner_starts_ends_it_and_the_create_waiting_for_it(root, tmp_path):
+    """``nnictl stop`` while the tuner is still starting, and ``python -m efficientnet create`` waits for the first
+    trial. NNI's stop sent the tuner a command with no channel to send it on (a TypeError in nnimanager.log), so it
+    never ended the tuner's process; guarded, that process ends with the stop, the manager logs no error, and the
+    waiting create returns at once with one line."""
+    port = free_port()
+    create = subprocess.Popen([sys.executable, "-m", "efficientnet", "create", "--config",
+                               str(config_with(root, tmp_path)), "--port", str(port)],
+                              env=slow_tuner(root, SLOW_TUNER_S="120"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        from efficientnet.nni_rest import NNIClient
+
+        client = NNIClient(port)
+        assert client.wait(lambda c: c.status() == "RUNNING", timeout=90, interval=0.5), create.poll()
+        experiment_id = client.get("/experiment")["id"]
+        deadline = time.monotonic() + 30
+        while not (tuners := tuner_processes(experiment_id)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tuners, "the tuner's process did not start"
+        stop = nnictl("stop", experiment_id, timeout=60)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        _, stderr = create.communicate(timeout=30)
+        time.sleep(0.5)
+        left = [pid for pid in tuners if running(pid)]
+    finally:
+        if create.poll() is None:
+            create.kill()
+        kill_manager(port=port)
+    log = (tmp_path / "exp" / experiment_id / "log" / "nnimanager.log").read_text(errors="replace")
+    assert left == [], "the tuner's process outlived the stop"
+    assert "Error during shutting down" not in log and "Experiment stopped." in log, log[-2000:]
+    assert create.returncode == 1
+    assert one_error_line(stderr) == (f"error: experiment {experiment_id} stopped: its manager stopped before the "
+                                      "first trial (nnictl stop, or a failure: see its log/nnimanager.log); nothing "
+                                      f"listens on port {port} any more"), stderr
