@@ -334,8 +334,8 @@ def guard_status(experiment_id: str) -> dict[str, Any] | None:
 
 def wait_for_start(port: int, url_prefix: str | None, timeout: float = START_TIMEOUT) -> str | None:
     """Until the first trial is submitted: None, or why the experiment stopped instead (its errors, or its manager
-    gone: stopped by ``nnictl stop``, or failed). After ``timeout`` seconds of a tuner still starting, a note says
-    so and the experiment goes on."""
+    gone: stopped by ``nnictl stop``, or failed). After ``timeout`` seconds without a trial, a note says so and the
+    experiment goes on."""
     from .nni_rest import NNIClient, NNIUnavailable
 
     client = NNIClient(port, url_prefix=url_prefix)
@@ -353,8 +353,8 @@ def wait_for_start(port: int, url_prefix: str | None, timeout: float = START_TIM
                 return (f"its manager stopped before the first trial (nnictl stop, or a failure: see its "
                         f"log/nnimanager.log); nothing listens on port {port} any more")
         time.sleep(0.5)
-    print(f"note: no trial yet after {timeout:.0f} s: the tuner is still starting (see its log/dispatcher.log); "
-          "the WebUI shows the trials when they come", file=sys.stderr)
+    print(f"note: no trial yet after {timeout:.0f} s (is the tuner slow to start? see its log/dispatcher.log); the "
+          "experiment goes on, and the WebUI shows its trials when they come", file=sys.stderr)
     return None
 
 
