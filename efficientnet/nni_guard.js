@@ -427,7 +427,7 @@ function patchTunerStart(exports, status, {log = 'dispatcher.log', limitS = TUNE
             stoppedEarly.add(this);
             const pid = dispatcherPids.get(this);
             if (pid !== undefined) {
-                for (const each of processTree(pid).reverse()) {  // NNI's shell, then the Python process under it
+                for (const each of processTree(pid)) {  // NNI's shell first (so it cannot go on), then Python
                     try {
                         process.kill(each, 'SIGTERM');
                     } catch (error) { /* already gone */ }
