@@ -106,20 +106,27 @@ def test_bind_addresses_and_the_guards_environment():
     assert guard_environment(["127.0.0.1"], env)["NODE_OPTIONS"] == env["NODE_OPTIONS"]  # not twice
 
 
-def test_the_guard_serves_only_files_inside_a_trials_folder():
-    """nni_guard.js's own rule for /trial-file/<trial>/<name>, run by NNI's node."""
+def in_nni_node(script: str, **env: str):
+    """Run ``script`` in NNI's own node with NNI's modules on its path (``require('core/...')``); the JSON value of
+    its last line of output (the test fails if the script does)."""
     import nni_node
 
-    node = Path(nni_node.__path__[0]) / "node"
+    folder = Path(nni_node.__path__[0])
+    done = subprocess.run([str(folder / "node"), "-e", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NODE_PATH": str(folder), **env}, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_guard_serves_only_files_inside_a_trials_folder():
+    """nni_guard.js's own rule for /trial-file/<trial>/<name>, run by NNI's node."""
     cases = {("Gf3rN", "trial.log"): None, ("Gf3rN", "sub/model.onnx"): None, ("Gf3rN", "a/../b.txt"): None,
              ("Gf3rN", "../../../etc/hostname"): "outside", ("Gf3rN", "/etc/hostname"): "outside",
              ("Gf3rN", "a/../../x"): "outside", ("Gf3rN", ".."): "outside", ("Gf3rN", "..\\x"): "bad file name",
              ("..", "trial.log"): "no trial", ("../../x", "trial.log"): "no trial", ("Gf3rN", ""): "bad file name"}
     script = (f"const g = require({json.dumps(str(GUARD_JS))}); const cases = {json.dumps([list(k) for k in cases])};"
               "console.log(JSON.stringify(cases.map(([t, f]) => g.trialFileProblem(t, f) || null)))")
-    out = subprocess.run([str(node), "-e", script], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    for (key, expected), problem in zip(cases.items(), json.loads(out.stdout)):
+    for (key, expected), problem in zip(cases.items(), in_nni_node(script)):
         assert (problem is None) if expected is None else (expected in problem), (key, problem)
 
 
@@ -129,9 +136,6 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
     it have them, one trial at a time, and leaves shared GPUs (a fraction per trial) to NNI, except that a shared GPU
     no trial may use now is a refusal where NNI threw a TypeError. A refusal returns after a second, letting the
     manager's other work run (NNI asks again at once, in a loop), and callers share one running GPU collector."""
-    import nni_node
-
-    folder = Path(nni_node.__path__[0])
     script = f"""
     require('common/globals/unittest').resetGlobals();
     const s = require('common/trial_keeper/task_scheduler/scheduler');
@@ -181,10 +185,7 @@ def test_the_guard_lets_a_trial_have_every_gpu_of_the_machine(tmp_path):
         console.log(JSON.stringify(out));
     }})();
     """
-    done = subprocess.run([str(folder / "node"), "-e", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NODE_PATH": str(folder), "HOME": str(tmp_path)}, cwd=folder)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = in_nni_node(script, HOME=str(tmp_path))
     assert out["nni"] is None, "NNI's scheduler now gives a trial every GPU: drop nni_guard.js's fix 5"
     assert out["nniShared"] == "TypeError", out  # NNI: a shared GPU that is active (useActiveGpu false) crashes it
     assert out["busyShared"][0] is None and out["busyShared"][1] >= 900, out  # patched: a wait
@@ -203,9 +204,6 @@ def test_the_guard_waits_for_the_tuner_while_its_process_lives():
     process lives (here with NNI's timers firing at once, as if 10 s had passed), ends the wait as soon as that
     process ends, and still has a limit for a process that never connects; a command waits for the connection and
     goes after the manager's first one, and a stop ends the tuner's process, leaving no error behind."""
-    import nni_node
-
-    folder = Path(nni_node.__path__[0])
     script = f"""
     require('common/globals/unittest').resetGlobals();
     const realTimeout = setTimeout;
@@ -268,10 +266,7 @@ def test_the_guard_waits_for_the_tuner_while_its_process_lives():
         process.exit(0);
     }})();
     """
-    done = subprocess.run([str(folder / "node"), "-e", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NODE_PATH": str(folder)}, cwd=folder)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = in_nni_node(script)
     assert out["nni"] == ["tuner_command_channel: Tuner did not connect in 10 seconds. Please check tuner "
                           "(dispatcher) log.", [10000]], "NNI's wait for the tuner changed: revisit nni_guard.js's fix 6"
     assert out["nniEarly"] == "TypeError", "NNI now sends early commands itself: revisit nni_guard.js's fix 6"
