@@ -280,6 +280,13 @@ def test_the_guard_waits_for_the_tuner_while_its_process_lives():
     assert out["stop"] == ["SIGTERM", True, False, "pending"], out  # the shell and its child ended; no error
 
 
+def on_python_path(folder: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (this environment by default) with ``folder`` first on PYTHONPATH: every Python process started in it
+    (NNI's dispatcher and GPU collector among them) imports the fixture modules there first."""
+    base = dict(os.environ if base is None else base)
+    return {**base, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), base.get("PYTHONPATH")]))}
+
+
 COLLECTOR = "nni.tools.nni_manager_scripts.collect_gpu_info"  # NNI's GPU collector, run as python -m
 
 
@@ -290,8 +297,7 @@ def test_on_a_one_gpu_machine_trials_take_turns_on_the_gpu(root, tmp_path):
     other waits. Plain NNI 3.0 ran none ("Only have 1 GPUs, requesting 1"), and its wait for a GPU spun without
     yielding: the REST server stopped answering and GPU collectors piled up until memory ran out. So plain nnictl is
     not run here; tests/test_launcher.py's scheduler test shows NNI's refusal on NNI's own code."""
-    fixture = root / "tests" / "fixtures" / "one_gpu"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(fixture), os.environ.get("PYTHONPATH")]))}
+    env = on_python_path(root / "tests" / "fixtures" / "one_gpu")
     overrides = {**tiny_overrides(3), "trialConcurrency": 2, "trialGpuNumber": 1,
                  "trainingService": {"platform": "local", "useActiveGpu": True}}
     config = write_config(root, tmp_path / "exp", overrides, trial_args=TINY_TRIAL_ARGS)
@@ -389,9 +395,7 @@ def slow_tuner(root: Path, base: dict[str, str] | None = None, **env: str) -> di
     """``base`` (this environment by default) with NNI's dispatcher (the tuner's process) starting 12 s late
     (tests/fixtures/slow_tuner/sitecustomize.py), as on a loaded machine; ``env`` adds to it (SLOW_TUNER_S,
     SLOW_TUNER_EXIT)."""
-    base = dict(os.environ if base is None else base)
-    fixture = root / "tests" / "fixtures" / "slow_tuner"
-    return {**base, "PYTHONPATH": os.pathsep.join(filter(None, [str(fixture), base.get("PYTHONPATH")])), **env}
+    return {**on_python_path(root / "tests" / "fixtures" / "slow_tuner", base), **env}
 
 
 @pytest.mark.e2e
