@@ -204,10 +204,15 @@ class EfficientNetTuner(Tuner):
         return self.cost_model.trial_seconds(features, epochs)
 
     def _is_free(self, candidate: Candidate) -> bool:
-        """Not known yet (or granted a second chance), and within the budgets by the closed forms (strategies skip
-        what could not be proposed)."""
-        return ((not self.ledger.known(candidate) or self.ledger.free_again(candidate))
+        """Not known yet and no twin of a known one (or granted a second chance), and within the budgets by the
+        closed forms (strategies skip what could not be proposed)."""
+        return ((not self._used(candidate) or self.ledger.free_again(candidate))
                 and (self.checker is None or self.checker.fits_estimate(candidate)))
+
+    def _used(self, candidate: Candidate) -> bool:
+        """Known to the ledger, or a twin of a proposed or imported candidate (it builds the same network)."""
+        assert self.space is not None
+        return self.ledger.known(candidate) or self.ledger.twin(candidate, self.space.network(candidate)) is not None
 
     def _pareto_fitness(self, members: Any) -> list[float]:
         """NSGA-II fitness of (candidate, accuracy score) members over (accuracy, cost objectives...)."""
@@ -261,7 +266,7 @@ class EfficientNetTuner(Tuner):
                     _logger.info("second chance for %s, stopped early before", candidate)
                     return self._register(parameter_id, candidate, budget, prof)
                 continue
-            if ledger.known(candidate):  # a strategy should not do this; never propose twice anyway
+            if self._used(candidate):  # a strategy should not do this; never propose twice anyway
                 _logger.debug("strategy asked for a used candidate %s", candidate)
                 continue
             prof, broken = self.checker.check(candidate)
@@ -314,6 +319,7 @@ class EfficientNetTuner(Tuner):
             costs["latency_ms"] = round(prof.latency_ms, 3)
         proposal = replace(self.space.proposal(candidate), costs=costs, budget=self._budget(budget, continue_from))
         self.ledger.propose(parameter_id, candidate, budget, proposal)
+        self.ledger.builds(candidate, self.space.network(candidate))
         return proposal.to_parameters()
 
     # ------------------------------------------------------------------------------------------ results
@@ -473,6 +479,7 @@ class EfficientNetTuner(Tuner):
             if budget == FULL and self.options.proxy.enabled and proxy_record is not None and proxy_record.heard:
                 proxy_record.promoted = True
             record = self.ledger.record(candidate, budget)
+            self.ledger.builds(candidate, self.space.network(candidate))
             if self.options.halving.enabled:
                 self.options.halving.mark_promoted(self.ledger, record)
             self._hear(record, value, proposal, partial=is_partial_result(value))

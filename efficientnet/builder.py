@@ -15,7 +15,7 @@ from efficientnet_pytorch.utils import BlockArgs, GlobalParams, round_filters, r
 from .layers import FastMBConvBlock, fold_same_padding, inplace_activation
 from .spec import ArchSpec
 
-__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "block_repeats", "stem_head_channels",
+__all__ = ["SpecEfficientNet", "global_params", "blocks_args", "block_repeats", "stem_head_channels", "network_key",
            "stage_of_blocks"]
 
 STEM_CHANNELS = 32
@@ -137,6 +137,17 @@ class SpecEfficientNet(EfficientNet):
         for block, rate in zip(self._blocks, self._drop_rates):
             x = block(x, drop_connect_rate=rate)
         return self._swish(self._bn1(self._conv_head(x)))
+
+
+def network_key(spec: ArchSpec) -> tuple:
+    """What ``spec`` builds, as a hashable value: specs with equal keys build the same network, block for block.
+
+    Compound coefficients a grid step apart often do: repeats are rounded up and channels to multiples of 8, so, on
+    Lite0, alpha 1.6 and 1.65 give the same repeats. The compound coefficients recorded in the spec are not part of
+    the key.
+    """
+    stem, head = stem_head_channels(spec)
+    return (tuple(block_repeats(spec)), stem, head, spec.resolution, spec.activation, spec.dropout, spec.drop_connect)
 
 
 def stage_of_blocks(spec: ArchSpec) -> list[tuple[int, int]]:

@@ -13,10 +13,12 @@ import pytest
 from scipy.optimize import approx_fprime
 from scipy.stats import norm
 
+from efficientnet.builder import network_key
 from efficientnet.search.bayesopt import BayesOptStrategy
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.gp import GaussianProcess, expected_improvement, log_expected_improvement
 from synthetic import SyntheticObjective  # bench/synthetic.py
+from efficientnet.spec import ArchSpec
 from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,16 +177,20 @@ def test_bad_options_are_one_line_errors_naming_the_option():
         assert "\n" not in str(info.value)
 
 
-def test_the_strategy_is_exhausted_only_when_every_candidate_is_used():
+def test_the_strategy_is_exhausted_only_when_every_network_is_used():
     tuner = make_tuner(LEGACY_SPACE, seed=1)
     objective = SyntheticObjective("multimodal", 1)
-    seen = set()
+    seen, built = set(), set()
     import nni
 
     with pytest.raises(nni.NoMoreTrialError):
         for pid in range(200):
             params = tuner.generate_parameters(pid)
             seen.add((params["alpha"], params["beta"], params["gamma"]))
+            built.add(network_key(ArchSpec.parse(params["arch"])))
             tuner.receive_trial_result(pid, params, objective.value(params))
             tuner.trial_end(pid, True)
-    assert len(seen) == tuner.space.size == 109 and not math.isnan(objective.value(params))
+    space = tuner.space
+    networks = {space.network(space.at(i)) for i in range(space.size)}  # the 109 points build 59 networks
+    assert len(seen) == len(built) == pid == len(networks) < space.size and built == networks
+    assert not math.isnan(objective.value(params))

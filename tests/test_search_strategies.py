@@ -14,6 +14,7 @@ import nni
 import numpy as np
 import pytest
 
+from efficientnet.builder import network_key
 from efficientnet.profiler import profile
 from efficientnet.proposal import Proposal
 from efficientnet.search import SearchSpaceError, estimate_costs, parse_search_space
@@ -50,8 +51,9 @@ def make_tuner(strategy: str, **kwargs) -> EfficientNetTuner:
     return EfficientNetTuner(strategy=strategy, **kwargs)
 
 
-def all_candidates(space: dict, tuner: EfficientNetTuner) -> set[tuple]:
-    """Brute force: every (alpha, beta, gamma, choices...) meeting the constraint and the params budget."""
+def all_networks(space: dict, tuner: EfficientNetTuner) -> set[tuple]:
+    """Brute force: what every (alpha, beta, gamma, choices...) meeting the constraint and the params budget
+    builds (candidates whose repeats and channels round alike build the same network)."""
     parsed = parse_search_space(space, tuner.options.base)
     out = set()
     for point in itertools.product(*(d.values for d in parsed.coefficients)):
@@ -62,7 +64,7 @@ def all_candidates(space: dict, tuner: EfficientNetTuner) -> set[tuple]:
             params.update({d.key: v for d, v in zip(parsed.choices, choices)})
             spec = Proposal.from_parameters(params).spec_on(tuner.options.base, tuner.options.base_resolution)
             if tuner.options.budgets.max_params is None or estimate_costs(spec, 10).params <= tuner.options.budgets.max_params:
-                out.add(point + choices)
+                out.add(network_key(spec))
     return out
 
 
@@ -113,9 +115,11 @@ def test_every_proposal_is_on_grid_within_constraint_and_budget_and_unique_until
     proposals, exhausted = drain(tuner, sphere, fail_every=5)
     alpha_grid, bg_grid = quniform_grid(1.0, 2.0, 0.1), quniform_grid(1.0, 1.3, 0.1)
     keys = [key_of(p, SMALL_SPACE) for p in proposals]
+    networks = [network_key(ArchSpec.parse(p["arch"])) for p in proposals]
     assert exhausted
     assert len(keys) == len(set(keys)), "duplicate proposal"
-    assert set(keys) == all_candidates(SMALL_SPACE, tuner), "every feasible candidate exactly once"
+    assert len(networks) == len(set(networks)), "two proposals build the same network"
+    assert set(networks) == all_networks(SMALL_SPACE, tuner), "every feasible network exactly once"
     for p in proposals:
         assert abs(p["alpha"] * p["beta"] ** 2 * p["gamma"] ** 2 - 2.0) <= 0.1 + 1e-9
         assert any(math.isclose(p["alpha"], v) for v in alpha_grid)
@@ -171,7 +175,7 @@ def test_generate_multiple_parameters_stops_at_exhaustion(strategy):
     tuner = make_tuner(strategy, seed=2, max_params=4.3e6)
     tuner.update_search_space(SMALL_SPACE)
     batch = tuner.generate_multiple_parameters(list(range(500)))  # NNI's batch API stops at exhaustion
-    assert len(batch) == len(all_candidates(SMALL_SPACE, tuner))
+    assert len(batch) == len(all_networks(SMALL_SPACE, tuner))  # one proposal per network
     assert tuner.generate_multiple_parameters([999]) == []
 
 

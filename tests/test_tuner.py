@@ -11,9 +11,11 @@ import nni
 import pytest
 from nni.tools.package_utils.tuner_factory import create_customized_class_instance
 
+from efficientnet.builder import network_key
 from efficientnet.proposal import Proposal
 from efficientnet.profiler import profile
 from efficientnet.search import BudgetError, SearchSpaceError
+from efficientnet.search.candidates import Candidate
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.space import quniform_grid
 from efficientnet.spec import ArchSpec
@@ -47,15 +49,50 @@ def test_nni_loads_the_seed_config_and_every_point_meets_the_product():
 
 
 def test_seed_grid_is_complete_then_exhausted():
+    """The legacy grid has 109 points within 2 ± 0.1, but on b0 they build only 65 networks: repeats round up and
+    channels round to multiples of 8, so neighbouring points often build the same network. Each network is trained
+    once, at the first of its points in grid order (the paper's coefficients are one)."""
     tuner = FixedProductTuner(product=2, profiler=estimated_profile)
     tuner.update_search_space(LEGACY_SPACE)
-    points = set()
+    points, networks = set(), set()
     with pytest.raises(nni.NoMoreTrialError):
         for pid in range(1000):
             p = tuner.generate_parameters(pid)
             points.add((p["alpha"], p["beta"], p["gamma"]))
-    assert len(points) == pid == 109  # the legacy grid's points within 2 ± 0.1, each once
+            networks.add(network_key(ArchSpec.parse(p["arch"])))
+    grid = tuner.space
+    every = {grid.network(grid.at(i)) for i in range(grid.size)}
+    assert grid.size == 109 and len(every) == 65
+    assert len(points) == len(networks) == pid == 65 and networks == every
     assert (1.2, 1.1, 1.15) in points  # the paper's coefficients
+
+
+def test_twins_build_the_same_model_and_only_one_of_them_is_proposed():
+    """On Lite0, alpha 1.6 and 1.65 (beta 1.0, gamma 1.1) round to the same repeats: two specs, one network, the
+    same state dict. A tuner that proposed (or imported) one of them never proposes the other."""
+    from efficientnet.builder import SpecEfficientNet
+
+    twins = [ArchSpec.from_compound(a, 1.0, 1.1, 1.0, base="lite0") for a in (1.6, 1.65)]
+    other = ArchSpec.from_compound(1.7, 1.0, 1.1, 1.0, base="lite0")
+    assert str(twins[0]) != str(twins[1]) and network_key(twins[0]) == network_key(twins[1]) != network_key(other)
+    shapes = [[(k, tuple(v.shape)) for k, v in SpecEfficientNet(s, num_classes=10).state_dict().items()]
+              for s in (*twins, other)]
+    assert shapes[0] == shapes[1] != shapes[2]
+
+    space = {"alpha": {"_type": "choice", "_value": [1.6, 1.65, 1.7]}, "beta": {"_type": "choice", "_value": [1.0]},
+             "gamma": {"_type": "choice", "_value": [1.1]}}
+    tuner = FixedProductTuner(product=2, base="lite0", profiler=estimated_profile)
+    tuner.update_search_space(space)
+    assert [tuner.generate_parameters(pid)["alpha"] for pid in range(2)] == [1.6, 1.7]
+    with pytest.raises(nni.NoMoreTrialError):
+        tuner.generate_parameters(2)
+    resumed = FixedProductTuner(product=2, base="lite0", profiler=estimated_profile)
+    resumed.update_search_space(space)
+    twin = resumed.space.proposal(Candidate((1.65, 1.0, 1.1))).to_parameters()
+    resumed.import_data([{"parameter": twin, "value": 0.5}])  # nnictl resume: the twin of 1.6 was trained already
+    assert resumed.generate_parameters(0)["alpha"] == 1.7
+    with pytest.raises(nni.NoMoreTrialError):
+        resumed.generate_parameters(1)
 
 
 def test_budgets_are_respected_with_the_real_profiler():
@@ -520,7 +557,8 @@ def test_the_tuner_module_loads_without_torch():
 
 def test_a_stopped_architecture_gets_one_second_chance_and_no_third():
     """A stopped trial may have been stopped wrongly: its architecture may be proposed once more (to be trained to
-    the end); stopped again, it is never proposed a third time. The legacy grid (109 points) is drained to check."""
+    the end); stopped again, it is never proposed a third time. The legacy grid (109 points, 65 networks on b0) is
+    drained to check."""
     tuner = EfficientNetTuner(seed=0, base="b0", profiler=estimated_profile)
     tuner.update_search_space(LEGACY_SPACE)
     archs, stops = [], 0
@@ -535,4 +573,5 @@ def test_a_stopped_architecture_gets_one_second_chance_and_no_third():
             else:
                 tuner.receive_trial_result(pid, p, {"default": 60.0 + (pid % 7), "epochs": 3})
                 tuner.trial_end(pid, True)
-    assert archs.count(archs[0]) == stops == 2 and len(archs) == 110 and len(set(archs)) == 109
+    networks = {tuner.space.network(tuner.space.at(i)) for i in range(tuner.space.size)}
+    assert archs.count(archs[0]) == stops == 2 and len(archs) == 66 and len(set(archs)) == len(networks) == 65

@@ -73,6 +73,7 @@ class CandidateSpace:
             for k in range(3):
                 self._by_coordinate.setdefault((k, self._grid_pos[k][p[k]]), []).append(p)
         self.spec = lru_cache(maxsize=65536)(self._spec)
+        self.network = lru_cache(maxsize=65536)(self._network)
 
     # ------------------------------------------------------------------------------------------- enumeration
     def __len__(self) -> int:
@@ -160,6 +161,13 @@ class CandidateSpace:
             alpha, beta, gamma, self.phi, base=self.base, base_resolution=self.base_resolution
         )
         return spec.with_stage_choices(self.stage_choices(candidate)) if self.choice_dims else spec
+
+    def _network(self, candidate: Candidate) -> tuple:
+        """What the candidate builds (:func:`~efficientnet.builder.network_key`): twins, candidates that differ only
+        below the rounding of repeats and channels, build the same network."""
+        from ..builder import network_key  # imports torch (efficientnet-pytorch's rounding): loaded on first use
+
+        return network_key(self.spec(candidate))
 
     def stage_choices(self, candidate: Candidate) -> dict[int, StageChoice]:
         """The candidate's block choices as ``{stage index: StageChoice}``."""

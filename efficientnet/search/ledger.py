@@ -1,7 +1,9 @@
 """The tuner's one record of what it proposed and what it heard: a :class:`Record` per (candidate, training budget).
 
 A candidate is *known* once it has a record under any budget (proposed, imported, or found over budget), and is
-never proposed again, except once more after an assessor stopped its trial (a second chance). Scores are what the
+never proposed again, except once more after an assessor stopped its trial (a second chance). Nor is its *twin*, a
+candidate whose coefficients differ only below the rounding of repeats and channels, so that it builds the same
+network (see :func:`~efficientnet.builder.network_key`): training it would repeat a trial. Scores are what the
 strategies rank (higher is better). Results of the two budgets of proxy training are never mixed: each record
 belongs to one budget.
 """
@@ -9,7 +11,7 @@ belongs to one budget.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Hashable, Iterator
 
 from ..proposal import Proposal
 from .candidates import Candidate
@@ -50,6 +52,7 @@ class Ledger:
         self.ms_per_mac: list[float] = []  # observed latency per closed-form MAC
         self._known: set[Candidate] = set()  # kept beside the records: strategies ask about thousands at a time
         self._granted: set[Candidate] = set()
+        self._networks: dict[Hashable, Candidate] = {}  # what a proposed or imported candidate builds -> it
 
     # ------------------------------------------------------------------------------------------ writing
     def record(self, candidate: Candidate, budget: str) -> Record:
@@ -59,6 +62,10 @@ class Ledger:
             self.records[key] = Record(candidate, budget)
             self._known.add(candidate)
         return self.records[key]
+
+    def builds(self, candidate: Candidate, network: Hashable) -> None:
+        """``candidate``, proposed or imported, builds ``network``: from now on its twins are not proposed."""
+        self._networks.setdefault(network, candidate)
 
     def grant_second_chance(self, record: Record) -> None:
         """Let ``record``'s candidate be proposed once more (its trial was stopped early)."""
@@ -89,6 +96,12 @@ class Ledger:
     def known(self, candidate: Candidate) -> bool:
         """Proposed, imported or over budget, under any budget."""
         return candidate in self._known
+
+    def twin(self, candidate: Candidate, network: Hashable) -> Candidate | None:
+        """Another candidate, proposed or imported, that builds ``network`` (what ``candidate`` builds); None if
+        there is none."""
+        other = self._networks.get(network)
+        return other if other is not None and other != candidate else None
 
     def free_again(self, candidate: Candidate) -> bool:
         """Granted a second chance that has not been used yet."""
