@@ -516,7 +516,9 @@ def result_matches(proposal: Proposal, value: Any) -> bool:
 
 
 class FixedProductTuner(EfficientNetTuner):
-    """The legacy project's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``.
+    """The legacy project's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``,
+    each network once (the legacy grid's 109 points build 65 networks on B0: later points that round to a network
+    already trained are skipped).
 
     It takes the same classArgs as :class:`EfficientNetTuner`, with ``strategy`` defaulting to ``grid`` and the base
     to ``b0``, so ``classArgs: {product: 2}`` works unchanged.

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import nni
+import numpy as np
 import pytest
 from nni.tools.package_utils.tuner_factory import create_customized_class_instance
 
@@ -83,6 +84,11 @@ def test_twins_build_the_same_model_and_only_one_of_them_is_proposed():
              "gamma": {"_type": "choice", "_value": [1.1]}}
     tuner = FixedProductTuner(product=2, base="lite0", profiler=estimated_profile)
     tuner.update_search_space(space)
+    # a mutation's grid step (evolution, the predictor, bo's local search) goes on past a twin: it changes the network
+    move, rng = tuner.space.move_coefficient, np.random.default_rng(0)
+    assert move(Candidate((1.6, 1.0, 1.1)), 0, 1, rng) == Candidate((1.7, 1.0, 1.1))
+    assert move(Candidate((1.7, 1.0, 1.1)), 0, -1, rng) == Candidate((1.65, 1.0, 1.1))
+    assert move(Candidate((1.65, 1.0, 1.1)), 0, -1, rng) is None  # past 1.6, its twin, the grid ends
     assert [tuner.generate_parameters(pid)["alpha"] for pid in range(2)] == [1.6, 1.7]
     with pytest.raises(nni.NoMoreTrialError):
         tuner.generate_parameters(2)

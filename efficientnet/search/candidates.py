@@ -133,7 +133,17 @@ class CandidateSpace:
 
         Among the feasible points with the moved coordinate, the nearest one (in grid steps) to the original point is
         taken (ties broken at random); None when the move leaves the grid or no feasible point has that coordinate.
+        A move that lands on a twin of ``candidate`` (the same network: the step was below the rounding of repeats
+        and channels) goes on in the same direction, so that a move changes the network.
         """
+        network, direction = self.network(candidate), 1 if step > 0 else -1
+        while True:
+            moved = self._moved(candidate, position, step, rng)
+            if moved is None or self.network(moved) != network:
+                return moved
+            step += direction
+
+    def _moved(self, candidate: Candidate, position: int, step: int, rng: np.random.Generator) -> Candidate | None:
         grid = self._grid_pos
         origin = [grid[k][candidate.coefficients[k]] for k in range(3)]
         target = origin[position] + step
