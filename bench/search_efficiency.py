@@ -11,7 +11,8 @@ alpha·beta²·gamma² = 2 ± 0.1) and ``search_space.json`` (those points × 48
 ``batch_size``). Objectives: the families of ``bench/synthetic.py`` (smooth, multimodal,
 interactions, plateaus, noisy, choices, rugged); seed ``s`` draws member ``s`` of each family.
 
-**Measure.** For each seed, the target is the best true value among 100 trials of a uniform random order without
+**Measure.** The objective is read on networks (:class:`OnNetworks`): candidates that build the same network share
+one value, as they would share a trained accuracy. For each seed, the target is the best true value among 100 trials of a uniform random order without
 repeats (an independent draw). A method's count is the number of trials until its first trial whose *true* value
 reaches the target (noise only affects what the method observes); ``>cap`` when it never does within ``--max-trials``
 (counted as cap + 1 in medians, so a ratio with ``>`` is a lower bound). The reference is the expected count of a
@@ -77,13 +78,64 @@ register_strategy("bo-no-believer", lambda *a, **k: BayesOptStrategy(*a, believe
 
 
 # ----------------------------------------------------------------------------------------------- problems
+_TWINS: dict[str, tuple[list[str], dict[tuple, tuple]]] = {}
+
+
+def twins_of(space_name: str) -> tuple[list[str], dict[tuple, tuple]]:
+    """The architecture keys of a space (coefficients, then block choices) and, for every feasible candidate, the
+    values of those keys at the first candidate (in the space's order) that builds the same network."""
+    if space_name not in _TWINS:
+        cs = make_tuner("grid", 0, json.loads(SPACES[space_name].read_text())).space
+        names = ["alpha", "beta", "gamma", *(d.key for d in cs.choice_dims)]
+        first: dict[tuple, tuple] = {}
+        canonical = {}
+        for i in range(cs.size):
+            c = cs.at(i)
+            row = tuple(c.coefficients) + tuple(c.choices)
+            canonical[_rounded(row)] = first.setdefault(cs.network(c), row)
+        _TWINS[space_name] = (names, canonical)
+    return _TWINS[space_name]
+
+
+def _rounded(row) -> tuple:
+    return tuple(round(float(v), 6) for v in row)
+
+
+class OnNetworks:
+    """A synthetic objective read as a trained network would be: twins (candidates that build the same network,
+    their coefficients differing only below the rounding of repeats and channels) share the value of the first of
+    them, as they would share a trained accuracy. ``value`` and ``observe`` take what the objective takes."""
+
+    def __init__(self, objective: SyntheticObjective, space_name: str) -> None:
+        self.objective = objective
+        self.kind = objective.kind
+        self.names, self.canonical = twins_of(space_name)
+        self._last: tuple[tuple, dict[str, np.ndarray]] = ((), {})  # the last arrays read, and their twins' columns
+
+    def _params(self, params: dict) -> dict:
+        if np.ndim(params["alpha"]) == 0:
+            row = self.canonical.get(_rounded(params.get(n, 1.0) for n in self.names))
+            return params if row is None else {**params, **dict(zip(self.names, row))}
+        arrays = tuple(params[n] for n in self.names)  # the space's own columns, read again and again: kept once
+        if len(arrays) != len(self._last[0]) or any(a is not b for a, b in zip(arrays, self._last[0])):
+            rows = [self.canonical.get(_rounded(r), r) for r in zip(*arrays)]
+            self._last = (arrays, {n: np.array([r[k] for r in rows]) for k, n in enumerate(self.names)})
+        return {**params, **self._last[1]}
+
+    def value(self, params: dict):
+        return self.objective.value(self._params(params))
+
+    def observe(self, params: dict, rng: np.random.Generator) -> float:
+        return self.objective.observe(self._params(params), rng)
+
+
 @dataclass
 class Problem:
     """One search space with one objective: every feasible architecture, and the hyperparameters' sampler."""
 
     space_name: str
     space: dict
-    objective: SyntheticObjective
+    objective: OnNetworks
     arch: dict[str, np.ndarray]
     hyper: dict[str, Any]
     constraint: CompoundConstraint
@@ -96,7 +148,7 @@ class Problem:
         rows = [cs.proposal(cs.at(i)).to_parameters() for i in range(cs.size)]
         arch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "phi"}
         hyper = dict(cs.parsed.hyperparameters)
-        return cls(space_name, space, objective, arch, hyper, tuner.options.constraint)
+        return cls(space_name, space, OnNetworks(objective, space_name), arch, hyper, tuner.options.constraint)
 
     @property
     def size(self) -> int:
