@@ -194,3 +194,21 @@ def test_the_strategy_is_exhausted_only_when_every_network_is_used():
     networks = {space.network(space.at(i)) for i in range(space.size)}  # the 109 points build 59 networks
     assert len(seen) == len(built) == pid == len(networks) < space.size and built == networks
     assert not math.isnan(objective.value(params))
+
+
+def test_the_search_benchmark_gives_twins_one_value_as_training_would():
+    """bench/search_efficiency.py reads its objectives on networks: the legacy grid's twins (points that build the
+    same network) share the value of the first of them, whether read one at a time or as the space's columns."""
+    from search_efficiency import Problem, objective_for  # bench/search_efficiency.py
+
+    problem = Problem.build("legacy", objective_for("smooth", 3, "legacy"))
+    space = make_tuner(LEGACY_SPACE, seed=0).space
+    rows = [space.proposal(space.at(i)).to_parameters() for i in range(space.size)]
+    values = [float(problem.objective.value(r)) for r in rows]
+    by_network: dict = {}
+    for i, value in enumerate(values):
+        by_network.setdefault(space.network(space.at(i)), set()).add(value)
+    assert len(by_network) == 59 and all(len(v) == 1 for v in by_network.values())  # 109 points at 64 px
+    assert len(set(values)) == 59  # the plain objective tells twins apart; read on networks it does not
+    assert len({float(problem.objective.objective.value(r)) for r in rows}) == 109
+    assert np.allclose(problem.objective.value(problem.arch), values)  # the columns' path agrees
