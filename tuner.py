@@ -516,7 +516,7 @@ def result_matches(proposal: Proposal, value: Any) -> bool:
 
 
 class FixedProductTuner(EfficientNetTuner):
-    """The legacy project's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``,
+    """The legacy project's tuner: a grid over the alpha/beta/gamma points meeting alpha·beta²·gamma² ≈ ``product``:
     each network once (the legacy grid's 109 points build 65 networks on B0: later points that round to a network
     already trained are skipped).
 

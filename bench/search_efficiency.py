@@ -12,8 +12,8 @@ alpha·beta²·gamma² = 2 ± 0.1) and ``search_space.json`` (those points × 48
 interactions, plateaus, noisy, choices, rugged); seed ``s`` draws member ``s`` of each family.
 
 **Measure.** The objective is read on networks (:class:`OnNetworks`): candidates that build the same network share
-one value, as they would share a trained accuracy. For each seed, the target is the best true value among 100 trials of a uniform random order without
-repeats (an independent draw). A method's count is the number of trials until its first trial whose *true* value
+one value, as they would share a trained accuracy. For each seed, the target is the best true value among 100 trials
+of a uniform random order without repeats (an independent draw). A method's count is the number of trials until its first trial whose *true* value
 reaches the target (noise only affects what the method observes); ``>cap`` when it never does within ``--max-trials``
 (counted as cap + 1 in medians, so a ratio with ``>`` is a lower bound). The reference is the expected count of a
 uniform random order without repeats for the same target: exact, (N + 1) / (m + 1) with m of the N candidates
@@ -108,7 +108,6 @@ class OnNetworks:
 
     def __init__(self, objective: SyntheticObjective, space_name: str) -> None:
         self.objective = objective
-        self.kind = objective.kind
         self.names, self.canonical = twins_of(space_name)
         self._last: tuple[tuple, dict[str, np.ndarray]] = ((), {})  # the last arrays read, and their twins' columns
 
