@@ -258,7 +258,8 @@ class EfficientNetTuner(Tuner):
                                                        "over budget")
             candidate = self.strategy.ask()
             if candidate is None:
-                return self._promote_any(parameter_id, "the search strategy has no candidate left")
+                return self._promote_any(parameter_id, "the search strategy has no candidate left (each network is "
+                                                       "proposed once, however many grid points build it)")
             if ledger.free_again(candidate):  # a stopped trial's architecture, trained to the end this time
                 ledger.spend_second_chance(candidate)
                 prof, _ = self.checker.check(candidate)

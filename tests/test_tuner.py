@@ -56,7 +56,7 @@ def test_seed_grid_is_complete_then_exhausted():
     tuner = FixedProductTuner(product=2, profiler=estimated_profile)
     tuner.update_search_space(LEGACY_SPACE)
     points, networks = set(), set()
-    with pytest.raises(nni.NoMoreTrialError):
+    with pytest.raises(nni.NoMoreTrialError, match="each network is proposed once, however many grid points build it"):
         for pid in range(1000):
             p = tuner.generate_parameters(pid)
             points.add((p["alpha"], p["beta"], p["gamma"]))
