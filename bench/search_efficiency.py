@@ -101,6 +101,14 @@ def _rounded(row) -> tuple:
     return tuple(round(float(v), 6) for v in row)
 
 
+def first_twin(params: dict, space_name: str) -> dict:
+    """``params`` (one proposal's) with its architecture keys set to those of the first candidate, in the space's
+    order, that builds the same network; unchanged when it is no candidate of the space."""
+    names, canonical = twins_of(space_name)
+    row = canonical.get(_rounded(params.get(n, 1.0) for n in names))
+    return params if row is None else {**params, **dict(zip(names, row))}
+
+
 class OnNetworks:
     """A synthetic objective read as a trained network would be: twins (candidates that build the same network,
     their coefficients differing only below the rounding of repeats and channels) share the value of the first of
@@ -108,13 +116,13 @@ class OnNetworks:
 
     def __init__(self, objective: SyntheticObjective, space_name: str) -> None:
         self.objective = objective
+        self.space_name = space_name
         self.names, self.canonical = twins_of(space_name)
         self._last: tuple[tuple, dict[str, np.ndarray]] = ((), {})  # the last arrays read, and their twins' columns
 
     def _params(self, params: dict) -> dict:
         if np.ndim(params["alpha"]) == 0:
-            row = self.canonical.get(_rounded(params.get(n, 1.0) for n in self.names))
-            return params if row is None else {**params, **dict(zip(self.names, row))}
+            return first_twin(params, self.space_name)
         arrays = tuple(params[n] for n in self.names)  # the space's own columns, read again and again: kept once
         if len(arrays) != len(self._last[0]) or any(a is not b for a, b in zip(arrays, self._last[0])):
             rows = [self.canonical.get(_rounded(r), r) for r in zip(*arrays)]

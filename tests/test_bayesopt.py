@@ -17,8 +17,8 @@ from efficientnet.builder import network_key
 from efficientnet.search.bayesopt import BayesOptStrategy
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.gp import GaussianProcess, expected_improvement, log_expected_improvement
-from synthetic import SyntheticObjective  # bench/synthetic.py
 from efficientnet.spec import ArchSpec
+from synthetic import SyntheticObjective  # bench/synthetic.py
 from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -12,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from efficientnet.builder import network_key
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.predictor import PredictorStrategy, SurrogatePredictor, kendall_tau
-from efficientnet.spec import ArchSpec
+from search_efficiency import first_twin  # bench/search_efficiency.py
 from tuner import EfficientNetTuner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,20 +24,11 @@ def truth(params: dict) -> float:
     """A known objective (as in bench/search_efficiency.py): a peak in alpha/beta/gamma, block-choice effects and
     interactions between choices. It is a function of the network: twins (points that build the same network) share
     the value of the first of them in the space's order, as they would share a trained accuracy."""
-    p = first_twins()[network_key(ArchSpec.parse(params["arch"]))]
+    p = first_twin(params, "full")  # bench/search_efficiency.py; "full" is search_space.json, as here
     value = 80.0 - 30 * (p["alpha"] - 1.45) ** 2 - 60 * (p["beta"] - 1.12) ** 2 - 40 * (p["gamma"] - 1.08) ** 2
     value += 0.6 * (p["stage4_kernel"] == 5) + 0.5 * (p["stage4_expand"] == 6)
     value += 0.8 * (p["stage6_se"] == 1) * (p["stage6_kernel"] == 5) + 0.3 * (p["stage6_kernel"] == 3) * (p["stage6_se"] == 0)
     return value - 0.4 * abs(p["stage6_repeats"] - 1) - 0.3 * (p["stage4_expand"] == 6) * (p["stage6_repeats"] == 1)
-
-
-@functools.lru_cache(maxsize=1)
-def first_twins() -> dict:
-    """For each network of the space, the proposal of the first candidate (in the space's order) that builds it."""
-    space, first = make_tuner(seed=0).space, {}
-    for i in range(space.size):
-        first.setdefault(space.network(space.at(i)), space.proposal(space.at(i)).to_parameters())
-    return first
 
 
 def make_tuner(**kwargs) -> EfficientNetTuner:
