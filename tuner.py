@@ -32,7 +32,7 @@ from nni.utils import extract_scalar_reward
 
 from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
                                          stop_promptly, trial_error)
-from efficientnet.proposal import Proposal
+from efficientnet.proposal import Budget, Proposal
 from efficientnet.search.budgets import FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT
@@ -85,7 +85,8 @@ class EfficientNetTuner(Tuner):
     Early-stopped trials: ``learn_from_stopped`` (True) has NNI's dispatcher hand the tuner the last intermediate
     result of a trial that an assessor stopped (NNI 3.0's config cannot ask for it; see
     :func:`~efficientnet.nni_dispatcher.hear_stopped_trials`). Such a result is a partial one, see
-    :mod:`efficientnet.search.fidelity`, and the architecture may be proposed once more, to be trained to the end.
+    :mod:`efficientnet.search.fidelity`, and the architecture may be proposed once more, to be trained to the end:
+    that trial continues the stopped one's checkpoint, with its hyperparameters.
     With False, a stopped trial counts as a failed one, as in plain NNI 3.0. Failing trials: ``stop_after_failures``
     (3): when that many trials fail, before any succeeds, with the same error line, the experiment stops with that
     line (0 or null: never).
@@ -194,7 +195,12 @@ class EfficientNetTuner(Tuner):
     def _budget(self, name: str, continue_from: str | None = None) -> Any:
         """The :class:`~efficientnet.proposal.Budget` a proposal of budget ``name`` carries (or None)."""
         halving = self.options.halving
-        return halving.budget(name, continue_from) if halving.enabled else self.options.proxy.budget(name)
+        if halving.enabled:
+            return halving.budget(name, continue_from)
+        budget = self.options.proxy.budget(name)
+        if continue_from is not None:  # a named budget: Proposal.from_parameters reads continue_from as part of it
+            budget = replace(budget or Budget(name), name=name, continue_from=continue_from)
+        return budget
 
     def _trial_seconds(self, features: np.ndarray) -> np.ndarray | None:
         """Predicted seconds of a new candidate's trial (bo's cost; None until a trial's seconds are known)."""
@@ -261,11 +267,10 @@ class EfficientNetTuner(Tuner):
                 return self._promote_any(parameter_id, "the search strategy has no candidate left (each network is "
                                                        "proposed once, however many grid points build it)")
             if ledger.free_again(candidate):  # a stopped trial's architecture, trained to the end this time
-                ledger.spend_second_chance(candidate)
-                prof, _ = self.checker.check(candidate)
+                stopped = ledger.spend_second_chance(candidate)
+                prof, _ = self.checker.check(stopped.candidate)
                 if prof is not None:
-                    _logger.info("second chance for %s, stopped early before", candidate)
-                    return self._register(parameter_id, candidate, budget, prof)
+                    return self._second_chance(parameter_id, stopped, budget, prof)
                 continue
             if self._used(candidate):  # a strategy should not do this; never propose twice anyway
                 _logger.debug("strategy asked for a used candidate %s", candidate)
@@ -277,6 +282,15 @@ class EfficientNetTuner(Tuner):
                 self.strategy.tell(candidate, None)  # never trained: no result will come
                 continue
             return self._register(parameter_id, candidate, budget, prof)
+
+    def _second_chance(self, parameter_id: int, stopped: Record, budget: str, prof: Profile) -> dict[str, Any]:
+        """Propose a stopped trial's architecture once more, with its hyperparameters. Under the budget it was
+        stopped in, the new trial continues the stopped one's checkpoint (rerun from epoch 0 with the same seed, it
+        would repeat the stopped curve, and be stopped again where it was); under another budget it starts afresh."""
+        continue_from = stopped.trial if stopped.budget == budget else None
+        _logger.info("second chance for %s, stopped early before%s", stopped.candidate,
+                     f": continuing trial {continue_from}" if continue_from else "")
+        return self._register(parameter_id, stopped.candidate, budget, prof, continue_from=continue_from)
 
     def _promote(self, parameter_id: int, top_only: bool) -> dict[str, Any] | None:
         """Successive halving's next promotion within the budgets, as NNI's dict (None: none is due); see
@@ -347,8 +361,8 @@ class EfficientNetTuner(Tuner):
         record = self.ledger.record(*key)
         if record.state != FAILED:
             partial = is_partial_result(value)
+            record.trial = kwargs.get("trial_job_id") or record.trial  # whose checkpoint a continuation starts from
             if not partial:
-                record.trial = kwargs.get("trial_job_id") or record.trial
                 self._observe_cost(record, value)
             self._hear(record, value, proposal, partial=partial)
 

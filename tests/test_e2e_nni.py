@@ -262,8 +262,8 @@ def checkpoint_epoch(trial) -> int:
 def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the_tuner_learns_from_it(root, tmp_path):
     """Every trial is stopped at its first epoch. The search space holds two architectures: the tuner hears each
     stopped trial's last intermediate result (NNI 3.0 passes it on only because the tuner asks), keeps it as a
-    partial result instead of a failure, and proposes each architecture once more, for four trials in all; a tuner
-    that took the stops for failures would end the search after two."""
+    partial result instead of a failure, and proposes each architecture once more, continuing its stopped trial's
+    checkpoint, for four trials in all; a tuner that took the stops for failures would end the search after two."""
     space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
              "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]}}
     (tmp_path / "space.json").write_text(json.dumps(space))
@@ -293,6 +293,17 @@ def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the
     assert len(trials) == 4 and len(set(archs)) == 2 and all(archs.count(a) == 2 for a in archs), describe(exp)
     assert log.count("partial result ") == 4 and log.count("kept as a partial one") == 4, log[-3000:]
     assert log.count("second chance for") == 2, log[-3000:]
+    # A second chance continues the stopped trial's checkpoint (rerun from epoch 0, it would repeat the same curve)
+    by_id = {t.id: t for t in trials}
+    for t in trials:
+        if archs.index(t.parameters["arch"]) == trials.index(t):
+            assert "continue_from" not in t.parameters
+            continue
+        source = by_id[t.parameters["continue_from"]]
+        assert source.parameters["arch"] == t.parameters["arch"]
+        trial_log = (Path(t.log_path) / "log.txt").read_text()
+        assert f"continuing {Path(source.log_path) / 'checkpoint.pth.tar'} to epoch 30" in trial_log
+        assert checkpoint_epoch(t) > checkpoint_epoch(source)
 
 
 def test_a_cancelled_trial_is_user_canceled_and_nnictl_stop_ends_trials_without_a_traceback(root, tmp_path):

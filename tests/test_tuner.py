@@ -242,6 +242,31 @@ def test_an_early_stopped_trial_is_a_partial_result_not_a_failure(strategy):
     assert later.count(stopped["arch"]) <= 1  # at most one more time (a second chance), never more
 
 
+@pytest.mark.parametrize("strategy", ["bo", "evolution", "predictor", "random"])
+def test_a_second_chance_continues_the_stopped_trial_with_its_hyperparameters(strategy):
+    """Rerun from epoch 0 with the same seed, a stopped trial repeats its curve and is stopped where it was: its
+    second chance continues its checkpoint instead (the trial id NNI gave with its last result), with the same
+    learning rate and batch size, and the trial reads the continuation back from the proposal. Two architectures:
+    once the other one is trained, only the second chance is left."""
+    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
+             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]},
+             "lr": DEFAULT_SPACE["lr"], "batch_size": DEFAULT_SPACE["batch_size"]}
+    tuner = EfficientNetTuner(strategy=strategy, seed=0, profiler=estimated_profile)
+    tuner.update_search_space(space)
+    stopped = tuner.generate_parameters(0)
+    tuner.receive_trial_result(0, stopped, dict(INTERMEDIATE), trial_job_id="Stop0")
+    tuner.trial_end(0, False)
+    other = tuner.generate_parameters(1)
+    tuner.receive_trial_result(1, other, {"default": 60.0, "epochs": 3}, trial_job_id="Done1")
+    tuner.trial_end(1, True)
+    again = tuner.generate_parameters(2)
+    assert other["arch"] != stopped["arch"] == again["arch"]
+    assert (again["lr"], again["batch_size"]) == (stopped["lr"], stopped["batch_size"])
+    assert again["continue_from"] == "Stop0" and again["budget"] == "full" and "continue_from" not in stopped
+    assert Proposal.from_parameters(again).training() == {"lr": stopped["lr"], "batch_size": stopped["batch_size"],
+                                                          "continue_from": "Stop0"}
+
+
 def test_a_low_partial_result_is_floored_at_the_worst_full_one_and_a_real_failure_is_still_a_failure():
     tuner = EfficientNetTuner(seed=1, profiler=estimated_profile)
     tuner.update_search_space(DEFAULT_SPACE)

@@ -4,8 +4,8 @@ NNI hands every intermediate result (one per epoch) to the assessor, which may s
 extrapolates a running trial's curve from the curves of the trials that finished (see :class:`CurveAssessor`) and
 stops it once it cannot reach the best final value so far even if it learnt more slowly than any of them. A stopped
 trial's last intermediate result reaches the tuner as a partial result (the tuner has NNI's dispatcher hand it
-over, see :mod:`efficientnet.search.fidelity`), and its architecture may then be proposed once more, trained to the
-end, if the search wants it back.
+over, see :mod:`efficientnet.search.fidelity`), and its architecture may then be proposed once more, to continue the
+stopped trial's checkpoint to the end, if the search wants it back.
 
 Use it in ``config.yml`` instead of ``Medianstop``::
 

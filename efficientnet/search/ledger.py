@@ -32,7 +32,7 @@ class Record:
     raw: float | None = None  # a partial result's own score, before capping
     promoted: bool = False  # proposed again under a higher budget (proxy -> full, or the next rung)
     second_chance: str = ""  # "" | "granted": may be proposed once more | "used"
-    trial: str | None = None  # NNI's id of the trial whose result this is (a promotion continues its checkpoint)
+    trial: str | None = None  # NNI's id of the trial whose result this is (promotions and second chances continue it)
 
     @property
     def heard(self) -> bool:
@@ -72,12 +72,16 @@ class Ledger:
         record.second_chance = "granted"
         self._granted.add(record.candidate)
 
-    def spend_second_chance(self, candidate: Candidate) -> None:
-        """The candidate's second chance is taken (it is proposed again now, or found over budget)."""
+    def spend_second_chance(self, candidate: Candidate) -> Record:
+        """The candidate's second chance is taken (it is proposed again now, or found over budget); the record of
+        its stopped trial, which holds that trial's id and hyperparameters."""
         self._granted.discard(candidate)
+        stopped = []
         for record in self.records.values():
             if record.candidate == candidate and record.second_chance == "granted":
                 record.second_chance = "used"
+                stopped.append(record)
+        return stopped[0]
 
     def propose(self, parameter_id: int, candidate: Candidate, budget: str, proposal: Proposal) -> Record:
         """A trial is given ``proposal``."""
