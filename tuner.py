@@ -270,7 +270,7 @@ class EfficientNetTuner(Tuner):
                 stopped = ledger.spend_second_chance(candidate)
                 prof, _ = self.checker.check(stopped.candidate)
                 if prof is not None:
-                    return self._second_chance(parameter_id, stopped, budget, prof)
+                    return self._second_chance(parameter_id, stopped, prof)
                 continue
             if self._used(candidate):  # a strategy should not do this; never propose twice anyway
                 _logger.debug("strategy asked for a used candidate %s", candidate)
@@ -283,14 +283,13 @@ class EfficientNetTuner(Tuner):
                 continue
             return self._register(parameter_id, candidate, budget, prof)
 
-    def _second_chance(self, parameter_id: int, stopped: Record, budget: str, prof: Profile) -> dict[str, Any]:
-        """Propose a stopped trial's architecture once more, with its hyperparameters. Under the budget it was
-        stopped in, the new trial continues the stopped one's checkpoint (rerun from epoch 0 with the same seed, it
-        would repeat the stopped curve, and be stopped again where it was); under another budget it starts afresh."""
-        continue_from = stopped.trial if stopped.budget == budget else None
+    def _second_chance(self, parameter_id: int, stopped: Record, prof: Profile) -> dict[str, Any]:
+        """Propose a stopped trial's architecture once more, with its hyperparameters and budget: the new trial
+        continues the stopped one's checkpoint (rerun from epoch 0 with the same seed, it would repeat the stopped
+        curve, and be stopped again where it was)."""
         _logger.info("second chance for %s, stopped early before%s", stopped.candidate,
-                     f": continuing trial {continue_from}" if continue_from else "")
-        return self._register(parameter_id, stopped.candidate, budget, prof, continue_from=continue_from)
+                     f": continuing trial {stopped.trial}" if stopped.trial else "")
+        return self._register(parameter_id, stopped.candidate, stopped.budget, prof, continue_from=stopped.trial)
 
     def _promote(self, parameter_id: int, top_only: bool) -> dict[str, Any] | None:
         """Successive halving's next promotion within the budgets, as NNI's dict (None: none is due); see

@@ -184,3 +184,27 @@ def test_when_the_space_is_used_up_the_rest_of_a_rung_is_promoted_before_the_sea
     records = tuner.ledger.records.values()
     assert sum(r.budget == "rung0" for r in records) == networks < space.size  # every network once at rung 0
     assert sum(r.budget == "full" for r in records) == networks  # and every one promoted before the search ended
+
+
+@pytest.mark.parametrize("strategy", ["bo", "evolution"])
+def test_a_stopped_promotion_gets_its_second_chance_at_the_full_budget_continuing_it(strategy):
+    """An assessor stops a full-budget trial (a promotion): its second chance continues that trial to the full
+    epochs, with its learning rate, instead of training rung 0 again from scratch."""
+    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
+             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]},
+             "lr": DEFAULT_SPACE["lr"]}
+    tuner = make_tuner(strategy, space, min_epochs=1, full_epochs=2, eta=2)
+    proposals = []
+    for pid in range(4):
+        p = tuner.generate_parameters(pid)
+        proposals.append(p)
+        if pid == 2:  # the first promotion, stopped at epoch 1 of 2 (its last intermediate result is handed over)
+            assert p["budget"] == "full"
+            tuner.receive_trial_result(pid, p, {"default": 50.0, "loss": 1.0}, trial_job_id=f"T{pid}")
+            tuner.trial_end(pid, False)
+        else:
+            tuner.receive_trial_result(pid, p, {"default": 60.0 + pid, "epochs": p["epochs"]}, trial_job_id=f"T{pid}")
+            tuner.trial_end(pid, True)
+    stopped, again = proposals[2], proposals[3]
+    assert (again["budget"], again["epochs"], again["schedule_epochs"], again["continue_from"]) == ("full", 2, 2, "T2")
+    assert (again["arch"], again["lr"]) == (stopped["arch"], stopped["lr"])
