@@ -218,7 +218,7 @@ class EfficientNetTuner(Tuner):
     def _used(self, candidate: Candidate) -> bool:
         """Known to the ledger, or a twin of a proposed or imported candidate (it builds the same network)."""
         assert self.space is not None
-        return self.ledger.known(candidate) or self.ledger.twin(candidate, self.space.network(candidate)) is not None
+        return self.ledger.known(candidate) or self.ledger.has_twin(candidate, self.space.network(candidate))
 
     def _pareto_fitness(self, members: Any) -> list[float]:
         """NSGA-II fitness of (candidate, accuracy score) members over (accuracy, cost objectives...)."""

@@ -101,11 +101,10 @@ class Ledger:
         """Proposed, imported or over budget, under any budget."""
         return candidate in self._known
 
-    def twin(self, candidate: Candidate, network: Hashable) -> Candidate | None:
-        """Another candidate, proposed or imported, that builds ``network`` (what ``candidate`` builds); None if
-        there is none."""
+    def has_twin(self, candidate: Candidate, network: Hashable) -> bool:
+        """Whether another candidate, proposed or imported, builds ``network`` (what ``candidate`` builds)."""
         other = self._networks.get(network)
-        return other if other is not None and other != candidate else None
+        return other is not None and other != candidate
 
     def free_again(self, candidate: Candidate) -> bool:
         """Granted a second chance that has not been used yet."""
