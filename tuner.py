@@ -32,7 +32,7 @@ from nni.utils import extract_scalar_reward
 
 from efficientnet.nni_dispatcher import (ExperimentError, guarded, hear_stopped_trials, in_dispatcher, report_errors,
                                          stop_promptly, trial_error)
-from efficientnet.proposal import Budget, Proposal
+from efficientnet.proposal import Proposal
 from efficientnet.search.budgets import FeasibilityChecker
 from efficientnet.search.candidates import Candidate, CandidateSpace
 from efficientnet.search.constraint import DEFAULT_PRODUCT
@@ -195,12 +195,8 @@ class EfficientNetTuner(Tuner):
     def _budget(self, name: str, continue_from: str | None = None) -> Any:
         """The :class:`~efficientnet.proposal.Budget` a proposal of budget ``name`` carries (or None)."""
         halving = self.options.halving
-        if halving.enabled:
-            return halving.budget(name, continue_from)
-        budget = self.options.proxy.budget(name)
-        if continue_from is not None:  # a named budget: Proposal.from_parameters reads continue_from as part of it
-            budget = replace(budget or Budget(name), name=name, continue_from=continue_from)
-        return budget
+        schedule = halving if halving.enabled else self.options.proxy
+        return schedule.budget(name, continue_from)
 
     def _trial_seconds(self, features: np.ndarray) -> np.ndarray | None:
         """Predicted seconds of a new candidate's trial (bo's cost; None until a trial's seconds are known)."""

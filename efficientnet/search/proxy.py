@@ -65,13 +65,16 @@ class ProxySchedule:
         """The budget of the next new architecture."""
         return PROXY if self.enabled and ledger.proposed(PROXY) < self.trials else FULL
 
-    def budget(self, name: str) -> Budget | None:
-        """The budget a proposal carries to the trial (None when proxy training is off and no ``full_epochs``)."""
+    def budget(self, name: str, continue_from: str | None = None) -> Budget | None:
+        """The budget a proposal carries to the trial (None when proxy training is off, with no ``full_epochs`` and
+        nothing to continue); ``continue_from``: the trial whose checkpoint it continues (a second chance)."""
         if not self.enabled:
+            if continue_from is not None:  # named: Proposal.from_parameters reads continue_from as part of a budget
+                return Budget(name, epochs=self.full_epochs, continue_from=continue_from)
             return None if self.full_epochs is None else Budget(None, epochs=self.full_epochs)
         if name == PROXY:
-            return Budget(PROXY, 1.0 if self.subset is None else self.subset, self.epochs)
-        return Budget(FULL, 1.0, self.full_epochs)
+            return Budget(PROXY, 1.0 if self.subset is None else self.subset, self.epochs, continue_from=continue_from)
+        return Budget(FULL, 1.0, self.full_epochs, continue_from=continue_from)
 
     def promotions(self, ledger: Ledger) -> list[Record]:
         """Proxy records to re-propose under the full budget now: the ``promote_top`` best proxy results known so
