@@ -40,7 +40,10 @@ def free_port() -> int:
 def nnictl(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
            launcher: bool = False) -> subprocess.CompletedProcess:
     """Run ``nnictl`` (or, with ``launcher``, ``python -m efficientnet``) with a bounded wait; output is returned
-    without colour codes."""
+    without colour codes. pytest's name of the running test is left out of the environment, so that a test
+    session's experiments share their trials' warm-start server (efficientnet/warm_start.py) as a user's
+    experiments one after another do, instead of importing torch in a new one each."""
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTEST_CURRENT_TEST"}
     proc = subprocess.run(
         [*(LAUNCHER if launcher else NNICTL), *args], capture_output=True, text=True, timeout=timeout, env=env,
         stdin=subprocess.DEVNULL
