@@ -14,7 +14,8 @@ they always saw. This is Ray Tune's ``reuse_actors`` idea for NNI's one-process-
   start warm. A server serves one Python, one project folder at one state of its code, and one environment
   (the trial's ``NNI_*`` variables, ``CUDA_VISIBLE_DEVICES`` and a shell's ``PWD``-like ones aside): anything else
   gets its own server. It ends after :data:`IDLE_SECONDS` without a trial; its ``.lock`` file beside the socket
-  holds its process id. A warm trial's log says so on its ``started in`` line.
+  holds its process id, and its ``.log`` its standard error. An ending server removes its socket and lock, and its
+  log when empty. A warm trial's log says so on its ``started in`` line.
 * The server never touches CUDA (a CUDA context does not survive a fork): each child initialises its own device.
 * The socket lives in a folder only its user can enter (``$XDG_RUNTIME_DIR`` or the temporary folder,
   ``efficientnet-nni-<uid>``); the server also checks that a client is the same user.
@@ -196,15 +197,11 @@ def _start_server(path: Path, project: Path, environ: dict[str, str] | None = No
 
 # ------------------------------------------------------------------------------------------------ the server
 def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
-    """Import what a trial needs, then fork a child for each trial that connects to ``path``, until idle."""
-    lock = open(path.with_suffix(".lock"), "a+")  # not "w": that would empty a running server's pid
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    """Import what a trial needs, then fork a child for each trial that connects to ``path``, until idle; then
+    remove the socket, the lock and an empty log, so that the folder holds only the servers that run."""
+    lock = _lock(path.with_suffix(".lock"))
+    if lock is None:
         return 0  # another server serves this key
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
     sys.path.insert(0, str(project))
     _preload()
     with contextlib.suppress(FileNotFoundError):
@@ -239,9 +236,43 @@ def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
             if children:
                 last_busy = time.monotonic()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        _remove_files(path, lock)
     return 0
+
+
+def _lock(path: Path):
+    """``path`` opened and locked, holding this process's id; None when another server holds it."""
+    while True:
+        lock = open(path, "a+")  # not "w": that would empty a running server's pid
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        lock.close()  # the server that held it removed it as it ended: lock the file that is there now
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _remove_files(path: Path, lock) -> None:
+    """An ending server's files: its log when nothing was written to it (standard error is the log), the socket,
+    then the lock, still held, so that a server starting meanwhile locks a new file."""
+    log = path.with_suffix(".log")
+    with contextlib.suppress(OSError):
+        if os.fstat(2).st_size == 0 and os.path.samestat(os.fstat(2), os.stat(log)):
+            log.unlink()
+    for done in (path, path.with_suffix(".lock")):
+        with contextlib.suppress(FileNotFoundError):
+            done.unlink()
+    lock.close()
 
 
 def _preload() -> None:

@@ -191,3 +191,38 @@ def test_no_socket_in_a_folder_others_can_enter_nor_past_the_path_limit(tmp_path
         shutil.rmtree(short)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("x" * 100)))
     assert warm_start.socket_path("k") is None  # cold starts, not a failed bind
+
+
+def test_an_ending_server_removes_its_socket_lock_and_empty_log_and_a_second_one_exits_at_once(tmp_path):
+    """Servers for one key, run as ``python -m efficientnet`` starts them (standard error appended to the key's
+    log), with a 1 s idle time and without the imports a trial needs (they do not touch the files): a second
+    server exits at once while the first serves; the first, idle, ends and leaves nothing in the folder; a log
+    that has lines in it is kept."""
+    folder = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))  # short: a socket's path is limited
+    sock = folder / "k.sock"
+    code = ("import sys; from pathlib import Path; from efficientnet import warm_start; "
+            "warm_start._preload = lambda: None; "
+            "sys.exit(warm_start.serve(Path(sys.argv[1]), Path(sys.argv[2]), idle_seconds=1.0))")
+
+    def server() -> subprocess.Popen:
+        with open(sock.with_suffix(".log"), "ab") as log:
+            return subprocess.Popen([sys.executable, "-c", code, str(sock), str(ROOT)], cwd=ROOT, stderr=log,
+                                    stdin=subprocess.DEVNULL)
+
+    try:
+        first = server()
+        deadline = time.monotonic() + 60
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists() and first.poll() is None
+        second = server()
+        assert second.wait(timeout=60) == 0 and first.poll() is None  # the first one still serves
+        assert sock.with_suffix(".lock").read_text().strip() == str(first.pid)
+        assert first.wait(timeout=60) == 0
+        assert sorted(p.name for p in folder.iterdir()) == []
+
+        sock.with_suffix(".log").write_text("an earlier server's error\n")
+        assert server().wait(timeout=60) == 0
+        assert sorted(p.name for p in folder.iterdir()) == ["k.log"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
