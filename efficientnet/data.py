@@ -34,6 +34,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .preprocess import eval_transform, normalization
 from .spec import ArchSpec
@@ -66,11 +67,6 @@ MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not 
 
 class DataError(ValueError):
     """A dataset problem the user can fix; the message names the problem and the fix."""
-
-
-def default_cache_dir() -> Path:
-    """Where the digits demo is exported: ``$EFFICIENTNET_NNI_CACHE`` or ``~/.cache/efficientnet-nni``."""
-    return Path(os.environ.get("EFFICIENTNET_NNI_CACHE") or Path.home() / ".cache" / "efficientnet-nni")
 
 
 # ------------------------------------------------------------------------------------------------ splitting

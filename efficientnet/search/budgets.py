@@ -9,7 +9,9 @@ candidate that passes everything is proposed.
 
 The meta-device profiler stays as the reference: the first ``cross_check`` candidates are profiled as well, and if
 the profile disagrees with the closed forms (a changed model implementation, say), a warning names the difference
-and from then on every candidate is profiled and the profile decides.
+and from then on every candidate is profiled and the profile decides. Profiles are stored between processes under
+a key that covers the model's code (:mod:`efficientnet.profile_store`), so an experiment after the first reads its
+cross-check instead of measuring it.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ class Budgets:
 
 @lru_cache(maxsize=8192)
 def cached_profile(spec: ArchSpec, num_classes: int = 1000) -> Profile:
-    """:func:`efficientnet.profiler.profile`, cached per (spec, class count) for the whole process."""
-    from ..profiler import profile
+    """:func:`efficientnet.profiler.profile`, cached per (spec, class count) for the whole process, and between
+    processes on disk (:mod:`efficientnet.profile_store`)."""
+    from ..profile_store import stored_profile
 
-    return profile(spec, num_classes=num_classes)
+    return stored_profile(spec, num_classes)
 
 
 @lru_cache(maxsize=1024)
