@@ -202,6 +202,20 @@ def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
     lock = _lock(path.with_suffix(".lock"))
     if lock is None:
         return 0  # another server serves this key
+    try:
+        _serve(path, project, idle_seconds, lock)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()  # into the log, before the log is looked at
+        return 1
+    finally:
+        sys.stderr.flush()
+        _remove_files(path, lock)
+    return 0
+
+
+def _serve(path: Path, project: Path, idle_seconds: float, lock) -> None:
     sys.path.insert(0, str(project))
     _preload()
     with contextlib.suppress(FileNotFoundError):
@@ -220,24 +234,20 @@ def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     children: dict[int, socket.socket] = {}
     last_busy = time.monotonic()
-    try:
-        while children or time.monotonic() - last_busy < idle_seconds:
-            for key, _ in sel.select(timeout=1.0):
-                if key.data == "accept":
-                    _accept(listener, sel, children, (listener, wake_r, wake_w, lock))
-                elif key.data == "wake":
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wake_r, 512)
-                else:  # the trial process closed its end (killed): its child goes too
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(key.data, signal.SIGKILL)
-                    sel.unregister(key.fileobj)
-            _reap(children, sel)
-            if children:
-                last_busy = time.monotonic()
-    finally:
-        _remove_files(path, lock)
-    return 0
+    while children or time.monotonic() - last_busy < idle_seconds:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "accept":
+                _accept(listener, sel, children, (listener, wake_r, wake_w, lock))
+            elif key.data == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 512)
+            else:  # the trial process closed its end (killed): its child goes too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(key.data, signal.SIGKILL)
+                sel.unregister(key.fileobj)
+        _reap(children, sel)
+        if children:
+            last_busy = time.monotonic()
 
 
 def _lock(path: Path):

@@ -197,17 +197,17 @@ def test_an_ending_server_removes_its_socket_lock_and_empty_log_and_a_second_one
     """Servers for one key, run as ``python -m efficientnet`` starts them (standard error appended to the key's
     log), with a 1 s idle time and without the imports a trial needs (they do not touch the files): a second
     server exits at once while the first serves; the first, idle, ends and leaves nothing in the folder; a log
-    that has lines in it is kept."""
+    that has lines in it is kept, and so is the error of a server whose imports fail."""
     folder = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))  # short: a socket's path is limited
     sock = folder / "k.sock"
     code = ("import sys; from pathlib import Path; from efficientnet import warm_start; "
-            "warm_start._preload = lambda: None; "
+            "warm_start._preload = lambda: None if sys.argv[3] == 'ok' else 1 / 0; "
             "sys.exit(warm_start.serve(Path(sys.argv[1]), Path(sys.argv[2]), idle_seconds=1.0))")
 
-    def server() -> subprocess.Popen:
+    def server(preload: str = "ok") -> subprocess.Popen:
         with open(sock.with_suffix(".log"), "ab") as log:
-            return subprocess.Popen([sys.executable, "-c", code, str(sock), str(ROOT)], cwd=ROOT, stderr=log,
-                                    stdin=subprocess.DEVNULL)
+            return subprocess.Popen([sys.executable, "-c", code, str(sock), str(ROOT), preload], cwd=ROOT,
+                                    stderr=log, stdin=subprocess.DEVNULL)
 
     try:
         first = server()
@@ -224,5 +224,10 @@ def test_an_ending_server_removes_its_socket_lock_and_empty_log_and_a_second_one
         sock.with_suffix(".log").write_text("an earlier server's error\n")
         assert server().wait(timeout=60) == 0
         assert sorted(p.name for p in folder.iterdir()) == ["k.log"]
+
+        sock.with_suffix(".log").unlink()
+        assert server("fails").wait(timeout=60) == 1  # its imports failed: the log keeps why
+        assert sorted(p.name for p in folder.iterdir()) == ["k.log"]
+        assert "ZeroDivisionError" in sock.with_suffix(".log").read_text()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
