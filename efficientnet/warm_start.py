@@ -93,9 +93,11 @@ def server_key(project: Path, environ: dict[str, str] | None = None) -> str:
     return h.hexdigest()[:24]
 
 
-def socket_path(key: str) -> Path | None:
-    """The server's socket, in a folder only this user can enter; None when no such folder can be had."""
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"efficientnet-nni-{os.getuid()}"
+def socket_path(key: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The server's socket, in a folder only this user can enter (under ``XDG_RUNTIME_DIR`` of ``environ``, default
+    this process's environment); None when no such folder can be had."""
+    env = os.environ if environ is None else environ
+    base = Path(env.get("XDG_RUNTIME_DIR") or "/tmp") / f"efficientnet-nni-{os.getuid()}"
     try:
         base.mkdir(mode=0o700, exist_ok=True)
         st = base.stat()
@@ -179,7 +181,7 @@ def prestart(project: Path, environ: dict[str, str]) -> subprocess.Popen | None:
     local experiment, so that its first trials start warm too. None when warm starts do not apply."""
     if not enabled({**environ, "NNI_PLATFORM": "local"}):
         return None
-    path = socket_path(server_key(project, environ))
+    path = socket_path(server_key(project, environ), environ)
     return None if path is None else _start_server(path, project, environ)
 
 

@@ -7,6 +7,7 @@ experiments of the e2e tests start their trials warm the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,22 +33,38 @@ WARM = "warm: forked from a process that had imported torch"
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="warm starts need fork")
 
 
-@pytest.fixture
-def runtime(digits_cache: Path):
+@contextlib.contextmanager
+def trial_environment(digits_cache: Path) -> Iterator[dict[str, str]]:
     """The environment of a trial with warm starts on, a private socket folder (short: a socket's path is limited
     to about 100 bytes); stops its servers after."""
     run = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNI_") and k != warm_start.ENV_SWITCH}
     env.update(NNI_PLATFORM="local", XDG_RUNTIME_DIR=str(run), EFFICIENTNET_NNI_CACHE=str(digits_cache))
-    yield env
-    for lock in run.glob("*/*.lock"):
-        pid = lock.read_text().strip()
-        if pid:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    shutil.rmtree(run, ignore_errors=True)
+    try:
+        yield env
+    finally:
+        for lock in run.glob("*/*.lock"):
+            pid = lock.read_text().strip()
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGTERM)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime(digits_cache: Path) -> Iterator[dict[str, str]]:
+    """A trial environment of this test alone: no server yet."""
+    with trial_environment(digits_cache) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def warm(digits_cache: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """A trial environment whose server was started as ``python -m efficientnet create`` starts it, shared by the
+    tests of warm trials (a server serves trial after trial), and that server's pid."""
+    with trial_environment(digits_cache) as env:
+        assert warm_start.prestart(ROOT, env) is not None
+        yield env, server_pid(env)
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +124,18 @@ def test_the_first_trial_starts_a_server_and_the_next_ones_start_warm_with_the_s
     assert server_pid(runtime) == server and not children_of(server)
 
 
-def test_a_warm_trial_ends_with_its_childs_status_and_error_line(runtime, tmp_path):
-    trial(runtime, tmp_path / "a", "--epochs", "1")
-    server_pid(runtime)
+def test_a_warm_trial_ends_with_its_childs_status_and_error_line(warm, tmp_path):
+    runtime, server = warm
     bad = trial(runtime, tmp_path / "b", "--epochs", "1", "--lr", "-1")
     assert bad.returncode == 2
     assert "--lr" in one_error_line(bad.stderr)
     help_ = trial(runtime, tmp_path / "c", "--help")
     assert help_.returncode == 0 and "usage:" in help_.stdout
+    assert server_pid(runtime) == server  # the server outlives its children's errors
 
 
-def test_a_stop_signal_reaches_the_warm_child_and_the_trial_dies_by_it(runtime, tmp_path):
-    trial(runtime, tmp_path / "a", "--epochs", "1")
-    server = server_pid(runtime)
+def test_a_stop_signal_reaches_the_warm_child_and_the_trial_dies_by_it(warm, tmp_path):
+    runtime, server = warm
     out = tmp_path / "b"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--epochs", "30", "--output-dir", str(out),
                              "--download-dir", runtime["EFFICIENTNET_NNI_CACHE"]], env=runtime, cwd=ROOT,
@@ -139,9 +156,8 @@ def test_a_stop_signal_reaches_the_warm_child_and_the_trial_dies_by_it(runtime, 
     assert not children_of(server)
 
 
-def test_killing_the_trial_process_kills_its_warm_child(runtime, tmp_path):
-    trial(runtime, tmp_path / "a", "--epochs", "1")
-    server = server_pid(runtime)
+def test_killing_the_trial_process_kills_its_warm_child(warm, tmp_path):
+    runtime, server = warm
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *TINY, "--epochs", "30", "--output-dir",
                              str(tmp_path / "b"), "--download-dir", runtime["EFFICIENTNET_NNI_CACHE"]], env=runtime,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
