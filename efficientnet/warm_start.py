@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 __all__ = ["ENV_SWITCH", "IDLE_SECONDS", "enabled", "server_key", "socket_path", "hand_over", "prestart", "serve",
            "forked"]
@@ -217,7 +217,8 @@ def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
     return 0
 
 
-def _serve(path: Path, project: Path, idle_seconds: float, lock) -> None:
+def _serve(path: Path, project: Path, idle_seconds: float, lock: IO[str]) -> None:
+    """Preload, listen on ``path`` and fork a child per trial until idle (``lock`` is closed in each child)."""
     sys.path.insert(0, str(project))
     _preload()
     with contextlib.suppress(FileNotFoundError):
@@ -252,7 +253,7 @@ def _serve(path: Path, project: Path, idle_seconds: float, lock) -> None:
             last_busy = time.monotonic()
 
 
-def _lock(path: Path):
+def _lock(path: Path) -> IO[str] | None:
     """``path`` opened and locked, holding this process's id; None when another server holds it."""
     while True:
         lock = open(path, "a+")  # not "w": that would empty a running server's pid
@@ -274,7 +275,7 @@ def _lock(path: Path):
     return lock
 
 
-def _remove_files(path: Path, lock) -> None:
+def _remove_files(path: Path, lock: IO[str]) -> None:
     """An ending server's files: its log when nothing was written to it (standard error is the log), the socket,
     then the lock, still held, so that a server starting meanwhile locks a new file."""
     log = path.with_suffix(".log")
