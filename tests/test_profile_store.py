@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,11 +59,9 @@ def test_the_key_covers_every_module_of_this_package_that_makes_or_measures_the_
     assert loaded == set(MODEL_SOURCES)
 
 
-def test_the_key_changes_with_the_models_source(tmp_path, monkeypatch):
+def test_the_key_changes_with_the_models_source(tmp_path):
     """A copy of the package whose builder differs by one comment stores under another key."""
-    import shutil
-
-    package = Path(__file__).resolve().parents[1] / "efficientnet"
+    package = ROOT / "efficientnet"
     copies = []
     for name, extra in (("a", ""), ("b", "\n# changed\n")):
         copy = tmp_path / name / "efficientnet"
