@@ -1,5 +1,6 @@
-"""Where the project keeps what it can make again: the digits demo's export and its stored profiles
-(:mod:`efficientnet.profile_store`). Standard library only, so that light modules can ask."""
+"""Where the project keeps what it can make again: the digits demo's export, decoded-image caches
+(:mod:`efficientnet.datacache`) and stored profiles (:mod:`efficientnet.profile_store`). Standard library only, so
+that light modules can ask."""
 
 from __future__ import annotations
 
