@@ -3,10 +3,8 @@ of pending trials, hyperparameters, early-stopped (partial) results and spaces t
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +16,9 @@ from efficientnet.search.bayesopt import BayesOptStrategy
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.gp import GaussianProcess, expected_improvement, log_expected_improvement
 from efficientnet.spec import ArchSpec
+from spaces import DEFAULT_SPACE, LEGACY_SPACE
 from synthetic import SyntheticObjective  # bench/synthetic.py
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 def make_tuner(space: dict, **kwargs) -> EfficientNetTuner:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +12,8 @@ from efficientnet.profiler import profile
 from efficientnet.search.budgets import Budgets, FeasibilityChecker
 from efficientnet.search.costs import estimate_costs
 from efficientnet.spec import ArchSpec, StageChoice, preset
+from spaces import DEFAULT_SPACE
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 def specs() -> list[ArchSpec]:

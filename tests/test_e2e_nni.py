@@ -21,6 +21,7 @@ import yaml
 
 from efficientnet import ArchSpec, preset
 from nni_harness import dispatcher_log, experiment, nnictl, resume, stop, write_config
+from spaces import TWO_NETWORKS
 
 pytestmark = pytest.mark.e2e
 
@@ -264,9 +265,7 @@ def test_an_assessor_stopped_trial_is_early_stopped_keeps_its_checkpoint_and_the
     stopped trial's last intermediate result (NNI 3.0 passes it on only because the tuner asks), keeps it as a
     partial result instead of a failure, and proposes each architecture once more, continuing its stopped trial's
     checkpoint, for four trials in all; a tuner that took the stops for failures would end the search after two."""
-    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
-             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]}}
-    (tmp_path / "space.json").write_text(json.dumps(space))
+    (tmp_path / "space.json").write_text(json.dumps(TWO_NETWORKS))
     overrides = tiny_overrides(6)
     overrides["trialConcurrency"] = 1
     overrides["searchSpaceFile"] = str(tmp_path / "space.json")

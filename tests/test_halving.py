@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +10,8 @@ import pytest
 from efficientnet.search.cost_model import TrainingCostModel, observed_cost
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.halving import SuccessiveHalving
+from spaces import DEFAULT_SPACE, LEGACY_SPACE, TWO_NETWORKS
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
-LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
 
 
 def make_tuner(strategy="bo", space=DEFAULT_SPACE, seed=0, **kwargs) -> EfficientNetTuner:
@@ -190,9 +185,7 @@ def test_when_the_space_is_used_up_the_rest_of_a_rung_is_promoted_before_the_sea
 def test_a_stopped_promotion_gets_its_second_chance_at_the_full_budget_continuing_it(strategy):
     """An assessor stops a full-budget trial (a promotion): its second chance continues that trial to the full
     epochs, with its learning rate, instead of training rung 0 again from scratch."""
-    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
-             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]},
-             "lr": DEFAULT_SPACE["lr"]}
+    space = {**TWO_NETWORKS, "lr": DEFAULT_SPACE["lr"]}
     tuner = make_tuner(strategy, space, min_epochs=1, full_epochs=2, eta=2)
     proposals = []
     for pid in range(4):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -13,10 +11,9 @@ from efficientnet.search.costs import estimated_profile
 from efficientnet.search.pareto import (
     crowding_distance, dominates, non_dominated_sort, nsga2_fitness, pareto_front, weighted_reward,
 )
+from spaces import DEFAULT_SPACE
 from tuner import EfficientNetTuner
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 UP_DOWN = (True, False)  # maximise accuracy, minimise cost
 
 # (accuracy, MACs): A, B, C, D are the front; E is dominated by B only; F by everything but G; G is dominated by all

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +12,8 @@ import pytest
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.predictor import PredictorStrategy, SurrogatePredictor, kendall_tau
 from search_efficiency import first_twin  # bench/search_efficiency.py
+from spaces import DEFAULT_SPACE
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 def truth(params: dict) -> float:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from efficientnet.proposal import Budget, Proposal
 from efficientnet.search.costs import estimated_profile
 from efficientnet.spec import ArchSpec, SpecError, StageChoice, preset
+from spaces import DEFAULT_SPACE
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 @pytest.mark.parametrize("class_args", [
@@ -23,7 +20,7 @@ SPACE = json.loads((ROOT / "search_space.json").read_text())
 ])
 def test_the_tuners_proposals_round_trip_through_nnis_dict_exactly(class_args):
     tuner = EfficientNetTuner(seed=3, base_resolution=32, num_classes=10, profiler=estimated_profile, **class_args)
-    tuner.update_search_space(SPACE)
+    tuner.update_search_space(DEFAULT_SPACE)
     for pid in range(4):
         params = tuner.generate_parameters(pid)
         json.loads(json.dumps(params))  # what NNI carries is plain JSON

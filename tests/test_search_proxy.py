@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 
 from efficientnet.proposal import Proposal
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.proxy import FULL, PROXY
+from spaces import DEFAULT_SPACE
 from tuner import EfficientNetTuner
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 def make_tuner(strategy="evolution", **kwargs) -> EfficientNetTuner:

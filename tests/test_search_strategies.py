@@ -5,10 +5,8 @@ The closed-form costs are checked against the profiler in ``tests/test_costs.py`
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
-from pathlib import Path
 
 import nni
 import numpy as np
@@ -22,12 +20,10 @@ from efficientnet.search.costs import estimated_profile
 from efficientnet.search.space import quniform_grid
 from efficientnet.search.strategies import EvolutionStrategy
 from efficientnet.spec import ArchSpec, preset
+from spaces import DEFAULT_SPACE, LEGACY_SPACE
 from tuner import EfficientNetTuner
 
-ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ["grid", "random", "evolution", "predictor", "bo"]
-LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 # A small space (12 coefficient points x 8 block choices) that the tests can exhaust.
 SMALL_SPACE = {

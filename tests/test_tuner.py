@@ -20,11 +20,10 @@ from efficientnet.search.candidates import Candidate
 from efficientnet.search.costs import estimated_profile
 from efficientnet.search.space import quniform_grid
 from efficientnet.spec import ArchSpec
+from spaces import DEFAULT_SPACE, LEGACY_SPACE, TWO_NETWORKS
 from tuner import EfficientNetTuner, FixedProductTuner
 
 ROOT = Path(__file__).resolve().parents[1]
-LEGACY_SPACE = json.loads((ROOT / "search_space_legacy.json").read_text())
-DEFAULT_SPACE = json.loads((ROOT / "search_space.json").read_text())
 
 
 def on_grid(value: float, low: float, high: float, q: float) -> bool:
@@ -248,9 +247,7 @@ def test_a_second_chance_continues_the_stopped_trial_with_its_hyperparameters(st
     second chance continues its checkpoint instead (the trial id NNI gave with its last result), with the same
     learning rate and batch size, and the trial reads the continuation back from the proposal. Two architectures:
     once the other one is trained, only the second chance is left."""
-    space = {"alpha": {"_type": "choice", "_value": [1.2]}, "beta": {"_type": "choice", "_value": [1.1]},
-             "gamma": {"_type": "choice", "_value": [1.15]}, "stage4_kernel": {"_type": "choice", "_value": [3, 5]},
-             "lr": DEFAULT_SPACE["lr"], "batch_size": DEFAULT_SPACE["batch_size"]}
+    space = {**TWO_NETWORKS, "lr": DEFAULT_SPACE["lr"], "batch_size": DEFAULT_SPACE["batch_size"]}
     tuner = EfficientNetTuner(strategy=strategy, seed=0, profiler=estimated_profile)
     tuner.update_search_space(space)
     stopped = tuner.generate_parameters(0)
