@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from efficientnet.latency_table import build_table, measure_onnxruntime_latency, search_space_specs  # noqa: E402
+from efficientnet.latency_table import build_table, measure_onnxruntime_latency  # noqa: E402
+from efficientnet.search.specs import search_space_specs  # noqa: E402
 from efficientnet.profiler import measure_latency  # noqa: E402
 
 

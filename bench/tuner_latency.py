@@ -66,7 +66,8 @@ def latency_rows(space: dict, args: argparse.Namespace) -> list[tuple[str, list[
     """bo with a latency budget: predicted from the table, then measured per new candidate (``--measured``)."""
     import torch
 
-    from efficientnet.latency_table import LatencyTable, search_space_specs
+    from efficientnet.latency_table import LatencyTable
+    from efficientnet.search.specs import search_space_specs
 
     table = LatencyTable.load(args.latency_table)
     torch.set_num_threads(table.threads)  # the measured budget times on this CPU as the table was built

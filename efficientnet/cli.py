@@ -83,8 +83,9 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
     """Measure the per-layer latencies of every candidate of a search space on this device."""
     import time
 
-    from .latency_table import LatencyTableError, build_table, search_space_specs
+    from .latency_table import LatencyTableError, build_table
     from .search.space import SearchSpaceError
+    from .search.specs import search_space_specs
 
     for name in ("threads", "batch_size", "repeats"):
         if getattr(args, name) < 1:

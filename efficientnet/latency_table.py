@@ -45,7 +45,6 @@ __all__ = [
     "layer_keys",
     "layers",
     "measure_onnxruntime_latency",
-    "search_space_specs",
 ]
 
 FORMAT = "efficientnet-nni-latency/1"
@@ -166,28 +165,6 @@ class LatencyTable:
                     "base_resolution and num_classes")
             total += value
         return total
-
-
-def search_space_specs(search_space: Any, base: str = "lite0", base_resolution: int | None = None,
-                       num_classes: int = 1000, phi: float = 1.0, sample: int | None = None,
-                       seed: int = 0) -> list[ArchSpec]:
-    """The distinct architectures of a search space, as the tuner enumerates them (every candidate, or ``sample``
-    random ones drawn with ``seed``)."""
-    import numpy as np
-
-    from .search.candidates import CandidateSpace
-    from .search.options import TunerOptions
-    from .search.space import parse_search_space
-
-    options = TunerOptions.read(base=base, base_resolution=base_resolution, num_classes=num_classes, phi=phi)
-    parsed = parse_search_space(search_space, options.base)
-    space = CandidateSpace(parsed, options.constraint, options.base, options.phi, options.base_resolution)
-    if sample is None or sample >= space.size:
-        candidates: Iterable[Any] = (space.at(i) for i in range(space.size))
-    else:
-        rng = np.random.default_rng(seed)
-        candidates = [space.at(int(i)) for i in rng.choice(space.size, size=sample, replace=False)]
-    return list(dict.fromkeys(space.spec(c) for c in candidates))
 
 
 def _measure_spec(spec: ArchSpec, num_classes: int, todo: set[str], device: torch.device, batch_size: int,

@@ -12,14 +12,9 @@ import pytest
 from trial_process import one_error_line
 
 from efficientnet.builder import SpecEfficientNet
-from efficientnet.latency_table import (
-    LatencyTable,
-    LatencyTableError,
-    build_table,
-    layer_keys,
-    search_space_specs,
-)
+from efficientnet.latency_table import LatencyTable, LatencyTableError, build_table, layer_keys
 from efficientnet.search.costs import estimated_profile
+from efficientnet.search.specs import search_space_specs
 from efficientnet.spec import ArchSpec, StageChoice, preset
 from tuner import EfficientNetTuner
 
