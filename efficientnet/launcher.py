@@ -211,9 +211,9 @@ def check_trial_command(config, path: Path) -> None:
                                f"(looked at {data}); give the dataset folder")
 
 
-def local_trial_project(config) -> Path | None:
-    """The folder of the ``main_efficientnet.py`` a local experiment's trials run (None: another platform or
-    script): the trials' warm starts are keyed by it."""
+def local_trial_script(config) -> Path | None:
+    """The ``main_efficientnet.py`` a local experiment's trials run (None: another platform or script): the
+    trials' warm starts are keyed by it."""
     service = config.training_service
     if getattr(service, "platform", None) != "local":
         return None
@@ -227,7 +227,7 @@ def local_trial_project(config) -> Path | None:
     path = Path(script).expanduser()
     if not path.is_absolute():
         path = Path(config.trial_code_directory or service.trial_code_directory or ".") / path
-    return path.resolve().parent if path.is_file() else None
+    return path.resolve() if path.is_file() else None
 
 
 def check_experiment_config(path: Path, config=None):
@@ -438,12 +438,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_config(path)
     bind = bind_addresses(args.bind, _manager_ip(config))
-    project = None if args.check_only else local_trial_project(config)
+    script = None if args.check_only else local_trial_script(config)
     server = None
-    if project is not None:  # the trials' warm-start server imports torch while the checks and NNI start
+    if script is not None:  # the trials' warm-start server imports torch while the checks and NNI start
         from .warm_start import prestart
 
-        server = prestart(project, guard_environment(bind))
+        server = prestart(script, guard_environment(bind))
     try:
         check_experiment_config(path, config)
     except BaseException:

@@ -9,13 +9,13 @@ and trains; the trial process that NNI started waits, relays NNI's stop signals 
 child ended (the same exit status, or death by the same signal), so NNI, the assessor and ``nnictl stop`` see what
 they always saw. This is Ray Tune's ``reuse_actors`` idea for NNI's one-process-per-trial model.
 
-* ``python -m efficientnet create`` starts a server for a local experiment while NNI starts; otherwise the first
-  trial that finds no server starts one in the background and trains in its own process (cold). Later trials
-  start warm. A server serves one Python, one project folder at one state of its code, and one environment
+* ``python -m efficientnet create`` starts a server for a local experiment while NNI starts; otherwise the first trial
+  that finds no server starts one in the background and trains in its own process (cold). Later trials start warm. A
+  server serves one Python, one trial script and the package beside it at one state of their code, and one environment
   (the trial's ``NNI_*`` variables, ``CUDA_VISIBLE_DEVICES`` and a shell's ``PWD``-like ones aside): anything else
-  gets its own server. It ends after :data:`IDLE_SECONDS` without a trial; its ``.lock`` file beside the socket
-  holds its process id, and its ``.log`` its standard error. An ending server removes its socket and lock, and its
-  log when empty. A warm trial's log says so on its ``started in`` line.
+  gets its own server. It ends after :data:`IDLE_SECONDS` without a trial; its ``.lock`` file beside the socket holds
+  its process id, and its ``.log`` its standard error. An ending server removes its socket and lock, and its log when
+  empty. A warm trial's log says so on its ``started in`` line.
 * The server never touches CUDA (a CUDA context does not survive a fork): each child initialises its own device.
 * The socket lives in a folder only its user can enter (``$XDG_RUNTIME_DIR`` or the temporary folder,
   ``efficientnet-nni-<uid>``); the server also checks that a client is the same user.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import selectors
@@ -77,13 +78,14 @@ def enabled(environ: dict[str, str] | None = None) -> bool:
             and hasattr(os, "fork") and hasattr(socket, "AF_UNIX") and hasattr(socket, "send_fds"))
 
 
-def server_key(project: Path, environ: dict[str, str] | None = None) -> str:
-    """What a server must share with a trial: this Python, the project folder and its code (the files' sizes and
-    times), and the environment without the per-trial variables."""
+def server_key(script: Path, environ: dict[str, str] | None = None) -> str:
+    """What a server must share with a trial: this Python, the trial script and the code it runs (the script and
+    this package beside it: the files' sizes and times), and the environment without the per-trial variables."""
     env = os.environ if environ is None else environ
+    script = script.resolve()
     h = hashlib.sha256()
-    h.update(f"{sys.executable}\0{project.resolve()}\0".encode())
-    for path in sorted([project / "main_efficientnet.py", *(project / "efficientnet").rglob("*.py")]):
+    h.update(f"{sys.executable}\0{script}\0".encode())
+    for path in sorted([script, *(script.parent / __package__).rglob("*.py")]):
         with contextlib.suppress(OSError):
             st = path.stat()
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
@@ -115,8 +117,8 @@ def hand_over(script: Path, argv: Sequence[str], launched: float) -> None:
     cold) when warm starts are off or no server answers, after starting one for the next trials."""
     if not enabled():
         return
-    project = script.resolve().parent
-    path = socket_path(server_key(project))
+    script = script.resolve()
+    path = socket_path(server_key(script))
     if path is None:
         return
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -125,14 +127,14 @@ def hand_over(script: Path, argv: Sequence[str], launched: float) -> None:
         conn.connect(str(path))
         socket.send_fds(conn, [b"T"], [0, 1, 2])
         request = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "launched": launched,
-                   "script": str(script.resolve())}
+                   "script": str(script)}
         body = json.dumps(request).encode()
         conn.sendall(struct.pack("!I", len(body)) + body)
         reader = conn.makefile("rb")
         first = reader.readline().split()
     except OSError:
         conn.close()
-        _start_server(path, project)
+        _start_server(path, script)
         return
     if len(first) != 2 or first[0] != b"pid":
         conn.close()  # the server closes a request it cannot serve: train here
@@ -175,37 +177,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def prestart(project: Path, environ: dict[str, str]) -> subprocess.Popen | None:
-    """Start a server for the trials an experiment will start: ``main_efficientnet.py`` of ``project``, run by
-    this Python with ``environ`` and NNI's per-trial variables. ``python -m efficientnet create`` calls it for a
-    local experiment, so that its first trials start warm too. None when warm starts do not apply."""
+def prestart(script: Path, environ: dict[str, str]) -> subprocess.Popen | None:
+    """Start a server for the trials an experiment will start: ``script`` (the trial script), run by this Python
+    with ``environ`` and NNI's per-trial variables. ``python -m efficientnet create`` calls it for a local
+    experiment, so that its first trials start warm too. None when warm starts do not apply."""
     if not enabled({**environ, "NNI_PLATFORM": "local"}):
         return None
-    path = socket_path(server_key(project, environ), environ)
-    return None if path is None else _start_server(path, project, environ)
+    script = script.resolve()
+    path = socket_path(server_key(script, environ), environ)
+    return None if path is None else _start_server(path, script, environ)
 
 
-def _start_server(path: Path, project: Path, environ: dict[str, str] | None = None) -> subprocess.Popen | None:
+def _start_server(path: Path, script: Path, environ: dict[str, str] | None = None) -> subprocess.Popen | None:
     """Start a server for ``path`` in the background (it exits at once if another one holds the lock)."""
     env = {k: v for k, v in (os.environ if environ is None else environ).items() if not k.startswith(PER_TRIAL_ENV)}
     try:
         with open(path.with_suffix(".log"), "ab") as err:
-            return subprocess.Popen([sys.executable, "-m", "efficientnet.warm_start", str(path), str(project)],
-                                    cwd=str(project), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err, start_new_session=True, close_fds=True)
+            return subprocess.Popen([sys.executable, "-m", "efficientnet.warm_start", str(path), str(script)],
+                                    cwd=str(script.parent), env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, close_fds=True)
     except OSError:
         return None
 
 
 # ------------------------------------------------------------------------------------------------ the server
-def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
-    """Import what a trial needs, then fork a child for each trial that connects to ``path``, until idle; then
-    remove the socket, the lock and an empty log, so that the folder holds only the servers that run."""
+def serve(path: Path, script: Path, idle_seconds: float = IDLE_SECONDS) -> int:
+    """Import what a trial of ``script`` needs, then fork a child for each trial that connects to ``path``, until
+    idle; then remove the socket, the lock and an empty log, so that the folder holds only the servers that run."""
     lock = _lock(path.with_suffix(".lock"))
     if lock is None:
         return 0  # another server serves this key
     try:
-        _serve(path, project, idle_seconds, lock)
+        _serve(path, script, idle_seconds, lock)
     except Exception:
         import traceback
 
@@ -217,10 +220,10 @@ def serve(path: Path, project: Path, idle_seconds: float = IDLE_SECONDS) -> int:
     return 0
 
 
-def _serve(path: Path, project: Path, idle_seconds: float, lock: IO[str]) -> None:
+def _serve(path: Path, script: Path, idle_seconds: float, lock: IO[str]) -> None:
     """Preload, listen on ``path`` and fork a child per trial until idle (``lock`` is closed in each child)."""
-    sys.path.insert(0, str(project))
-    _preload()
+    sys.path.insert(0, str(script.parent))  # where a trial process run as ``python script`` imports from
+    _preload(script.stem)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -288,14 +291,12 @@ def _remove_files(path: Path, lock: IO[str]) -> None:
     lock.close()
 
 
-def _preload() -> None:
-    """Import the trial script's modules and what a trial imports later; make one optimizer (which imports
-    torch's compiler front end). Nothing here may initialise CUDA."""
-    import importlib
-
+def _preload(module: str) -> None:
+    """Import the trial script (as ``module``), the modules it imports and what a trial imports later; make one
+    optimizer (which imports torch's compiler front end). Nothing here may initialise CUDA."""
     import torch
 
-    importlib.import_module("main_efficientnet")
+    importlib.import_module(module)
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -390,9 +391,8 @@ def _child(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None
         sys.argv = [request["script"], *request["argv"]]
         os.setsid()  # out of the server's session: a signal to the server's group does not reach a trial
         conn.sendall(f"pid {os.getpid()}\n".encode())
-        import main_efficientnet
-
-        code = main_efficientnet.main(request["argv"], launched=request["launched"])
+        script = importlib.import_module(Path(request["script"]).stem)  # the server's own: the key holds its path
+        code = script.main(request["argv"], launched=request["launched"])
     except SystemExit as exc:  # argparse's --help and usage errors
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):

@@ -74,15 +74,15 @@ def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, ca
     assert set((tmp_path / "exp").iterdir()) == before  # no experiment folder: nothing started
 
 
-def test_a_local_experiments_trial_project_is_found_for_its_warm_starts(root, tmp_path):
-    from efficientnet.launcher import load_config, local_trial_project
+def test_a_local_experiments_trial_script_is_found_for_its_warm_starts(root, tmp_path):
+    from efficientnet.launcher import load_config, local_trial_script
 
     config = load_config(config_with(root, tmp_path))
-    assert local_trial_project(config) == root
+    assert local_trial_script(config) == root / "main_efficientnet.py"
     raw = yaml.safe_load((tmp_path / "exp" / "config.yml").read_text())
     raw["trialCommand"] = "python bench/trivial_trial.py"
     (tmp_path / "other.yml").write_text(yaml.safe_dump(raw))
-    assert local_trial_project(load_config(tmp_path / "other.yml")) is None
+    assert local_trial_script(load_config(tmp_path / "other.yml")) is None
 
 
 def test_check_only_accepts_every_shipped_config(root, capsys, tmp_path, monkeypatch):

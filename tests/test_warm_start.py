@@ -63,7 +63,7 @@ def warm(digits_cache: Path) -> Iterator[tuple[dict[str, str], int]]:
     """A trial environment whose server was started as ``python -m efficientnet create`` starts it, shared by the
     tests of warm trials (a server serves trial after trial), and that server's pid."""
     with trial_environment(digits_cache) as env:
-        assert warm_start.prestart(ROOT, env) is not None
+        assert warm_start.prestart(SCRIPT, env) is not None
         yield env, server_pid(env)
 
 
@@ -184,10 +184,11 @@ def test_switched_off_no_server_starts(runtime, tmp_path):
 
 def test_what_a_server_must_share_with_a_trial():
     env = {"PATH": "/usr/bin", "OMP_NUM_THREADS": "2", "NNI_TRIAL_JOB_ID": "a", "CUDA_VISIBLE_DEVICES": "0", "_": "x"}
-    key = warm_start.server_key(ROOT, env)
+    key = warm_start.server_key(SCRIPT, env)
     per_trial = {**env, "NNI_TRIAL_JOB_ID": "b", "NNI_OUTPUT_DIR": "/o", "CUDA_VISIBLE_DEVICES": "1", "_": "y"}
-    assert warm_start.server_key(ROOT, per_trial) == key
-    assert warm_start.server_key(ROOT, {**env, "OMP_NUM_THREADS": "1"}) != key  # read when torch is imported
+    assert warm_start.server_key(SCRIPT, per_trial) == key
+    assert warm_start.server_key(SCRIPT, {**env, "OMP_NUM_THREADS": "1"}) != key  # read when torch is imported
+    assert warm_start.server_key(ROOT / "bench" / "trivial_trial.py", env) != key  # another script: its own server
     assert warm_start.enabled({"NNI_PLATFORM": "local"})
     assert warm_start.enabled({"NNI_PLATFORM": "remote"})
     assert not warm_start.enabled({"NNI_PLATFORM": "kubeflow"})  # one trial per pod: nothing to reuse
@@ -219,12 +220,12 @@ def test_an_ending_server_removes_its_socket_lock_and_empty_log_and_a_second_one
     folder.mkdir()
     sock = folder / "k.sock"
     code = ("import sys; from pathlib import Path; from efficientnet import warm_start; "
-            "warm_start._preload = lambda: None if sys.argv[3] == 'ok' else 1 / 0; "
+            "warm_start._preload = lambda module: None if sys.argv[3] == 'ok' else 1 / 0; "
             "sys.exit(warm_start.serve(Path(sys.argv[1]), Path(sys.argv[2]), idle_seconds=1.0))")
 
     def server(preload: str = "ok") -> subprocess.Popen:
         with open(sock.with_suffix(".log"), "ab") as log:
-            return subprocess.Popen([sys.executable, "-c", code, str(sock), str(ROOT), preload], cwd=ROOT,
+            return subprocess.Popen([sys.executable, "-c", code, str(sock), str(SCRIPT), preload], cwd=ROOT,
                                     stderr=log, stdin=subprocess.DEVNULL)
 
     try:
