@@ -2,7 +2,7 @@
 
 Run from the repository root (Optuna is a benchmark-only extra: ``pip install -e .[bench]``)::
 
-    nice -n 10 python bench/search_cost.py                 # everything: 30 seeds, 24 problems, about 32 minutes
+    nice -n 10 python bench/search_cost.py                 # everything: 30 seeds, 24 problems, 32 to 58 minutes
     python bench/search_cost.py --seeds 10                  # about 10 minutes on 2 cores (docs/benchmarks/search_cost.md)
     python bench/search_cost.py --quick                     # 3 seeds, 3 objectives, concurrency 1 (about a minute)
     python bench/search_cost.py --seeds 5 --methods default,bo-halving,asha-random --spaces legacy --objectives smooth
