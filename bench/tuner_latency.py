@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     space = json.loads(Path(args.space).read_text())
+    # profiles stored by earlier runs (efficientnet/profile_store.py) would answer the "meta profile on every
+    # candidate" row without profiling: this run stores its profiles in a folder of its own
+    store = tempfile.TemporaryDirectory(prefix="tuner-latency-")
+    os.environ["EFFICIENTNET_NNI_CACHE"] = store.name
 
     rows = []
     tpe = TpeTuner(optimize_mode="maximize", seed=0)
