@@ -28,7 +28,8 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parts = package.split(".")
+                anchor = parts[:len(parts) - node.level + 1]
                 base = ".".join(anchor + ([node.module] if node.module else []))
             # "from package import module" imports that module; "from module import name" the module itself
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
