@@ -45,7 +45,6 @@ from efficientnet.search.ledger import FAILED, OVER_BUDGET, PARTIAL, SCORED, Led
 from efficientnet.search.options import TunerOptions
 from efficientnet.search.pareto import nsga2_fitness
 from efficientnet.search.proxy import FULL, PROXY
-from efficientnet.search.space import parse_search_space
 from efficientnet.search.strategy_table import make_strategy
 from efficientnet.spec import ArchSpec, SpecError
 
@@ -151,8 +150,7 @@ class EfficientNetTuner(Tuner):
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
         """Validate the search space, precompute the feasible grid and check that the budgets leave something."""
         o = self.options
-        parsed = parse_search_space(search_space, o.base)
-        space = CandidateSpace(parsed, o.constraint, o.base, o.phi, o.base_resolution)
+        space = o.candidate_space(search_space)
         checker = FeasibilityChecker(space, o.budgets, o.num_classes, self._profiler)
         checker.assert_feasible()
         self.space, self.checker = space, checker
@@ -162,7 +160,7 @@ class EfficientNetTuner(Tuner):
         _logger.info(
             "search space: %d coefficient points meet the constraint, %d block-choice combinations, "
             "%d candidates, hyperparameters %s",
-            len(space.points), space.choice_count, space.size, sorted(parsed.hyperparameters) or "none",
+            len(space.points), space.choice_count, space.size, sorted(space.parsed.hyperparameters) or "none",
         )
 
     def _new_strategy(self, budget: str) -> None:

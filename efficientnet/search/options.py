@@ -10,11 +10,13 @@ import numpy as np
 
 from ..spec import ArchSpec, SpecError, resolve_arch
 from .budgets import Budgets
+from .candidates import CandidateSpace
 from .class_args import boolean, class_arg_names, positive_int, unknown_class_args
 from .constraint import DEFAULT_PRODUCT, DEFAULT_TOLERANCE, CompoundConstraint
 from .pareto import MultiObjective
 from .halving import SuccessiveHalving
 from .proxy import ProxySchedule
+from .space import parse_search_space
 from .strategy_table import STRATEGIES
 
 __all__ = ["TunerOptions"]
@@ -158,3 +160,10 @@ class TunerOptions:
             stop_after_failures=0 if stop_after_failures is None
             else positive_int("stop_after_failures", stop_after_failures, minimum=0),
         )
+
+    def candidate_space(self, search_space: Mapping[str, Any]) -> CandidateSpace:
+        """The candidates of ``search_space`` (NNI's format) under these options: the feasible coefficient grid
+        of the constraint, times the block choices and hyperparameters, on the base architecture. Raises
+        :class:`~efficientnet.search.space.SearchSpaceError` naming what is wrong with the space."""
+        parsed = parse_search_space(search_space, self.base)
+        return CandidateSpace(parsed, self.constraint, self.base, self.phi, self.base_resolution)

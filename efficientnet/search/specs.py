@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..spec import ArchSpec
-from .candidates import CandidateSpace
 from .options import TunerOptions
-from .space import parse_search_space
 
 __all__ = ["search_space_specs"]
 
@@ -22,8 +20,7 @@ def search_space_specs(search_space: Any, base: str = "lite0", base_resolution: 
     """The distinct architectures of a search space, as the tuner enumerates them (every candidate, or ``sample``
     random ones drawn with ``seed``)."""
     options = TunerOptions.read(base=base, base_resolution=base_resolution, num_classes=num_classes, phi=phi)
-    parsed = parse_search_space(search_space, options.base)
-    space = CandidateSpace(parsed, options.constraint, options.base, options.phi, options.base_resolution)
+    space = options.candidate_space(search_space)
     if sample is None or sample >= space.size:
         candidates: Iterable[Any] = (space.at(i) for i in range(space.size))
     else:
