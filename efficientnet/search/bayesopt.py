@@ -7,7 +7,9 @@ hyperparameters when the search space has any); the surrogate is :class:`~effici
 
 * **Start**: ``n_init`` space-filling candidates (half the number of features, 4 to 8): each the farthest from those
   taken among ``init_pool`` random free ones (256 with up to 4 features; 16 with more, where the farthest points
-  would all be corners). Several trials in flight before any result (NNI's ``trialConcurrency``) are all such.
+  would all be corners). Several trials in flight before any result (NNI's ``trialConcurrency``) are all such, and
+  so is every proposal while all results so far are equal (a plateau, or every trial at chance): the GP learns
+  nothing from them, and its expected improvement would send the search back to a few corners of the grid.
 * **Model**: a Matérn-5/2 GP whose kernel mixes the full (interacting) kernel with a first-order additive one, the
   weight learnt from the data (``GaussianProcess(additive=True)``): effects that add up are learnt from fewer trials.
 * **Then**: the GP is refitted on every result (hyperparameters re-estimated while the data is small, then whenever
@@ -128,6 +130,7 @@ class BayesOptStrategy(SearchStrategy):
         self._optimized_at = 0
         self._version = 0
         self._sorted: list[_Observation] = []
+        self._flat = True  # every result so far has the same score (set by _fit)
         self._queue: list[Candidate] = []
         self._queue_state: tuple | None = None
         self.proposed_by_model = 0
@@ -236,6 +239,7 @@ class BayesOptStrategy(SearchStrategy):
                 o.score = float(f)
             self._sorted.sort(key=lambda o: -o.score)
         X, y, extra = self._training_set()
+        self._flat = float(np.ptp(y)) <= 1e-9 * max(1.0, float(np.abs(y).max()))  # no signal for the model yet
         n = len(self.observations)
         optimize = n <= 40 or n >= 1.1 * self._optimized_at
         if self._long and self.gp.additive:  # plenty of data: the plain kernel, cheaper to evaluate, will do
@@ -300,6 +304,8 @@ class BayesOptStrategy(SearchStrategy):
     def _by_model(self) -> Candidate | None:
         if self._dirty:
             self._fit()
+        if self._flat:  # every result the same: keep filling the space, as at the start
+            return self._space_filling()
         state = (self._version, frozenset(self.pending))
         if self._queue_state != state:  # a new model or a new pending trial; a rejected candidate changes neither
             self._rank()
