@@ -39,7 +39,7 @@ from efficientnet.search.constraint import DEFAULT_PRODUCT
 from efficientnet.search.cost_model import TrainingCostModel, observed_cost
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.failures import FirstFailures
-from efficientnet.search.fidelity import is_partial_result, partial_score
+from efficientnet.search.fidelity import is_partial_result, partial_epoch, partial_score
 from efficientnet.search.halving import rung_hint
 from efficientnet.search.ledger import FAILED, OVER_BUDGET, PARTIAL, SCORED, Ledger, Record
 from efficientnet.search.options import TunerOptions
@@ -196,12 +196,30 @@ class EfficientNetTuner(Tuner):
         schedule = halving if halving.enabled else self.options.proxy
         return schedule.budget(name, continue_from)
 
-    def _trial_seconds(self, features: np.ndarray) -> np.ndarray | None:
-        """Predicted seconds of a new candidate's trial (bo's cost; None until a trial's seconds are known)."""
+    def _trial_seconds(self, features: np.ndarray, indices: np.ndarray | None = None) -> np.ndarray | None:
+        """Predicted seconds of the trials of candidates (their architecture features, and their indices in the
+        space when known): bo's cost, None until a trial's seconds are known. A new candidate's trial trains its
+        budget's epochs; a second chance continues its stopped trial's checkpoint and trains only the epochs after
+        the one that trial reported last."""
+        model = self.cost_model
+        assert model is not None and self.space is not None
+        seconds = model.trial_seconds(features, self._epochs_of(self._new_budget()))
+        if seconds is None or indices is None:
+            return seconds
+        for record in self.ledger.granted():
+            if record.candidate not in self.space:
+                continue
+            rows = indices == self.space.index(record.candidate)
+            if record.stopped_at is not None and rows.any():
+                left = max(self._epochs_of(record.budget) - record.stopped_at, 0.0)
+                seconds = np.where(rows, model.trial_seconds(features, left), seconds)
+        return seconds
+
+    def _epochs_of(self, budget: str) -> float:
+        """The epochs a trial of ``budget`` ends at: the budget's, else the trials' usual length."""
         assert self.cost_model is not None
-        budget = self._budget(self._new_budget())
-        epochs = budget.epochs if budget is not None and budget.epochs else self.cost_model.typical_epochs()
-        return self.cost_model.trial_seconds(features, epochs)
+        given = self._budget(budget)
+        return given.epochs if given is not None and given.epochs else self.cost_model.typical_epochs()
 
     def _is_free(self, candidate: Candidate) -> bool:
         """Not known yet and no twin of a known one (or granted a second chance), and within the budgets by the
@@ -363,7 +381,7 @@ class EfficientNetTuner(Tuner):
         """Teach the cost model the seconds a trial's result reports."""
         cost = observed_cost(json.loads(value) if isinstance(value, str) else value)
         if cost is not None and self.cost_model is not None:
-            self.cost_model.observe(record.candidate, *cost)
+            self.cost_model.observe(record.candidate, cost.epochs_trained, cost.seconds, cost.epochs)
 
     def _hear(self, record: Record, value: Any, proposal: Proposal | None, partial: bool = False) -> None:
         """Turn a final result into the strategy's score (MnasNet's reward in weighted mode) and file it; the strategy
@@ -391,7 +409,7 @@ class EfficientNetTuner(Tuner):
             return
         if partial:
             _logger.info("partial result %.4g for %s: its trial was stopped early", score, record.candidate)
-            record.state, record.raw = PARTIAL, score
+            record.state, record.raw, record.stopped_at = PARTIAL, score, partial_epoch(value)
             score = partial_score(score, self.ledger.full_scores(record.budget))
         else:
             record.state, record.raw = SCORED, None

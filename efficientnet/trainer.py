@@ -294,7 +294,8 @@ class Trial:
                 save_checkpoint(self.checkpoint(), self.out_dir, is_best=state.best_epoch == state.epoch)
                 log.info(epoch_line(record, self.cfg.epochs, state.best_top1, state.best_epoch))
                 self.scalars.write(record)
-                nni_io.report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")}})
+                nni_io.report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")},
+                               "epoch": state.epoch})  # the epoch: what a continuation of this trial has left
         distributed.barrier(self.dist)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
 
     def checkpoint(self) -> dict[str, Any]:

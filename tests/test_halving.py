@@ -121,8 +121,50 @@ def test_the_cost_model_learns_seconds_per_epoch_from_results_and_counts_the_sta
     assert np.median(np.abs(predicted / (true_macs[6:] / 1e7) - 1)) < 0.25
     assert np.allclose(model.trial_seconds(feats[6:], 3), 5.0 + 3 * predicted)
     assert model.typical_epochs() == 2
-    assert observed_cost({"epochs_trained": 2, "train_seconds": 3.5}) == (2, 3.5)
+    for c in cands[6:12]:  # continuations: one epoch trained, ending at epoch 4 (their source trained the rest)
+        model.observe(c, 1, np.exp(model.log_macs_of(c)) / 1e7, reached=4)
+    assert model.typical_epochs() == 3  # the median epoch trials end at (2 and 4), not the epochs they trained
+    assert observed_cost({"epochs_trained": 2, "train_seconds": 3.5}) == (2, 3.5, 2)
+    assert observed_cost({"epochs_trained": 1, "train_seconds": 3.5, "epochs": 3}).epochs == 3
     assert observed_cost({"default": 1.0}) is None and observed_cost(0.5) is None
+
+
+def test_a_second_chance_is_priced_at_the_epochs_its_stopped_trial_has_left():
+    """An assessor stops a 3-epoch trial after epoch 2: its second chance continues the checkpoint and trains one
+    epoch, so bo's cost prices it at the start-up plus one epoch, not as a new 3-epoch trial."""
+    tuner = make_tuner(space=LEGACY_SPACE, startup_s=5.0, n_init=4)
+    for pid in range(3):
+        p = tuner.generate_parameters(pid)
+        tuner.receive_trial_result(pid, p, {"default": 50.0 + pid, "epochs": 3, "epochs_trained": 3,
+                                            "train_seconds": 6.0}, trial_job_id=f"T{pid}")
+        tuner.trial_end(pid, True)
+    stopped = tuner.generate_parameters(3)
+    tuner.receive_trial_result(3, stopped, {"default": 20.0, "loss": 2.0, "top5": 60.0, "f1": 0.1, "epoch": 2},
+                               trial_job_id="T3")
+    tuner.trial_end(3, False)
+    record = tuner.ledger.of_trial(3)
+    assert (record.state, record.stopped_at, record.second_chance) == ("partial", 2, "granted")
+    space, model = tuner.space, tuner.cost_model
+    indices = np.arange(space.size)
+    features = model.encoding.features_of([space.at(i) for i in indices])
+    seconds = tuner.strategy.cost(features, indices)  # what bo ranks by
+    per_epoch = model.epoch_seconds(features)
+    at = space.index(record.candidate)
+    assert seconds[at] == pytest.approx(5.0 + 1 * per_epoch[at])
+    others = indices != at
+    assert np.allclose(seconds[others], 5.0 + 3 * per_epoch[others])  # a new trial: all 3 epochs
+    assert np.allclose(tuner.strategy.cost(features, None), 5.0 + 3 * per_epoch)  # indices unknown: as new trials
+    again = None
+    for pid in range(4, 4 + space.size):  # once the second chance is taken, its price is a new trial's again
+        p = tuner.generate_parameters(pid)
+        if p.get("continue_from") == "T3":
+            again = p
+            break
+        tuner.receive_trial_result(pid, p, {"default": 40.0, "epochs": 3, "epochs_trained": 3, "train_seconds": 6.0},
+                                   trial_job_id=f"T{pid}")
+        tuner.trial_end(pid, True)
+    assert again is not None and again["arch"] == stopped["arch"]
+    assert np.allclose(tuner.strategy.cost(features, indices), 5.0 + 3 * model.epoch_seconds(features))
 
 
 def test_bo_ranks_by_expected_improvement_per_second():

@@ -56,6 +56,7 @@ def test_the_legacy_tuner_and_command_line_under_a_real_experiment(tmp_path: Pat
         if spec.resolution != 32:  # the proposal's resolution wins over --resolution 32, and a note says so
             assert f"note: --resolution 32 is not used: the tuner's proposal trains at {spec.resolution} px" in log
         assert len(t.intermediate) == 2 and all({"default", "loss", "top5", "f1"} <= set(m) for m in t.intermediate)
+        assert [m["epoch"] for m in t.intermediate] == [1, 2]  # where a continuation of this trial would start
         assert t.final["default"] == max(m["default"] for m in t.intermediate) and t.final["epochs"] == 2
         assert (t.final["budget"], t.final["subset"]) == ("full", 0.25)
         assert load_checkpoint(out / CHECKPOINT_NAME)["arch"] == t.final["arch"]

@@ -210,6 +210,17 @@ def test_generate_before_search_space_and_bad_space_type():
 INTERMEDIATE = {"default": 99.0, "loss": 0.1, "top5": 99.9, "f1": 0.99}  # the trial's per-epoch report
 
 
+def test_a_per_epoch_report_is_told_from_a_final_one_by_its_shape_and_says_its_epoch():
+    from efficientnet.search.fidelity import is_partial_result, partial_epoch
+
+    report = {**INTERMEDIATE, "epoch": 2}
+    assert is_partial_result(report) and is_partial_result(json.dumps(report))
+    assert not is_partial_result({**report, "epochs": 2, "arch": "x"}) and not is_partial_result({"default": 1.0})
+    assert partial_epoch(report) == partial_epoch(json.dumps(report)) == 2
+    for unknown in (INTERMEDIATE, {**INTERMEDIATE, "epoch": True}, {**INTERMEDIATE, "epoch": 0}, 99.0, "not json"):
+        assert partial_epoch(unknown) is None  # an older trial's report, or no report at all: nothing assumed
+
+
 def finished(tuner, count, value=lambda pid: 70.0 + pid):
     proposals = {}
     for pid in range(count):

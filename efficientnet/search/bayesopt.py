@@ -29,7 +29,8 @@ hyperparameters when the search space has any); the surrogate is :class:`~effici
   tuner's one second chance (training it to the end) is taken when the model rates it highly.
 * **Cost** (``cost``, set by the tuner with classArg ``cost_aware``): once a trial's seconds are known, candidates
   are ranked by expected improvement per predicted second of their trial, start-up included
-  (:class:`~efficientnet.search.cost_model.TrainingCostModel`).
+  (:class:`~efficientnet.search.cost_model.TrainingCostModel`); a second chance is priced at the epochs its stopped
+  trial has left.
 * **Large spaces** (more than ``max_enumerate`` candidates): a pool of ``pool_size`` random candidates plus every
   single-step neighbour of the best results is scored instead.
 * **Long searches**: beyond ``exact_until`` results (150), ``max_points`` results train the GP (the best half and
@@ -77,7 +78,7 @@ class BayesOptStrategy(SearchStrategy):
     (400), ``max_enumerate`` (50,000), ``pool_size`` (2,000), ``top_archs`` (8), ``hp_samples`` (48),
     ``partial_noise`` (0.25), ``believer`` (True: model pending trials), ``init_pool`` (see above),
     ``gp_options`` (for :class:`GaussianProcess`); set by the tuner: ``fitness`` (multi-objective) and ``cost``
-    (architecture features -> a trial's predicted seconds).
+    (architecture features and, for an enumerated space, the candidates' indices -> their trials' predicted seconds).
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class BayesOptStrategy(SearchStrategy):
         gp_options: dict[str, Any] | None = None,
         fitness: Fitness | None = None,
         init_pool: int | None = None,
-        cost: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        cost: Callable[[np.ndarray, np.ndarray | None], np.ndarray | None] | None = None,
         **_: object,
     ) -> None:
         super().__init__(space, rng, is_free)
@@ -117,7 +118,7 @@ class BayesOptStrategy(SearchStrategy):
         self.partial_noise = float(partial_noise)
         self.believer = believer
         self.fitness = fitness
-        self.cost = cost  # architecture features -> predicted seconds of a trial (None: not known yet)
+        self.cost = cost  # (architecture features, space indices or None) -> predicted seconds (None: not known yet)
         self.init_pool = init_pool if init_pool is not None else (256 if self.dim <= 4 else 16)
         self.enumerated = space.size <= max_enumerate
         self._open = np.ones(space.size, dtype=bool) if self.enumerated else None  # never asked, told or used
@@ -350,7 +351,7 @@ class BayesOptStrategy(SearchStrategy):
             X = np.hstack([arch_x, np.tile(self.hp.encode(self._hyper_ref), (len(arch_x), 1))])
         mu, sd = model.predict(X)
         acquisition = log_expected_improvement(mu, sd, self._best)
-        seconds = self.cost(arch_x) if self.cost is not None else None
+        seconds = self.cost(arch_x, indices if cands is None else None) if self.cost is not None else None
         if seconds is not None:  # expected improvement per second (Snoek et al. 2012)
             acquisition = acquisition - np.log(seconds)
         order = np.argsort(-acquisition)[: 16 if self._long else 64]

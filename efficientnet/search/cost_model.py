@@ -14,7 +14,7 @@ epoch is not ten times cheaper to try when the trial spends most of its time sta
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -22,17 +22,26 @@ from .candidates import Candidate, CandidateSpace
 from .costs import estimate_costs
 from .encoding import ArchEncoding
 
-__all__ = ["TrainingCostModel", "observed_cost"]
+__all__ = ["ObservedCost", "TrainingCostModel", "observed_cost"]
 
 
-def observed_cost(value: Any) -> tuple[int, float] | None:
-    """(epochs trained, their seconds) from a trial's final result, when it has them."""
+class ObservedCost(NamedTuple):
+    """What a trial's final result says it cost."""
+
+    epochs_trained: int  # by this trial (a continuation trains only the epochs its source had not)
+    seconds: float  # of those epochs
+    epochs: int  # the epoch the trial ended at (its source's included)
+
+
+def observed_cost(value: Any) -> ObservedCost | None:
+    """The cost a trial's final result reports (``epochs_trained``, ``train_seconds``, ``epochs``), when it has it."""
     if not isinstance(value, Mapping):
         return None
-    epochs, seconds = value.get("epochs_trained"), value.get("train_seconds")
-    if not isinstance(epochs, (int, float)) or not isinstance(seconds, (int, float)) or epochs <= 0 or seconds <= 0:
+    trained, seconds, reached = value.get("epochs_trained"), value.get("train_seconds"), value.get("epochs")
+    if not isinstance(trained, (int, float)) or not isinstance(seconds, (int, float)) or trained <= 0 or seconds <= 0:
         return None
-    return int(epochs), float(seconds)
+    reached = reached if isinstance(reached, (int, float)) and reached >= trained else trained
+    return ObservedCost(int(trained), float(seconds), int(reached))
 
 
 class TrainingCostModel:
@@ -62,10 +71,11 @@ class TrainingCostModel:
         """Fitted log MACs of candidates given by their architecture features (microseconds for thousands)."""
         return self._design(np.atleast_2d(features)) @ self._macs_coef
 
-    def observe(self, candidate: Candidate, epochs: int, seconds: float) -> None:
-        """A trial of ``candidate`` trained ``epochs`` epochs in ``seconds`` (start-up excluded)."""
+    def observe(self, candidate: Candidate, epochs: int, seconds: float, reached: int | None = None) -> None:
+        """A trial of ``candidate`` trained ``epochs`` epochs in ``seconds`` (start-up excluded), ending at epoch
+        ``reached`` (default ``epochs``; more when it continued another trial's checkpoint)."""
         self._obs.append((self.log_macs_of(candidate), float(np.log(seconds / epochs))))
-        self._epochs.append(epochs)
+        self._epochs.append(max(epochs, reached or epochs))
         x, y = np.array(self._obs).T
         slope = 1.0
         if len(x) >= 3 and np.ptp(x) > 0.1:
@@ -77,7 +87,7 @@ class TrainingCostModel:
         return self._fit is not None
 
     def typical_epochs(self) -> float:
-        """The median epochs of the trials seen (1 before any): a trial's length when no budget sets it."""
+        """The median epoch the trials seen ended at (1 before any): a trial's length when no budget sets it."""
         return float(np.median(self._epochs)) if self._epochs else 1.0
 
     def epoch_seconds(self, features: np.ndarray) -> np.ndarray | None:

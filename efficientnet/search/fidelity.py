@@ -6,8 +6,10 @@ intermediate result* to the tuner's ``receive_trial_result`` as if it were final
 successful. NNI 1.x set it from the config's ``includeIntermediateResults``; NNI 3.0's experiment config has no such
 field, so without help the tuner only hears that the trial did not succeed.
 :func:`efficientnet.nni_dispatcher.hear_stopped_trials`, called by the tuner inside NNI's dispatcher process, turns
-NNI's own hand-over on. This project's trial reports intermediate results as ``{"default", "loss", "top5", "f1"}`` and final results with more keys (``epochs``, ``best_epoch``,
-``arch``, ``budget``, ``params``, ``macs``), so the two can be told apart by shape.
+NNI's own hand-over on. This project's trial reports intermediate results as ``{"default", "loss", "top5", "f1",
+"epoch"}`` and final results with more keys (``epochs``, ``best_epoch``, ``arch``, ``budget``, ``params``, ``macs``),
+so the two can be told apart by shape; ``epoch`` says how far the stopped trial's checkpoint got, which is what a
+second chance, continuing it, does not train again (:func:`partial_epoch`).
 
 Such a result is a lower-fidelity observation of a candidate that was judged weak: not a failure (it says something
 about the candidate), and not a full-budget result either (an accuracy after a few epochs, next to final ones). Its
@@ -22,7 +24,7 @@ import json
 import statistics
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_score"]
+__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_epoch", "partial_score"]
 
 FINAL_ONLY_KEYS = frozenset({"epochs", "best_epoch", "arch", "budget", "params", "macs", "subset"})
 INTERMEDIATE_KEYS = frozenset({"loss", "top5", "f1"})
@@ -41,6 +43,18 @@ def is_partial_result(value: Any) -> bool:
         return False
     keys = set(value)
     return bool(keys & INTERMEDIATE_KEYS) and not keys & FINAL_ONLY_KEYS
+
+
+def partial_epoch(value: Any) -> int | None:
+    """The epoch a partial result was reported at (the trial's per-epoch ``epoch``); None when it does not say
+    (a trial of an older version of this project, or a result of another shape)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    epoch = value.get("epoch") if isinstance(value, Mapping) else None
+    return int(epoch) if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch >= 1 else None
 
 
 def partial_score(score: float, full_scores: Iterable[float]) -> float:

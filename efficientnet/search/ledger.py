@@ -33,6 +33,7 @@ class Record:
     promoted: bool = False  # proposed again under a higher budget (proxy -> full, or the next rung)
     second_chance: str = ""  # "" | "granted": may be proposed once more | "used"
     trial: str | None = None  # NNI's id of the trial whose result this is (promotions and second chances continue it)
+    stopped_at: int | None = None  # a partial result's epoch: where a second chance continues the stopped trial
 
     @property
     def heard(self) -> bool:
@@ -113,6 +114,10 @@ class Ledger:
     def second_chances(self) -> int:
         """Second chances granted and not used yet."""
         return len(self._granted)
+
+    def granted(self) -> Iterator[Record]:
+        """The records of stopped trials whose second chance is granted and not used yet."""
+        return (r for r in self.records.values() if r.second_chance == "granted")
 
     def candidates(self) -> int:
         """How many candidates are known."""
