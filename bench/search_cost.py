@@ -6,6 +6,7 @@ Run from the repository root (Optuna is a benchmark-only extra: ``pip install -e
     python bench/search_cost.py --seeds 10                  # about 10 minutes on 2 cores (docs/benchmarks/search_cost.md)
     python bench/search_cost.py --quick                     # 3 seeds, 3 objectives, concurrency 1 (about a minute)
     python bench/search_cost.py --seeds 5 --methods default,bo-halving,asha-random --spaces legacy --objectives smooth
+    python bench/search_cost.py --seeds 10 --methods default,default-medianstop,default-curve   # with assessors
 
 Seeds run in ``--jobs`` processes (default: 2, or 1 on a 1-core machine), one BLAS thread each, glibc's malloc keeping
 freed memory (see :func:`_keep_freed_memory`). Most of the time goes to runs that never reach the target: they run to
@@ -70,7 +71,15 @@ baseline).
 * ``previous-default``: this tuner as it was before trials were priced (``bo``, ``cost_aware: false``): every
   trial trains the full budget.
 * ``default``: this tuner with its default classArgs (``bo``, ``cost_aware: true``, ``startup_s``), what
-  ``config.yml`` runs: every trial trains the full budget, and bo ranks by expected improvement per predicted second.
+  ``config.yml`` runs (less its assessor): every trial trains the full budget, and bo ranks by expected improvement
+  per predicted second.
+* ``default-medianstop`` (only when named in ``--methods``): ``default`` with the assessor ``config.yml`` ships,
+  NNI's own ``MedianstopAssessor`` (``start_step`` 2) run in-process: after each epoch it is handed the trial's
+  per-epoch accuracies, as NNI's dispatcher hands it the intermediate results; a trial it stops costs start-up + the
+  epochs it ran, its last result reaches the tuner as NNI hands it over (``{"default", "loss", "top5", "f1",
+  "epoch"}``, then the trial ends as not successful), and the tuner's second chance continues its checkpoint
+  (reporting only the epochs it trains, as a real continuation does). ``default-curve``: the same with this
+  project's ``CurveAssessor`` (``efficientnet/search/assessor.py``, its defaults).
 * ``bo-halving``: ``default`` plus successive halving (classArgs ``full_epochs=9, min_epochs=1, eta=3``): a proposal
   carries ``epochs``, ``budget`` and, for a promotion, ``continue_from`` (the ``trial_job_id`` of the lower-rung trial
   whose checkpoint it continues, so it trains only the extra epochs). Every trial has a unique ``trial_job_id``; its
@@ -107,7 +116,8 @@ from tuner import EfficientNetTuner  # noqa: E402
 
 SPACE_FILES = {"legacy": "legacy", "space": "full"}  # this benchmark's names -> search_efficiency's SPACES keys
 BASELINES = ("random-full", "asha-random", "optuna-tpe-hyperband", "nni-hyperband", "nni-bohb")
-OURS = ("previous-default", "default", "bo-halving")
+ASSESSED = ("default-medianstop", "default-curve")  # run when named in --methods
+OURS = ("previous-default", "default", "bo-halving") + ASSESSED
 ALL_METHODS = BASELINES + OURS
 DEFAULT_OBJECTIVES = ("smooth", "multimodal", "interactions", "plateaus", "choices", "rugged")  # all but noisy
 QUICK_OBJECTIVES = ("smooth", "multimodal", "rugged")
@@ -116,6 +126,7 @@ CAP_TRIALS = 300     # the cap: this many full-budget trials of the average arch
 FREE_ASKS = 50       # Optuna: cached answers in a row before a run has converged (--free-asks; see the doc)
 ETA = 3
 
+MEDIANSTOP_START = 2  # config.yml's start_step
 Job = Generator[float, float, bool]  # yields delays (simulated seconds), returns whether it reached the target
 
 
@@ -485,6 +496,15 @@ class Ours(Method):
         self.tuner.update_search_space(book.problem.space)
         self.pid = 0
         self.epochs_of: dict[str, int] = {}  # trial_job_id -> the epochs its checkpoint holds
+        self.assessor = None
+        if variant == "default-medianstop":
+            from nni.algorithms.hpo.medianstop_assessor import MedianstopAssessor
+
+            self.assessor = MedianstopAssessor("maximize", start_step=MEDIANSTOP_START)
+        elif variant == "default-curve":
+            from efficientnet.search.assessor import CurveAssessor
+
+            self.assessor = CurveAssessor("maximize")
 
     def ask(self) -> Job | None:
         import nni
@@ -507,11 +527,28 @@ class Ours(Method):
         entry = book.entry(params)
         assert entry is not None and trained > 0, (params, before)
         trial_job_id = f"ours-{pid}"
-        yield book.startup_s + trained * entry.epoch_s
+        if self.assessor is None:
+            yield book.startup_s + trained * entry.epoch_s
+        else:  # epoch by epoch, each one's accuracy handed to the assessor
+            from nni.assessor import AssessResult
+
+            history: list[float] = []
+            for epoch in range(before + 1, epochs + 1):
+                yield entry.epoch_s + (book.startup_s if epoch == before + 1 else 0.0)
+                history.append(float(entry.curve[epoch - 1]))
+                if epoch < epochs and self.assessor.assess_trial(trial_job_id, history) == AssessResult.Bad:
+                    last = {"default": history[-1], "loss": 1.0, "top5": 100.0, "f1": 0.5, "epoch": epoch}
+                    self.tuner.receive_trial_result(pid, params, last, trial_job_id=trial_job_id)
+                    self.tuner.trial_end(pid, False)
+                    self.assessor.trial_end(trial_job_id, False)
+                    self.epochs_of[trial_job_id] = epoch
+                    return False
         result = {"default": entry.best(epochs), "epochs": epochs, "epochs_trained": trained,
                   "train_seconds": trained * entry.epoch_s}
         self.tuner.receive_trial_result(pid, params, result, trial_job_id=trial_job_id)
         self.tuner.trial_end(pid, True)
+        if self.assessor is not None:
+            self.assessor.trial_end(trial_job_id, True)
         self.epochs_of[trial_job_id] = epochs
         return book.hit(entry, epochs)
 
@@ -606,7 +643,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="3 seeds, objectives " + ",".join(QUICK_OBJECTIVES) + ", concurrency 1")
-    parser.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated, from the default")
+    parser.add_argument("--methods", default=",".join(m for m in ALL_METHODS if m not in ASSESSED),
+                        help=f"comma-separated, from the default and {', '.join(ASSESSED)}")
     parser.add_argument("--spaces", default="space,legacy", help="the heavier first: the two processes end together")
     parser.add_argument("--objectives", default=None, help="default " + ",".join(DEFAULT_OBJECTIVES))
     parser.add_argument("--concurrency", default="1,4")
