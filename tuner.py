@@ -39,7 +39,7 @@ from efficientnet.search.constraint import DEFAULT_PRODUCT
 from efficientnet.search.cost_model import TrainingCostModel, observed_cost
 from efficientnet.search.costs import estimate_costs
 from efficientnet.search.failures import FirstFailures
-from efficientnet.search.fidelity import is_partial_result, partial_epoch, partial_score
+from efficientnet.search.fidelity import is_partial_result, partial_epoch, partial_score, result_mapping
 from efficientnet.search.halving import rung_hint
 from efficientnet.search.ledger import FAILED, OVER_BUDGET, PARTIAL, SCORED, Ledger, Record
 from efficientnet.search.options import TunerOptions
@@ -532,12 +532,8 @@ def _read_proposal(parameters: Any) -> Proposal | None:
 def result_matches(proposal: Proposal, value: Any) -> bool:
     """Whether a final result and the proposal NNI recorded beside it describe one architecture: the trial echoes
     the ``arch`` it trained in its final result (a result without one cannot be checked and is taken as it is)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return True
-    trained = value.get("arch") if isinstance(value, Mapping) else None
+    result = result_mapping(value)
+    trained = result.get("arch") if result is not None else None
     return trained is None or proposal.spec is None or trained == str(proposal.spec)
 
 

@@ -24,36 +24,37 @@ import json
 import statistics
 from typing import Any, Iterable, Mapping
 
-__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_epoch", "partial_score"]
+__all__ = ["FINAL_ONLY_KEYS", "INTERMEDIATE_KEYS", "is_partial_result", "partial_epoch", "partial_score",
+           "result_mapping"]
 
 FINAL_ONLY_KEYS = frozenset({"epochs", "best_epoch", "arch", "budget", "params", "macs", "subset"})
 INTERMEDIATE_KEYS = frozenset({"loss", "top5", "f1"})
+
+
+def result_mapping(value: Any) -> Mapping[str, Any] | None:
+    """A result as NNI hands it to the tuner (a dict, its JSON, or a bare number): the dict, or None."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, Mapping) else None
 
 
 def is_partial_result(value: Any) -> bool:
     """Whether a result handed over as final has the shape of an intermediate one (see the module docstring): a
     dict (or its JSON) with ``loss``, ``top5`` or ``f1`` and none of the keys only a final result has. A bare
     number or ``{"default": x}`` counts as final."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return False
-    if not isinstance(value, Mapping):
-        return False
-    keys = set(value)
+    result = result_mapping(value)
+    keys = set(result) if result is not None else set()
     return bool(keys & INTERMEDIATE_KEYS) and not keys & FINAL_ONLY_KEYS
 
 
 def partial_epoch(value: Any) -> int | None:
     """The epoch a partial result was reported at (the trial's per-epoch ``epoch``); None when it does not say
     (a trial of an older version of this project, or a result of another shape)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    epoch = value.get("epoch") if isinstance(value, Mapping) else None
+    result = result_mapping(value)
+    epoch = result.get("epoch") if result is not None else None
     return int(epoch) if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch >= 1 else None
 
 
