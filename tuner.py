@@ -210,7 +210,7 @@ class EfficientNetTuner(Tuner):
             if record.candidate not in self.space:
                 continue
             rows = indices == self.space.index(record.candidate)
-            if record.stopped_at is not None and rows.any():
+            if record.stopped_at is not None and record.trial and rows.any():  # a checkpoint to continue
                 left = max(self._epochs_of(record.budget) - record.stopped_at, 0.0)
                 seconds = np.where(rows, model.trial_seconds(features, left), seconds)
         return seconds

@@ -154,6 +154,9 @@ def test_a_second_chance_is_priced_at_the_epochs_its_stopped_trial_has_left():
     others = indices != at
     assert np.allclose(seconds[others], 5.0 + 3 * per_epoch[others])  # a new trial: all 3 epochs
     assert np.allclose(tuner.strategy.cost(features, None), 5.0 + 3 * per_epoch)  # indices unknown: as new trials
+    record.trial, trial = None, record.trial  # no trial id: nothing to continue, all 3 epochs again
+    assert np.allclose(tuner.strategy.cost(features, indices), 5.0 + 3 * per_epoch)
+    record.trial = trial
     again = None
     for pid in range(4, 4 + space.size):  # once the second chance is taken, its price is a new trial's again
         p = tuner.generate_parameters(pid)
