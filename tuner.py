@@ -207,12 +207,12 @@ class EfficientNetTuner(Tuner):
         if seconds is None or indices is None:
             return seconds
         for record in self.ledger.granted():
-            if record.candidate not in self.space:
-                continue
+            if record.stopped_at is None or not record.trial or record.candidate not in self.space:
+                continue  # no checkpoint to continue: the whole trial, as priced
             rows = indices == self.space.index(record.candidate)
-            if record.stopped_at is not None and record.trial and rows.any():  # a checkpoint to continue
+            if rows.any():
                 left = max(self._epochs_of(record.budget) - record.stopped_at, 0.0)
-                seconds = np.where(rows, model.trial_seconds(features, left), seconds)
+                seconds[rows] = model.trial_seconds(features[rows], left)
         return seconds
 
     def _epochs_of(self, budget: str) -> float:
@@ -379,7 +379,7 @@ class EfficientNetTuner(Tuner):
 
     def _observe_cost(self, record: Record, value: Any) -> None:
         """Teach the cost model the seconds a trial's result reports."""
-        cost = observed_cost(json.loads(value) if isinstance(value, str) else value)
+        cost = observed_cost(result_mapping(value))
         if cost is not None and self.cost_model is not None:
             self.cost_model.observe(record.candidate, cost.epochs_trained, cost.seconds, cost.epochs)
 
