@@ -391,9 +391,7 @@ class EfficientNetTuner(Tuner):
         score = self._score(value)
         objectives = self.options.objectives
         if objectives.mode != "single":
-            value = json.loads(value) if isinstance(value, str) else value
-            costs = objectives.cost_values(value if isinstance(value, Mapping) else None,
-                                           proposal.costs if proposal is not None else None)
+            costs = objectives.cost_values(result_mapping(value), proposal.costs if proposal is not None else None)
             if costs is not None:
                 self.ledger.costs[record.candidate] = costs
                 if "latency_ms" in objectives.costs and self.space is not None:
