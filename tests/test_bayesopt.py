@@ -170,6 +170,36 @@ def test_a_space_too_large_to_enumerate_is_searched_from_a_pool():
 
 
 # ------------------------------------------------------------------------------------------------- partial results
+@pytest.mark.parametrize("max_enumerate", [50_000, 100], ids=["enumerated", "too-large-to-enumerate"])
+def test_a_stopped_architecture_stays_among_the_candidates_the_model_scores(max_enumerate):
+    """An assessor may stop a trial wrongly: its architecture keeps one second chance, which the model may take
+    when it ranks the candidates, in a space too large to enumerate as in an enumerated one."""
+    tuner = make_tuner(DEFAULT_SPACE, seed=3)
+    strategy = BayesOptStrategy(tuner.space, np.random.default_rng(0), tuner._is_free, max_enumerate=max_enumerate,
+                                pool_size=200)
+    tuner.strategy = strategy
+    assert strategy.enumerated == (max_enumerate > tuner.space.size)
+    objective = SyntheticObjective("smooth", 2)
+    for pid in range(8):
+        params = tuner.generate_parameters(pid)
+        tuner.receive_trial_result(pid, params, objective.value(params))
+        tuner.trial_end(pid, True)
+    stopped = tuner.generate_parameters(8)
+    tuner.receive_trial_result(8, stopped, {"default": 50.0, "loss": 0.5, "top5": 90.0, "f1": 0.5, "epoch": 1},
+                               trial_job_id="Stop8")
+    tuner.trial_end(8, False)
+    candidate = tuner.ledger.of_trial(8).candidate
+    assert strategy.observations[candidate].partial and tuner._is_free(candidate)  # a granted second chance
+    finished = [tuner.ledger.of_trial(pid).candidate for pid in range(8)]
+    cands, indices = strategy._candidate_pool()  # what the model ranks next
+    pool = cands if cands is not None else [tuner.space.at(int(i)) for i in indices]
+    assert candidate in pool and not set(finished) & set(pool)
+    priced = []  # the cost is told which candidates it prices: a second chance is priced at the epochs it has left
+    strategy.cost = lambda features, indices: priced.append(indices)
+    strategy._rank()
+    assert tuner.space.index(candidate) in priced[0]
+
+
 def test_a_partial_result_is_a_noisier_observation_that_is_never_the_incumbent():
     tuner = make_tuner(LEGACY_SPACE, seed=0)
     strategy = tuner.strategy

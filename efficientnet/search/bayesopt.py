@@ -31,8 +31,9 @@ hyperparameters when the search space has any); the surrogate is :class:`~effici
   are ranked by expected improvement per predicted second of their trial, start-up included
   (:class:`~efficientnet.search.cost_model.TrainingCostModel`); a second chance is priced at the epochs its stopped
   trial has left.
-* **Large spaces** (more than ``max_enumerate`` candidates): a pool of ``pool_size`` random candidates plus every
-  single-step neighbour of the best results is scored instead.
+* **Large spaces** (more than ``max_enumerate`` candidates): a pool of ``pool_size`` random candidates, every
+  single-step neighbour of the best results and the early-stopped architectures granted a second chance is scored
+  instead.
 * **Long searches**: beyond ``exact_until`` results (150), ``max_points`` results train the GP (the best half and
   the most recent half), its kernel drops the additive part, and ``max_scored`` candidates are scored per proposal
   (half the nearest to the best results, half at random), which keeps a proposal within a few milliseconds after
@@ -267,7 +268,10 @@ class BayesOptStrategy(SearchStrategy):
         pool: set[Candidate] = set(self._random_candidates(self.pool_size))
         for o in self._sorted[:5]:
             pool.update(self._neighbours(o.candidate))
-        pool = {c for c in pool if c not in self.pending and c not in self.observations and self.is_free(c)}
+        # a stopped trial's architecture may be proposed once more, as in an enumerated space (is_free: if granted)
+        pool.update(Candidate(o.candidate.coefficients, o.candidate.choices) for o in self._sorted if o.partial)
+        pool = {c for c in pool if c not in self.pending and self.is_free(c)
+                and (c not in self.observations or self.observations[c].partial)}
         cands = list(pool)
         return cands, (self.arch.features_of(cands) if cands else np.zeros((0, self.arch.dim)))
 
@@ -351,7 +355,11 @@ class BayesOptStrategy(SearchStrategy):
             X = np.hstack([arch_x, np.tile(self.hp.encode(self._hyper_ref), (len(arch_x), 1))])
         mu, sd = model.predict(X)
         acquisition = log_expected_improvement(mu, sd, self._best)
-        seconds = self.cost(arch_x, indices if cands is None else None) if self.cost is not None else None
+        seconds = None
+        if self.cost is not None:
+            if cands is not None:  # the cost prices a second chance by its index in the space
+                indices = np.fromiter((self.space.index(c) for c in cands), dtype=np.int64, count=len(cands))
+            seconds = self.cost(arch_x, indices)
         if seconds is not None:  # expected improvement per second (Snoek et al. 2012)
             acquisition = acquisition - np.log(seconds)
         order = np.argsort(-acquisition)[: 16 if self._long else 64]
