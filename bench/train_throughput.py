@@ -14,12 +14,15 @@ Same architecture family, batch, resolution, device, precision and memory layout
     python bench/train_throughput.py --arch lite0 --width 1.0 --resolution 224 --batch-size 128  # Lite family
 
 Rounds alternate between the loops and each loop's best round counts, which keeps a shared, noisy machine from
-favouring any side. Prints images/s of every loop, then the ratios of ours to each.
+favouring any side. Prints images/s of every loop, then the ratios of ours to each: of the best rounds, and the
+median (with quartiles) of the ratios within each round, which a machine whose speed drifts during the run
+disturbs least.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -178,10 +181,11 @@ def main(argv=None) -> int:
     for step in steps.values():  # warm-up (allocator, oneDNN/cuDNN kernel selection, compilation)
         for _ in range(3):
             step()
-    best = dict.fromkeys(steps, 0.0)
+    rounds: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            best[name] = max(best[name], time_steps(step, args.steps, args.batch_size, device))
+            rounds[name].append(time_steps(step, args.steps, args.batch_size, device))
+    best = {name: max(rates) for name, rates in rounds.items()}
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"model: {args.arch} width {spec.width} at {spec.resolution} px, {n_params / 1e6:.2f} M params, "
           f"batch {args.batch_size}, {device}{gpu}, {str(dtype).replace('torch.', '') if dtype else 'fp32'}, "
@@ -191,7 +195,11 @@ def main(argv=None) -> int:
     for our_name in (n for n in best if n.startswith(OURS)):  # our step first, then its variants
         for name, rate in best.items():
             if not name.startswith(OURS):
-                print(f"ratio{our_name[len(OURS):]} vs {name}: {best[our_name] / rate:.2f}x")
+                paired = sorted(a / b for a, b in zip(rounds[our_name], rounds[name]))
+                quartiles = statistics.quantiles(paired, n=4, method="inclusive") if len(paired) > 1 else paired * 3
+                print(f"ratio{our_name[len(OURS):]} vs {name}: {best[our_name] / rate:.2f}x (best rounds); "
+                      f"{quartiles[1]:.3f}x median of {len(paired)} paired rounds "
+                      f"[{quartiles[0]:.3f}x-{quartiles[2]:.3f}x]")
     return 0
 
 
