@@ -32,6 +32,11 @@ DEFAULT_ARCH = "lite0"
 ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the legacy project's ``-a efficientnet``
 
 
+# the peak learning rate when --lr is not given, by optimizer, for fine-tuning at batch 32: 3 epochs on the digits
+# demo reached 97-98 % top-1 with each, and 16 % (RMSprop) or 22 % (AdamW) at SGD's 0.05
+DEFAULT_LR = {"sgd": 0.05, "adamw": 0.003, "rmsprop": 0.002}
+
+
 class ConfigError(ValueError):
     """A bad flag, environment file or proposal value; the message names it."""
 
@@ -66,7 +71,7 @@ class TrialConfig:
     schedule_epochs: int | None = None  # the learning-rate schedule's length (None: epochs); see continue_from
     batch_size: int = 32
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float | None = None  # None: the optimizer's default (DEFAULT_LR)
     momentum: float = 0.9
     weight_decay: float = 1e-5
     warmup_epochs: float = 1.0
@@ -98,6 +103,10 @@ class TrialConfig:
     latency: bool = True
     progress: str = "auto"  # tqdm bars: auto (terminal and not under NNI), on, off
     env: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["sgd"])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON- and checkpoint-safe)."""
@@ -171,7 +180,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "--epochs); a run stopped at --epochs < this continues exactly with --continue-from")
     o.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
     o.add_argument("--opt", "--optimizer", dest="optimizer", choices=["sgd", "adamw", "rmsprop"], default=d.optimizer)
-    o.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=d.lr, help="peak learning rate")
+    o.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=argparse.SUPPRESS,  # absent: by --opt
+                   help="peak learning rate (default: " + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items())
+                   + ")")
     o.add_argument("--momentum", type=float, default=d.momentum)
     o.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=d.weight_decay)
     o.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up (<= 1/4 of training)")
@@ -362,6 +373,8 @@ def apply_hyperparameters(cfg: TrialConfig, proposal: Proposal) -> tuple[TrialCo
                 changes[name] = float(value) if kind.startswith("float") else str(value)
         except (TypeError, ValueError):
             raise ConfigError(f"the tuner sent {key}={value!r}, which is not a valid {name}") from None
+    if "optimizer" in changes and "lr" not in changes and cfg.lr == DEFAULT_LR.get(cfg.optimizer):
+        changes["lr"] = DEFAULT_LR.get(changes["optimizer"], cfg.lr)  # another optimizer: its own default rate
     cfg = dataclasses.replace(cfg, **changes)
     validate(cfg)
     return cfg, ignored
