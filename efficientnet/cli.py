@@ -114,7 +114,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
 def _build_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--weights", default="lite0", help="lite0, efficientnet-bN (online), URL or .pth path")
+    p.add_argument("--weights", default="lite0",
+                   help="a trial's checkpoint (model_best.pth.tar), lite0, efficientnet-bN (online), URL or .pth path")
     p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -219,7 +220,7 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
         "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
         "latency-table": (_build_latency_table, cmd_latency_table, "measure per-layer latencies of a search "
                           "space on this device, for the profile --latency-table and the tuner's latency_table"),
-        "predict": (_build_predict, cmd_predict, "classify images with pretrained ImageNet weights"),
+        "predict": (_build_predict, cmd_predict, "classify images with a trained checkpoint or pretrained ImageNet weights"),
         "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
                    "preprocessing"),
         "create": (launcher.build_create, launcher.cmd_create, "check an experiment config, then start it with "
