@@ -220,7 +220,8 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
         "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
         "latency-table": (_build_latency_table, cmd_latency_table, "measure per-layer latencies of a search "
                           "space on this device, for the profile --latency-table and the tuner's latency_table"),
-        "predict": (_build_predict, cmd_predict, "classify images with a trained checkpoint or pretrained ImageNet weights"),
+        "predict": (_build_predict, cmd_predict, "classify images with a trained checkpoint or pretrained ImageNet "
+                    "weights"),
         "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
                    "preprocessing"),
         "create": (launcher.build_create, launcher.cmd_create, "check an experiment config, then start it with "
