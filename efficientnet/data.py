@@ -36,7 +36,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
-from .preprocess import eval_transform, normalization
+from .preprocess import eval_transform, normalization, to_rgb
 from .spec import ArchSpec
 
 __all__ = [
@@ -218,7 +218,7 @@ def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5, 
     """Random resized crop at ``resolution`` (default: the spec's), optional horizontal flip, RandAugment
     (2 ops at magnitude ``randaug``; 0 = off), normalisation of the weights."""
     steps: list = [
-        transforms.Lambda(_to_rgb),
+        transforms.Lambda(to_rgb),
         transforms.RandomResizedCrop(resolution or spec.resolution, scale=(min_scale, 1.0),
                                      interpolation=transforms.InterpolationMode.BICUBIC),
     ]
@@ -228,10 +228,6 @@ def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5, 
         steps.append(transforms.RandAugment(num_ops=2, magnitude=int(randaug)))
     steps += [transforms.ToTensor(), normalization(spec)]
     return transforms.Compose(steps)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    return img.convert("RGB")
 
 
 class CheckedImageFolder(ImageFolder):

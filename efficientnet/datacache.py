@@ -40,6 +40,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
 from torchvision import transforms
 
+from .preprocess import to_rgb
+
 log = logging.getLogger("efficientnet.trial")
 
 __all__ = [
@@ -57,7 +59,7 @@ __all__ = [
 ]
 
 CACHE_MODES = ("auto", "ram", "gpu", "off")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits (to_rgb), not clipped
 SIZE_MARGIN = 1.25  # decoded training squares are this much larger than the largest training resolution
 DEVICE_SHARE = 0.25  # auto: the cache may take this share of the GPU's free memory, or of the available RAM
 
@@ -136,7 +138,7 @@ class _Decode(Dataset):
         with Image.open(self.paths[i]) as img:
             if self.draft and img.format == "JPEG":  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when it can
                 img.draft("RGB", (self.size, self.size))
-            img = self.crop(self.resize(img.convert("RGB")))
+            img = self.crop(self.resize(to_rgb(img)))
             return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

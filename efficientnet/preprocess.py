@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image
 from torchvision import transforms
 
 from .spec import ArchSpec
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform",
+           "to_rgb"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
+
+
+_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB, for every path that reads an image (training, validation, the data cache, predict).
+
+    PIL's own conversion clips a 16-bit image at 255: a 16-bit greyscale PNG or TIFF, common in medical and
+    scientific imaging, came out nearly all white. Such images (and 32-bit integer ones, taken as 16-bit, the way
+    older Pillow opens 16-bit PNGs) are scaled from 0-65535 to 0-255 instead; float images from 0-1 when they lie
+    there, else clipped to 0-255."""
+    if img.mode in _WIDE_MODES or img.mode == "F":
+        pixels = np.asarray(img, dtype=np.float64)
+        top = _WIDE_MODES.get(img.mode) or (1.0 if pixels.size and pixels.max() <= 1.0 else 255.0)
+        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
 
 
 def normalization(spec: ArchSpec) -> transforms.Normalize:
@@ -25,7 +45,7 @@ def eval_transform(spec: ArchSpec, resolution: int | None = None) -> transforms.
     res = resolution or spec.resolution
     return transforms.Compose(
         [
-            transforms.Lambda(lambda img: img.convert("RGB")),
+            transforms.Lambda(to_rgb),
             transforms.Resize(res, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(res),
             transforms.ToTensor(),

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch
+from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch, train_transform
 from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
                                     decode_images, same_device)
-from efficientnet.preprocess import eval_transform, normalization
+from efficientnet.preprocess import eval_transform, normalization, to_rgb
 from efficientnet.spec import preset
 
 TINY = preset("lite0").replace(width=0.15, resolution=32)
@@ -153,3 +153,35 @@ def test_same_device_treats_the_current_gpu_and_its_index_as_one():
     assert same_device(cuda1, cuda1) and not same_device(cuda0, cuda1)
     assert same_device(cuda, cuda1) == (current == 1)
     assert same_device(torch.device("cpu"), torch.device("cpu")) and not same_device(torch.device("cpu"), cuda0)
+
+
+def test_16_bit_greyscale_images_keep_their_contrast_in_every_path(tmp_path: Path):
+    """PIL's own RGB conversion clips a 16-bit image at 255: a 16-bit greyscale PNG or TIFF (medical, scientific
+    imaging) came out nearly all white. Each path that reads images (the training and evaluation transforms, the
+    data cache's decoding) sees the same image as its 8-bit copy instead."""
+    ramp = np.tile(np.linspace(0, 65535, 40).astype(np.uint16), (30, 1))  # dark to bright, 40 x 30
+    eight = Image.fromarray(np.rint(ramp / 257.0).astype(np.uint8))
+    files = {"8-bit": tmp_path / "ramp8.png", "16-bit PNG": tmp_path / "ramp16.png",
+             "16-bit TIFF": tmp_path / "ramp16.tif"}
+    eight.save(files["8-bit"])
+    Image.fromarray(ramp).save(files["16-bit PNG"])
+    Image.fromarray(ramp).save(files["16-bit TIFF"])
+    assert {name: Image.open(f).mode for name, f in files.items()} == {
+        "8-bit": "L", "16-bit PNG": "I;16", "16-bit TIFF": "I;16"}
+    assert np.asarray(Image.open(files["16-bit PNG"]).convert("RGB")).mean() > 240  # PIL alone: nearly all white
+    spec = TINY.replace(resolution=24)
+    samples = [(str(f), 0) for f in files.values()]
+    decoded = decode_images(samples, spec.resolution).images
+    for i, (name, path) in enumerate(files.items()):
+        assert np.array_equal(np.asarray(to_rgb(Image.open(path))), np.asarray(eight.convert("RGB"))), name
+        torch.testing.assert_close(eval_transform(spec)(Image.open(path)), eval_transform(spec)(eight))
+        torch.manual_seed(0)
+        trained = train_transform(spec, min_scale=0.5)(Image.open(path))
+        torch.manual_seed(0)
+        torch.testing.assert_close(trained, train_transform(spec, min_scale=0.5)(eight))
+        assert torch.equal(decoded[i], decoded[0]), name
+    assert int(decoded[0].min()) < 40 and int(decoded[0].max()) > 215  # the ramp, not a white square
+    wide = Image.fromarray(ramp.astype(np.int32))  # mode I: how older Pillow opened 16-bit PNGs
+    assert wide.mode == "I" and np.array_equal(np.asarray(to_rgb(wide)), np.asarray(eight.convert("RGB")))
+    unit = Image.fromarray((ramp / 65535.0).astype(np.float32))  # mode F in [0, 1]
+    assert np.abs(np.asarray(to_rgb(unit)).astype(int) - np.asarray(eight.convert("RGB"))).max() <= 1
