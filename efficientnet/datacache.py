@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 CACHE_MODES = ("auto", "ram", "gpu", "off")
-CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits (to_rgb), not clipped
+CACHE_VERSION = 2  # 2: to_rgb (EXIF orientation applied, 16-bit images scaled to 8 bits, not clipped)
 SIZE_MARGIN = 1.25  # decoded training squares are this much larger than the largest training resolution
 DEVICE_SHARE = 0.25  # auto: the cache may take this share of the GPU's free memory, or of the available RAM
 

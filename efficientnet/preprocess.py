@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms
 
 from .spec import ArchSpec
@@ -17,16 +17,25 @@ LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 
 
+_ORIENTATION = 0x0112  # the EXIF tag
 _WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit RGB, for every path that reads an image (training, validation, the data cache, predict).
+    """``img`` as 8-bit RGB, upright, for every path that reads an image (training, validation, the data cache,
+    predict).
 
-    PIL's own conversion clips a 16-bit image at 255: a 16-bit greyscale PNG or TIFF, common in medical and
-    scientific imaging, came out nearly all white. Such images (and 32-bit integer ones, taken as 16-bit, the way
-    older Pillow opens 16-bit PNGs) are scaled from 0-65535 to 0-255 instead; float images from 0-1 when they lie
-    there, else clipped to 0-255."""
+    * A photo whose EXIF orientation says it was stored sideways (as phone cameras do) is turned upright, as image
+      viewers show it; PIL alone leaves it as stored.
+    * PIL's own conversion clips a 16-bit image at 255: a 16-bit greyscale PNG or TIFF, common in medical and
+      scientific imaging, came out nearly all white. Such images (and 32-bit integer ones, taken as 16-bit, the way
+      older Pillow opens 16-bit PNGs) are scaled from 0-65535 to 0-255 instead; float images from 0-1 when they lie
+      there, else clipped to 0-255.
+    * A palette image with transparency goes through RGBA, which spares a warning per image."""
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
     if img.mode in _WIDE_MODES or img.mode == "F":
         pixels = np.asarray(img, dtype=np.float64)
         top = _WIDE_MODES.get(img.mode) or (1.0 if pixels.size and pixels.max() <= 1.0 else 255.0)

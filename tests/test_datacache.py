@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,44 @@ def test_16_bit_greyscale_images_keep_their_contrast_in_every_path(tmp_path: Pat
     assert wide.mode == "I" and np.array_equal(np.asarray(to_rgb(wide)), np.asarray(eight.convert("RGB")))
     unit = Image.fromarray((ramp / 65535.0).astype(np.float32))  # mode F in [0, 1]
     assert np.abs(np.asarray(to_rgb(unit)).astype(int) - np.asarray(eight.convert("RGB"))).max() <= 1
+
+
+def test_a_photo_stored_sideways_is_read_upright_in_every_path(tmp_path: Path):
+    """Phone cameras store a portrait photo sideways with an EXIF orientation, which image viewers apply and PIL
+    alone does not: the transforms, the data cache's decoding (JPEG draft decoding too) and predict read it
+    upright, as its user sees it."""
+    upright = np.zeros((48, 64), dtype=np.uint8)
+    upright[:24, :32] = 255  # a bright top-left quadrant
+    shown = Image.fromarray(upright).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    files = {"upright": tmp_path / "upright.png", "sideways PNG": tmp_path / "sideways.png",
+             "sideways JPEG": tmp_path / "sideways.jpg"}
+    shown.save(files["upright"])
+    shown.transpose(Image.Transpose.ROTATE_90).save(files["sideways PNG"], exif=exif)
+    shown.transpose(Image.Transpose.ROTATE_90).save(files["sideways JPEG"], exif=exif, quality=95)
+    assert Image.open(files["sideways JPEG"]).size == (48, 64)  # stored sideways
+    spec = TINY.replace(resolution=24)
+    samples = [(str(f), 0) for f in files.values()]
+    for draft in (False, True):
+        decoded = decode_images(samples, spec.resolution, draft=draft).images.float()
+        for i, name in enumerate(files):
+            top_left, rest = decoded[i, :, :8, :8].mean(), decoded[i, :, 16:, 16:].mean()
+            assert top_left > 200 and rest < 50, (name, draft)
+    for name, path in files.items():
+        assert np.abs(np.asarray(to_rgb(Image.open(path))).astype(int) - np.asarray(shown)).max() <= 8, name
+        torch.testing.assert_close(eval_transform(spec)(Image.open(path)), eval_transform(spec)(shown),
+                                   atol=0.1, rtol=0)
+        torch.manual_seed(0)
+        trained = train_transform(spec, min_scale=0.5)(Image.open(path))
+        torch.manual_seed(0)
+        torch.testing.assert_close(trained, train_transform(spec, min_scale=0.5)(shown), atol=0.1, rtol=0)
+
+
+def test_a_palette_image_with_transparency_is_read_without_a_warning(tmp_path: Path):
+    pixels = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).convert("P").save(tmp_path / "p.png", transparency=bytes([0] * 10))
+    with Image.open(tmp_path / "p.png") as img, warnings.catch_warnings():
+        assert img.mode == "P" and "transparency" in img.info
+        warnings.simplefilter("error")
+        assert to_rgb(img).mode == "RGB"
