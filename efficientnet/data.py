@@ -145,6 +145,16 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (sub-folders too), hidden ones left out: macOS's ``._photo.jpg`` copies
+    (not images), and folders such as ``.ipynb_checkpoints`` (copies of images)."""
+    found: list[Path] = []
+    for d, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found += [Path(d) / f for f in names if not f.startswith(".") and _is_image(f)]
+    return sorted(found)
+
+
 @dataclass
 class ClassFolders:
     """What :func:`scan_class_folders` found: class names and image files, with unreadable files set aside."""
@@ -180,8 +190,7 @@ def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
     files: dict[str, list[Path]] = {}
     corrupt: list[Path] = []
     for c in classes:
-        found = sorted(Path(d) / f for d, _, names in os.walk(root / c, followlinks=True) for f in names
-                       if _is_image(f))
+        found = _image_files(root / c)
         if not found:
             raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
                             "images or remove the folder")

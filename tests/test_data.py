@@ -143,6 +143,26 @@ def test_a_few_corrupt_images_are_skipped_with_a_counted_warning(tmp_path: Path,
     assert "skipping 2 unreadable image file(s) of 42" in caplog.text
 
 
+def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path, caplog):
+    """A dataset copied from a Mac holds a ``._name.jpg`` beside every image (not an image: half the files were
+    "unreadable" and the dataset an error), and Jupyter leaves ``.ipynb_checkpoints`` folders (copies of images):
+    hidden files and folders are left out, at every depth."""
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            write_images(tmp_path / split / c, 6 if split == "train" else 2)
+            for image in list((tmp_path / split / c).iterdir()):
+                (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+            write_images(tmp_path / split / c / ".ipynb_checkpoints", 3)
+        write_images(tmp_path / split / ".ipynb_checkpoints", 2)
+        (tmp_path / split / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.classes == ["a", "b"] and split.corrupt == 0 and "unreadable" not in caplog.text
+    assert (len(split.train), len(split.val)) == (12, 4)
+    paths = [path for path, _ in split.train.samples + split.val.samples]
+    assert not any(part.startswith(".") for path in paths for part in Path(path).relative_to(tmp_path).parts)
+
+
 def test_mostly_corrupt_dataset_is_an_error(tmp_path: Path):
     write_images(tmp_path / "a", 3)
     write_images(tmp_path / "b", 3)
