@@ -211,7 +211,8 @@ def sidecar(
             "scale": "pixel / 255 (values in [0, 1])",
             "mean": [float(m) for m in norm.mean],
             "std": [float(s) for s in norm.std],
-            "order": ["convert RGB", "resize short side", "center crop", "scale to [0, 1]", "(x - mean) / std"],
+            "order": ["apply the EXIF orientation", "convert to 8-bit RGB (16-bit grey: x * 255 / 65535)",
+                      "resize short side", "center crop", "scale to [0, 1]", "(x - mean) / std"],
         },
     }
     data.update(extra)
