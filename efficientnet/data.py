@@ -321,6 +321,12 @@ def load_dataset(
         val_ds = Subset(full_eval, val_idx)
         train_targets = [full_train.targets[i] for i in train_idx]
         layout = "split"
+        unseen = sorted(set(range(len(classes))) - {full_eval.targets[i] for i in val_idx})
+        if unseen:  # a class of one image stays in training
+            names = ", ".join(classes[c] for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+            log.warning("warning: %d class(es) with a single image have none held out for validation (%s): their "
+                        "accuracy is not measured and they count as 0 in the macro F1; add images, or a val/ folder",
+                        len(unseen), names)
     if len(classes) < 2:
         raise DataError(f"dataset {root} has only one class ({classes[0]}); a classifier needs at least two class "
                         "folders")

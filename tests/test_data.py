@@ -163,6 +163,21 @@ def test_hidden_files_and_folders_are_not_images_or_classes(tmp_path: Path, capl
     assert not any(part.startswith(".") for path in paths for part in Path(path).relative_to(tmp_path).parts)
 
 
+def test_a_class_too_small_to_validate_is_named_in_a_warning(tmp_path: Path, caplog):
+    write_images(tmp_path / "many", 10)
+    write_images(tmp_path / "single", 1)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.classes.index("single") in split.train_targets
+    assert split.classes.index("single") not in [split.val.dataset.targets[i] for i in split.val.indices]
+    assert "1 class(es) with a single image have none held out for validation (single)" in caplog.text
+    caplog.clear()
+    write_images(tmp_path / "single", 2)  # now two: one is held out, no warning
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        load_dataset(str(tmp_path), SPEC)
+    assert "held out" not in caplog.text
+
+
 def test_mostly_corrupt_dataset_is_an_error(tmp_path: Path):
     write_images(tmp_path / "a", 3)
     write_images(tmp_path / "b", 3)
