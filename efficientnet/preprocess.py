@@ -39,7 +39,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in _WIDE_MODES or img.mode == "F":
         pixels = np.asarray(img, dtype=np.float64)
         top = _WIDE_MODES.get(img.mode) or (1.0 if pixels.size and pixels.max() <= 1.0 else 255.0)
-        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8))  # mode L
     return img.convert("RGB")
 
 
