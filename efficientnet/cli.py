@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .arguments import CLIError, add_arch_arguments, arch_from_args
@@ -113,7 +115,7 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
 
 def _build_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them (searched recursively)")
     p.add_argument("--weights", default="lite0",
                    help="a trial's checkpoint (model_best.pth.tar), lite0, efficientnet-bN (online), URL or .pth path")
     p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
@@ -134,13 +136,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image, UnidentifiedImageError
 
+    from .data import image_files
     from .preprocess import eval_transform
     from .training import TrainingError, resolve_device
     from .weights import build_model, load_weights
 
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
-    state, spec = load_weights(args.weights, weights_spec=resolve_arch(args.arch) if args.arch else None)
+    paths: list[str] = []
+    for given in args.images:  # a folder stands for its image files (hidden ones left out), in name order
+        if os.path.isdir(given):
+            found = image_files(Path(given))
+            if not found:
+                raise CLIError(f"folder {given!r} holds no image files (.jpg, .png, ...)")
+            paths += [str(p) for p in found]
+        else:
+            paths.append(given)
+    arch = resolve_arch(args.arch) if args.arch else None
+    names = None
+    if os.path.isfile(args.weights):  # a trial's checkpoint: read as export reads it, with its class names
+        from .export import ExportError, read_source
+
+        try:
+            ckpt = read_source(args.weights, arch)
+        except ExportError as exc:
+            raise CLIError(str(exc)) from None
+        state, spec, names = ckpt.state, ckpt.spec, ckpt.class_names
+    else:
+        state, spec = load_weights(args.weights, weights_spec=arch)
     num_classes = state["_fc.weight"].shape[0] if "_fc.weight" in state else 1000
     try:
         device, warning = resolve_device(args.device)
@@ -149,10 +172,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval().to(device)
-    names = imagenet_categories() if num_classes == 1000 else None
+    if names is None and num_classes == 1000:
+        names = imagenet_categories()
     transform = eval_transform(spec)
     results = []
-    for path in args.images:
+    for path in paths:
         try:
             with Image.open(path) as img:
                 x = transform(img).unsqueeze(0)

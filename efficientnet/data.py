@@ -145,7 +145,7 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (sub-folders too), hidden ones left out: macOS's ``._photo.jpg`` copies
     (not images), and folders such as ``.ipynb_checkpoints`` (copies of images)."""
     found: list[Path] = []
@@ -190,7 +190,7 @@ def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
     files: dict[str, list[Path]] = {}
     corrupt: list[Path] = []
     for c in classes:
-        found = _image_files(root / c)
+        found = image_files(root / c)
         if not found:
             raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
                             "images or remove the folder")

@@ -62,6 +62,34 @@ def test_predict_names_the_imagenet_classes(root, sample_photos):
     assert "daisy" in [p["name"] for p in preds]
 
 
+def test_predict_a_folder_with_a_trained_checkpoint_names_its_classes(root, tmp_path, sample_photos):
+    """A user's fine-tuned model names its own classes (the checkpoint's), not class ids; a folder stands for its
+    image files, hidden ones left out, in name order."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for name, path in sorted(sample_photos.items()):
+        (data / name).mkdir(parents=True)
+        with Image.open(path) as img:
+            for i in range(4):
+                img.rotate(90 * i, expand=True).save(data / name / f"{i}.jpg")
+        (data / name / "._0.jpg").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS's copy: not an image
+    run_dir = tmp_path / "run"
+    train = subprocess.run([sys.executable, "main_efficientnet.py", "--data", str(data), "--arch", "lite0", "--width",
+                            "0.25", "--resolution", "32", "--weights", "none", "--epochs", "1", "--threads", "1",
+                            "--output-dir", str(run_dir)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    out = run(root, "predict", "--weights", str(run_dir / "model_best.pth.tar"), "--topk", "2", "--json",
+              str(data / "flower"))
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [r["image"] for r in results] == [str(data / "flower" / f"{i}.jpg") for i in range(4)]
+    assert all({p["name"] for p in r["predictions"]} == set(sample_photos) for r in results)
+    (tmp_path / "empty").mkdir()
+    out = run(root, "predict", str(tmp_path / "empty"))
+    assert out.returncode == 2 and "holds no image files" in out.stderr
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
