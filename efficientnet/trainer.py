@@ -163,7 +163,7 @@ class Trial:
         if cfg.compile:
             net = torch.compile(net)
         loaders = _loaders(cfg, spec, split, cache, workers, device, dist_info)
-        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.peak_lr, cfg.weight_decay, cfg.momentum)
         steps_per_epoch = len(loaders[0])
         total_steps = _schedule_epochs(cfg) * steps_per_epoch  # a shorter run stops early on the same schedule
         scheduler = build_scheduler(optimizer, total_steps,
@@ -347,7 +347,7 @@ class Trial:
 
     def _nan_advice(self) -> str:
         completed = self.state.epoch
-        return (f"lower --lr (now {self.cfg.lr:g}){' or pass --amp off' if self.dtype is not None else ''}; "
+        return (f"lower --lr (now {self.cfg.peak_lr:g}){' or pass --amp off' if self.dtype is not None else ''}; "
                 + (f"the checkpoint of epoch {completed} is kept" if completed else "no checkpoint was written"))
 
 

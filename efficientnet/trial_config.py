@@ -104,13 +104,14 @@ class TrialConfig:
     progress: str = "auto"  # tqdm bars: auto (terminal and not under NNI), on, off
     env: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["sgd"])
+    @property
+    def peak_lr(self) -> float:
+        """The peak learning rate: ``lr`` when given, else the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.optimizer, DEFAULT_LR["sgd"])
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON- and checkpoint-safe)."""
-        return dataclasses.asdict(self)
+        """Plain dict (JSON- and checkpoint-safe), with the learning rate the run trains at."""
+        return {**dataclasses.asdict(self), "lr": self.peak_lr}
 
 
 # keys of the environment YAML -> config fields (the legacy project's names first, then every field by name)
@@ -327,7 +328,7 @@ def validate(cfg: TrialConfig) -> None:
         (cfg.schedule_epochs is None or cfg.schedule_epochs >= cfg.epochs,
          f"--schedule-epochs ({cfg.schedule_epochs}) must be at least --epochs ({cfg.epochs})"),
         (cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}"),
-        (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
+        (cfg.lr is None or cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
         (cfg.weight_decay >= 0, f"--wd must be >= 0, got {cfg.weight_decay}"),
         (0 < cfg.val_split < 1, f"--val-split must be in (0, 1), got {cfg.val_split}"),
         (0 < cfg.subset <= 1, f"--subset must be in (0, 1], got {cfg.subset}"),
@@ -373,8 +374,6 @@ def apply_hyperparameters(cfg: TrialConfig, proposal: Proposal) -> tuple[TrialCo
                 changes[name] = float(value) if kind.startswith("float") else str(value)
         except (TypeError, ValueError):
             raise ConfigError(f"the tuner sent {key}={value!r}, which is not a valid {name}") from None
-    if "optimizer" in changes and "lr" not in changes and cfg.lr == DEFAULT_LR.get(cfg.optimizer):
-        changes["lr"] = DEFAULT_LR.get(changes["optimizer"], cfg.lr)  # another optimizer: its own default rate
     cfg = dataclasses.replace(cfg, **changes)
     validate(cfg)
     return cfg, ignored

@@ -253,17 +253,19 @@ def test_under_nni_each_trial_writes_to_its_own_folder_even_with_output_dir():
 def test_the_default_learning_rate_is_the_optimizers_own(tmp_path: Path):
     """SGD's 0.05 for AdamW or RMSprop wrecks the pretrained weights (16-22 % top-1 after 3 epochs of the digits
     demo, against 97-98 % at their own rates): without --lr each optimizer gets its own."""
-    rates = [parse_config(["--data", "digits", "--opt", name]).lr for name in ("sgd", "adamw", "rmsprop")]
+    rates = [parse_config(["--data", "digits", "--opt", name]).peak_lr for name in ("sgd", "adamw", "rmsprop")]
     assert rates == [0.05, 0.003, 0.002]
-    assert parse_config(["--data", "digits", "--opt", "adamw", "--lr", "0.01"]).lr == 0.01  # given: kept
+    assert parse_config(["--data", "digits", "--opt", "adamw"]).to_dict()["lr"] == 0.003  # recorded as trained
+    assert parse_config(["--data", "digits", "--opt", "adamw", "--lr", "0.01"]).peak_lr == 0.01  # given: kept
     env = tmp_path / "env.yml"
     env.write_text("lr: 0.02\n")
-    assert parse_config(["--data", "digits", "--opt", "adamw", "--env", str(env)]).lr == 0.02
+    assert parse_config(["--data", "digits", "--opt", "adamw", "--env", str(env)]).peak_lr == 0.02
     sgd = parse_config(["--data", "digits"])
-    assert apply_hyperparameters(sgd, Proposal(hyper={"optimizer": "adamw"}))[0].lr == 0.003  # searched optimizer
-    assert apply_hyperparameters(sgd, Proposal(hyper={"optimizer": "adamw", "lr": 0.004}))[0].lr == 0.004
-    given = parse_config(["--data", "digits", "--lr", "0.02"])
-    assert apply_hyperparameters(given, Proposal(hyper={"optimizer": "adamw"}))[0].lr == 0.02
+    assert apply_hyperparameters(sgd, Proposal(hyper={"optimizer": "adamw"}))[0].peak_lr == 0.003  # searched
+    assert apply_hyperparameters(sgd, Proposal(hyper={"optimizer": "adamw", "lr": 0.004}))[0].peak_lr == 0.004
+    for given in ("0.02", "0.05"):  # SGD's own default, given: kept too
+        cfg = parse_config(["--data", "digits", "--lr", given])
+        assert apply_hyperparameters(cfg, Proposal(hyper={"optimizer": "adamw"}))[0].peak_lr == float(given)
 
 
 def test_bad_proposals_are_config_errors_not_tracebacks():
