@@ -18,7 +18,7 @@ LITE_STD = (0.5, 0.5, 0.5)
 
 
 _ORIENTATION = 0x0112  # the EXIF tag
-_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit integer pixels (and 32-bit, taken as 16-bit)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -38,7 +38,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in _WIDE_MODES or img.mode == "F":
         pixels = np.asarray(img, dtype=np.float64)
-        top = _WIDE_MODES.get(img.mode) or (1.0 if pixels.size and pixels.max() <= 1.0 else 255.0)
+        top = 65535.0 if img.mode in _WIDE_MODES else 1.0 if pixels.size and pixels.max() <= 1.0 else 255.0
         img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8))  # mode L
     return img.convert("RGB")
 

@@ -269,7 +269,7 @@ class BayesOptStrategy(SearchStrategy):
         for o in self._sorted[:5]:
             pool.update(self._neighbours(o.candidate))
         # a stopped trial's architecture may be proposed once more, as in an enumerated space (is_free: if granted)
-        pool.update(Candidate(o.candidate.coefficients, o.candidate.choices) for o in self._sorted if o.partial)
+        pool.update(o.candidate for o in self._sorted if o.partial)
         pool = {c for c in pool if c not in self.pending and self.is_free(c)
                 and (c not in self.observations or self.observations[c].partial)}
         cands = list(pool)
