@@ -2,7 +2,7 @@
 
 A dataset is a directory in torchvision's ``ImageFolder`` layout, either already split::
 
-    DIR/train/<class>/*.png   DIR/val/<class>/*.png
+    DIR/train/<class>/*.png   DIR/val/<class>/*.png     (or valid/, validation/)
 
 or as one folder of class sub-folders (``DIR/<class>/*.jpg``) that is split into train and validation here,
 stratified by class and seeded, so every trial of an experiment sees the same split.
@@ -36,6 +36,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
+from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
 from .preprocess import eval_transform, normalization, to_rgb
 from .spec import ArchSpec
 
@@ -63,10 +64,6 @@ DIGITS_NAME = "digits"
 DIGITS_SIZE = 32
 DIGITS_VAL_FRACTION = 0.2
 MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not a warning
-
-
-class DataError(ValueError):
-    """A dataset problem the user can fix; the message names the problem and the fix."""
 
 
 # ------------------------------------------------------------------------------------------------ splitting
@@ -180,13 +177,7 @@ def _readable(path: Path) -> bool:
 
 def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
     """Check one ImageFolder directory: class folders exist, each holds readable images; list the files."""
-    if not root.is_dir():
-        raise DataError(f"dataset directory {root} does not exist; pass --data DIR with one sub-folder per class "
-                        "(or train/ and val/), or --data digits for the demo")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"dataset directory {root} has no class sub-folders; put the images of each class in "
-                        f"{root}/<class name>/")
+    classes = class_folders(root)
     files: dict[str, list[Path]] = {}
     corrupt: list[Path] = []
     for c in classes:
@@ -212,7 +203,7 @@ class DatasetSplit:
     val: Dataset
     classes: list[str]
     root: Path
-    layout: str  # "train/val" or "split"
+    layout: str  # "train/val" (or train/valid, train/validation: the folder used) or "split"
     train_targets: list[int]
     corrupt: int = 0
     hflip: float = 0.5  # the training transform's flip probability (0 for digits)
@@ -293,25 +284,22 @@ def load_dataset(
         hflip = 0.5 if hflip is None else hflip
     train_tf = train_transform(spec, hflip=hflip, min_scale=min_scale)
     eval_tf = eval_transform(spec)
-    if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "validation").is_dir()):
-        val_root = root / "val" if (root / "val").is_dir() else root / "validation"
-        train_scan, val_scan = scan_class_folders(root / "train"), scan_class_folders(val_root)
-        if train_scan.classes != val_scan.classes:
-            only = sorted(set(train_scan.classes) ^ set(val_scan.classes))
-            raise DataError(f"train/ and {val_root.name}/ of {root} have different class folders ({', '.join(only)}); "
-                            "give both the same classes")
+    layout = find_layout(root, num_classes)
+    if layout.val_root is not None:
+        train_scan, val_scan = scan_class_folders(layout.train_root), scan_class_folders(layout.val_root)
         corrupt = _check_corrupt([train_scan, val_scan])
-        classes = train_scan.classes
         train_ds = _image_folder(train_scan, train_tf)
         val_ds: Dataset = _image_folder(val_scan, eval_tf)
         train_targets = list(train_ds.targets)
-        layout = "train/val"
+        kind = f"train/{layout.val_root.name}"
     else:
-        if (root / "train").is_dir():  # a train/ folder alone is split like a flat one
-            root = root / "train"
+        if layout.unused:
+            log.warning("warning: %s has train/ but no %s folder: a seeded %d %% of train/ is held out for "
+                        "validation (unused: %s); rename a folder val/ to validate on it", root,
+                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), ", ".join(layout.unused))
+        root = layout.train_root
         scan = scan_class_folders(root)
         corrupt = _check_corrupt([scan])
-        classes = scan.classes
         full_train = _image_folder(scan, train_tf)
         full_eval = _image_folder(scan, eval_tf)
         train_idx, val_idx = stratified_split(full_train.targets, val_split, seed)
@@ -320,21 +308,14 @@ def load_dataset(
         train_ds = Subset(full_train, train_idx)
         val_ds = Subset(full_eval, val_idx)
         train_targets = [full_train.targets[i] for i in train_idx]
-        layout = "split"
-        unseen = sorted(set(range(len(classes))) - {full_eval.targets[i] for i in val_idx})
+        kind = "split"
+        unseen = sorted(set(range(len(layout.classes))) - {full_eval.targets[i] for i in val_idx})
         if unseen:  # a class of one image stays in training
-            names = ", ".join(classes[c] for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+            names = ", ".join(layout.classes[c] for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
             log.warning("warning: %d class(es) with a single image have none held out for validation (%s): their "
                         "accuracy is not measured and they count as 0 in the macro F1; add images, or a val/ folder",
                         len(unseen), names)
-    if len(classes) < 2:
-        raise DataError(f"dataset {root} has only one class ({classes[0]}); a classifier needs at least two class "
-                        "folders")
-    if num_classes is not None and num_classes != len(classes):
-        names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
-        raise DataError(f"--num-classes is {num_classes} but {root} has {len(classes)} class folders ({names}); "
-                        "fix --num-classes or the dataset")
-    return DatasetSplit(train_ds, val_ds, classes, root, layout, train_targets, corrupt, hflip)
+    return DatasetSplit(train_ds, val_ds, list(layout.classes), root, kind, train_targets, corrupt, hflip)
 
 
 def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:

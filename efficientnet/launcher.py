@@ -176,7 +176,8 @@ def check_gpu_sharing(config, path: Path) -> None:
 
 def check_trial_command(config, path: Path) -> None:
     """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
-    the local machine, also check that its data folder exists."""
+    the local machine, also check its data folder's layout (class folders, not images)."""
+    from .layout import DataError, find_layout
     from .trial_config import ConfigError, parse_config
 
     service = config.training_service
@@ -209,6 +210,10 @@ def check_trial_command(config, path: Path) -> None:
             if not data.exists():
                 raise CLIError(f"{path}: trialCommand: --data {cfg.data} does not exist on this machine "
                                f"(looked at {data}); give the dataset folder")
+            try:
+                find_layout(data, cfg.num_classes)
+            except DataError as exc:
+                raise CLIError(f"{path}: trialCommand: {exc}") from None
 
 
 def local_trial_script(config) -> Path | None:

@@ -193,3 +193,37 @@ def test_a_class_of_only_corrupt_images_is_an_error(tmp_path: Path):
     (tmp_path / "b" / "bad.png").write_bytes(b"junk")
     with pytest.raises(DataError, match="has no readable images"):
         load_dataset(str(tmp_path), SPEC)
+
+
+@pytest.mark.parametrize("val_name", ["valid", "validation"])
+def test_a_validation_folder_by_another_common_name_is_used(tmp_path: Path, val_name: str, caplog):
+    """Roboflow and many Kaggle datasets name the validation folder ``valid/``: it is the validation set, not
+    ignored while a fifth of ``train/`` is held out instead."""
+    for c in ("a", "b"):
+        write_images(tmp_path / "train" / c, 6)
+        write_images(tmp_path / val_name / c, 2)
+        write_images(tmp_path / "test" / c, 3)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.layout == f"train/{val_name}" and (len(split.train), len(split.val)) == (12, 4)
+    assert {Path(path).parent.parent.name for path, _ in split.val.samples} == {val_name}
+    assert "warning" not in caplog.text
+
+
+def test_an_unused_folder_beside_a_lone_train_folder_is_named(tmp_path: Path, caplog):
+    """``train/`` and ``test/`` (a common download): ``train/`` is split, and the warning says ``test/`` is unused
+    and how to validate on it."""
+    for c in ("a", "b"):
+        write_images(tmp_path / "train" / c, 10)
+        write_images(tmp_path / "test" / c, 3)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.layout == "split" and (len(split.train), len(split.val)) == (16, 4)
+    assert "(unused: test/); rename a folder val/ to validate on it" in caplog.text
+
+
+def test_a_dataset_one_level_too_high_names_the_folder_to_pass(tmp_path: Path):
+    write_images(tmp_path / "images" / "a", 3)
+    write_images(tmp_path / "images" / "b", 3)
+    with pytest.raises(DataError, match=rf"only one class \(images\).*: pass --data {tmp_path / 'images'} if its "):
+        load_dataset(str(tmp_path), SPEC)

@@ -39,6 +39,9 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("typo", "tuner: the tuner has no classArg 'max_parms' (did you mean 'max_params'?)"),
     ("strategy", "tuner: classArg strategy 'bayes' is unknown: use one of"),
     ("data", "trialCommand: --data /nonexistent/dataset does not exist on this machine"),
+    ("layout", "trialCommand: dataset {tmp}/photos has only one class (images); a classifier needs at least two "
+               "class folders: pass --data {tmp}/photos/images if its sub-folders are the classes"),
+    ("classes", "trialCommand: --num-classes is 3 but {tmp}/photos/images has 2 class folders (cat, dog)"),
     ("flag", "trialCommand: --epochs must be at least 1, got 0"),
     ("nni", "config.yml: "),
     ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
@@ -52,6 +55,11 @@ def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, ca
                   "strategy": {"strategy": "bayes"}}.get(case)
     trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0",
                   "busy": f"{TINY_TRIAL_ARGS} --trials-per-gpu 4"}.get(case, TINY_TRIAL_ARGS)
+    if case in ("layout", "classes"):  # the data folder's layout is checked, one level too high, or a wrong count
+        for name in ("cat", "dog"):
+            (tmp_path / "photos" / "images" / name).mkdir(parents=True)
+        data = tmp_path / "photos" / ("images --num-classes 3" if case == "classes" else "")
+        trial_args = f"{TINY_TRIAL_ARGS} --data {data}"  # after config.yml's --data digits: it wins
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
     if case in ("nni", "assessor", "share", "busy"):
         raw = yaml.safe_load(config.read_text())
@@ -70,7 +78,7 @@ def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, ca
     assert main(["create", "--config", str(config), "--port", str(free_port())]) == 2
     out, err = capsys.readouterr()
     line = one_error_line(err)
-    assert line.startswith(f"error: {config}: ") and expected in line, line
+    assert line.startswith(f"error: {config}: ") and expected.format(tmp=tmp_path) in line, line
     assert set((tmp_path / "exp").iterdir()) == before  # no experiment folder: nothing started
 
 

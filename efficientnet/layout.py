@@ -1,0 +1,78 @@
+"""Where a dataset's class folders are: ``train/`` beside a validation folder, or one folder to split.
+
+No image is read here and nothing heavier than :mod:`pathlib` is imported, so the launcher checks a dataset's
+layout before an experiment starts, with the same rules and messages as the trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout"]
+
+VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside train/, first found wins
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix; the message is one line naming the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The folders of a dataset: ``val_root`` is None when ``train_root`` is split into train and validation.
+
+    ``unused`` names the folders beside a lone ``train/`` that nothing reads (a ``test/``, say)."""
+
+    root: Path
+    train_root: Path
+    val_root: Path | None
+    classes: tuple[str, ...]
+    unused: tuple[str, ...] = ()
+
+
+def class_folders(root: Path) -> list[str]:
+    """The sorted names of ``root``'s class folders (its sub-folders, hidden ones left out)."""
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist; pass --data DIR with one sub-folder per class "
+                        "(or train/ and val/), or --data digits for the demo")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"dataset directory {root} has no class sub-folders; put the images of each class in "
+                        f"{root}/<class name>/")
+    return classes
+
+
+def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
+    """Find ``root``'s train and validation class folders and check that they name two or more classes, the same
+    in both, and ``num_classes`` of them when given. A ``train/`` without a validation folder is split like a flat
+    folder of classes."""
+    val_root = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    unused: tuple[str, ...] = ()
+    if (root / "train").is_dir() and val_root is not None:
+        train_root = root / "train"
+        classes = class_folders(train_root)
+        val_classes = class_folders(val_root)
+        if classes != val_classes:
+            only = sorted(set(classes) ^ set(val_classes))
+            raise DataError(f"train/ and {val_root.name}/ of {root} have different class folders "
+                            f"({', '.join(only)}); give both the same classes")
+    else:
+        val_root = None
+        train_root = root / "train" if (root / "train").is_dir() else root
+        if train_root != root:
+            unused = tuple(sorted(d.name + "/" for d in root.iterdir()
+                                  if d.is_dir() and d.name != "train" and not d.name.startswith(".")))
+        classes = class_folders(train_root)
+    if len(classes) < 2:
+        only_class = train_root / classes[0]
+        inner = [d for d in only_class.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        fix = f"pass --data {only_class} if its sub-folders are the classes" if len(inner) >= 2 \
+            else "add class folders"
+        raise DataError(f"dataset {root} has only one class ({classes[0]}); a classifier needs at least two class "
+                        f"folders: {fix}")
+    if num_classes is not None and num_classes != len(classes):
+        names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise DataError(f"--num-classes is {num_classes} but {train_root} has {len(classes)} class folders "
+                        f"({names}); fix --num-classes or the dataset")
+    return DatasetLayout(root, train_root, val_root, tuple(classes), unused)
