@@ -137,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from .data import image_files
-    from .preprocess import eval_transform
+    from .preprocess import eval_transform, too_large
     from .training import TrainingError, resolve_device
     from .weights import build_model, load_weights
 
@@ -182,6 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 x = transform(img).unsqueeze(0)
         except (FileNotFoundError, IsADirectoryError):
             raise CLIError(f"image {path!r} does not exist") from None
+        except Image.DecompressionBombError as exc:
+            raise CLIError(f"image {path!r} is too large to decode safely ({too_large(exc)}); downscale it") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise CLIError(f"cannot read image {path!r} ({type(exc).__name__}): is it a JPEG/PNG file?") from None
         with torch.inference_mode():

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +38,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
-from .preprocess import eval_transform, normalization, to_rgb
+from .preprocess import eval_transform, normalization, to_rgb, too_large
 from .spec import ArchSpec
 
 __all__ = [
@@ -160,19 +161,26 @@ class ClassFolders:
     classes: list[str]
     files: dict[str, list[Path]]
     corrupt: list[Path] = field(default_factory=list)
+    oversized: dict[Path, str] = field(default_factory=dict)  # readable, but over PIL's pixel limit: why
 
     @property
     def num_images(self) -> int:
         return sum(len(v) for v in self.files.values())
 
 
-def _readable(path: Path) -> bool:
+def _check_image(path: Path) -> str | None:
+    """None for an image PIL can read; else why not: ``damaged``, or :func:`too_large`'s words for an image over
+    PIL's decompression-bomb pixel limit (a real image, too large to decode safely)."""
     try:
-        with Image.open(path) as img:
-            img.verify()
-        return True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.verify()
+        return None
+    except Image.DecompressionBombError as exc:
+        return too_large(exc)
     except Exception:  # PIL raises many types for damaged files
-        return False
+        return "damaged"
 
 
 def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
@@ -180,18 +188,27 @@ def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
     classes = class_folders(root)
     files: dict[str, list[Path]] = {}
     corrupt: list[Path] = []
+    oversized: dict[Path, str] = {}
     for c in classes:
         found = image_files(root / c)
         if not found:
             raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
                             "images or remove the folder")
-        good = [p for p in found if _readable(p)] if verify else found
-        corrupt += sorted(set(found) - set(good))
-        if not good:
-            raise DataError(f"class folder {root / c} has no readable images ({len(found)} damaged files); "
+        problems = {p: why for p in found if (why := _check_image(p))} if verify else {}
+        corrupt += [p for p, why in problems.items() if why == "damaged"]
+        oversized.update((p, why) for p, why in problems.items() if why != "damaged")
+        files[c] = [p for p in found if p not in problems]
+        if not files[c]:
+            raise DataError(f"class folder {root / c} has no readable images ({_unreadable(problems)}); "
                             "replace them or remove the folder")
-        files[c] = good
-    return ClassFolders(root, classes, files, corrupt)
+    return ClassFolders(root, classes, files, corrupt, oversized)
+
+
+def _unreadable(problems: dict[Path, str]) -> str:
+    damaged = sum(why == "damaged" for why in problems.values())
+    big = len(problems) - damaged
+    return ", ".join(f"{n} {what}" for n, what in ((damaged, "damaged files"),
+                                                   (big, "image(s) over PIL's pixel limit")) if n)
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -250,6 +267,11 @@ def _image_folder(scan: ClassFolders, transform) -> ImageFolder:
 
 
 def _check_corrupt(scans: Sequence[ClassFolders]) -> int:
+    big = {p: why for s in scans for p, why in s.oversized.items()}
+    if big:
+        path, why = next(iter(big.items()))
+        log.warning("warning: skipping %d image(s) too large to decode safely, e.g. %s (%s); downscale them to "
+                    "train on them", len(big), path, why)
     bad = [p for s in scans for p in s.corrupt]
     total = sum(s.num_images for s in scans) + len(bad)
     if bad and len(bad) > MAX_CORRUPT_FRACTION * total:

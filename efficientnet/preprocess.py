@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image, ImageOps
 from torchvision import transforms
@@ -9,7 +11,7 @@ from torchvision import transforms
 from .spec import ArchSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform",
-           "to_rgb"]
+           "to_rgb", "too_large"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +43,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         top = 65535.0 if img.mode in _WIDE_MODES else 1.0 if pixels.size and pixels.max() <= 1.0 else 255.0
         img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8))  # mode L
     return img.convert("RGB")
+
+
+def too_large(exc: Image.DecompressionBombError) -> str:
+    """What PIL's refusal of an image over its pixel limit means, for a user's own (not hostile) image:
+    ``"182,000,000 pixels, over PIL's decompression-bomb limit of 178,956,970"``."""
+    pixels = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(pixels[1]):,} pixels" if pixels else "too many pixels"
+    return f"{size}, over PIL's decompression-bomb limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
 
 
 def normalization(spec: ArchSpec) -> transforms.Normalize:

@@ -115,3 +115,14 @@ def test_unreadable_image_exits_2_from_the_command_line(root, tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"error: cannot read image {str(bad)!r} (UnidentifiedImageError): is it a JPEG/PNG file?"
     ]
+
+
+def test_predict_names_an_image_over_pils_pixel_limit(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's real guard, at a limit a test image passes
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "scan.png")  # 256 pixels, over 2 x 100
+    assert main(["predict", "--weights", "lite0", str(tmp_path / "scan.png")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: image {str(tmp_path / 'scan.png')!r} is too large to decode safely (256 pixels, over PIL's "
+        "decompression-bomb limit of 200); downscale it")

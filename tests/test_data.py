@@ -195,6 +195,26 @@ def test_a_class_of_only_corrupt_images_is_an_error(tmp_path: Path):
         load_dataset(str(tmp_path), SPEC)
 
 
+def test_an_image_over_pils_pixel_limit_is_named_as_too_large_not_damaged(tmp_path: Path, caplog, monkeypatch):
+    """PIL refuses to open an image over twice ``Image.MAX_IMAGE_PIXELS`` (a decompression-bomb guard; 179
+    Mpx by default, a large satellite or slide scan). Such an image was counted as damaged ("re-copy" the dataset);
+    it is named as too large, with the fix, and a class of only such images says so."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # the real guard, at a limit a test image can pass
+    write_images(tmp_path / "a", 6, size=12)
+    write_images(tmp_path / "b", 6, size=12)
+    write_images(tmp_path / "b" / "scans", 1, size=24)  # 576 pixels, over 2 x 200
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert split.corrupt == 0 and len(split.train) + len(split.val) == 12
+    assert (f"skipping 1 image(s) too large to decode safely, e.g. {tmp_path / 'b' / 'scans' / 'img0.png'} "
+            "(576 pixels, over PIL's decompression-bomb limit of 400); downscale them") in caplog.text
+    assert "unreadable" not in caplog.text
+    for image in (tmp_path / "b").glob("img*.png"):
+        image.unlink()
+    with pytest.raises(DataError, match=r"class folder .*/b has no readable images \(1 image\(s\) over PIL's pixel "):
+        load_dataset(str(tmp_path), SPEC)
+
+
 @pytest.mark.parametrize("val_name", ["valid", "validation"])
 def test_a_validation_folder_by_another_common_name_is_used(tmp_path: Path, val_name: str, caplog):
     """Roboflow and many Kaggle datasets name the validation folder ``valid/``: it is the validation set, not
