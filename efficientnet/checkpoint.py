@@ -4,7 +4,8 @@ A checkpoint holds only tensors, dicts, lists, numbers, strings and ``None``, so
 
     {"format": "efficientnet-nni-trial/1", "spec": spec.to_dict(), "arch": str(spec), "num_classes": 10,
      "classes": [...], "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "epoch": completed epochs, "best_top1": ..., "best_epoch": ..., "history": [per-epoch metrics],
+     "epoch": completed epochs, "eval_metric": "top1", "best_score": ..., "best_epoch": ...,
+     "history": [per-epoch metrics],
      "rng": {...}, "args": {...}}
 
 Files are written to a temporary file in the destination directory and moved into place with ``os.replace``, so a
@@ -119,14 +120,19 @@ def _load_reason(exc: BaseException) -> str:
 
 
 def describe_checkpoint(path: str | os.PathLike) -> str | None:
-    """``epoch 3, best top-1 74.10%`` for an intact checkpoint of this trainer at ``path``, else None."""
+    """``epoch 3, best top-1 74.10%`` (or the checkpoint's other eval metric) for an intact checkpoint of this
+    trainer at ``path``, else None."""
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError:
         return None
     if not is_trial_checkpoint(ckpt):
         return None
-    return f"epoch {ckpt.get('epoch')}, best top-1 {float(ckpt.get('best_top1', float('nan'))):.2f}%"
+    from .trial_config import EVAL_METRICS
+
+    metric = EVAL_METRICS.get(ckpt.get("eval_metric", "top1"), "score")
+    best = ckpt.get("best_score", ckpt.get("best_top1", float("nan")))  # best_top1: before --eval-metric
+    return f"epoch {ckpt.get('epoch')}, best {metric} {float(best):.2f}%"
 
 
 def is_trial_checkpoint(obj: Any) -> bool:

@@ -161,7 +161,7 @@ def read_source(path: str | os.PathLike, arch: ArchSpec | None = None) -> Loaded
     names = None
     if isinstance(obj, Mapping):
         names = _class_names(obj, num_classes)
-        for key in ("epoch", "best_top1", "best_epoch", "best_acc1", "acc1"):
+        for key in ("epoch", "best_score", "best_top1", "best_epoch", "best_acc1", "acc1"):
             value = obj.get(key)
             if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
                 source[key] = float(value) if not isinstance(value, int) else value

@@ -204,6 +204,14 @@ def _presets(names: Sequence[str], rows: Sequence[Row], num_classes: int, latenc
     return out
 
 
+def metric_label(rows: Sequence[Row]) -> str:
+    """What the trials' ``default`` measures: their ``eval_metric`` (``top-1`` for trials from before it existed)."""
+    from .trial_config import EVAL_METRICS
+
+    names = sorted({str(r.final.get("eval_metric", "top1")) for r in rows})
+    return EVAL_METRICS.get(names[0], names[0]) if len(names) == 1 else "score (" + ", ".join(names) + ")"
+
+
 def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[dict[str, Any]], title: str) -> None:
     import matplotlib
 
@@ -239,7 +247,7 @@ def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[
                             xytext=(2, -12), fontsize=8, color="tab:green")
         ax.set_xscale("log")
         ax.set_xlabel(label + " — log scale")
-        ax.set_ylabel("validation top-1 (%)")
+        ax.set_ylabel(f"validation {metric_label([*rows, *proxy])} (%)")
         ax.grid(True, alpha=0.3)
         ax.set_title(f"accuracy vs {'MACs' if cost == 'macs' else 'latency'}")
     if axes[0].get_legend_handles_labels()[0]:  # trials without costs leave nothing to label
@@ -261,7 +269,8 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     proxy = [r for r in rows_all if r.budget != "full"]  # proxy training, successive halving's lower rungs
     ranked = sorted(full, key=lambda r: -r.default)
     lines = [f"# Report: {title}", "", f"{len(trials)} trials, {len(full)} finished at the full budget"
-             + (f", {len(proxy)} at lower budgets (ranked apart)" if proxy else "") + ".", ""]
+             + (f", {len(proxy)} at lower budgets (ranked apart)" if proxy else "")
+             + f". Ranked by `default`: validation {metric_label(rows_all)} (%).", ""]
     if ranked:
         lines += [f"## Best {min(top, len(ranked))} trials (full budget)", "", *_table(ranked[:top]), ""]
     if proxy:

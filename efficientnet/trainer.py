@@ -24,7 +24,7 @@ from torch import nn
 from . import distributed, nni_io, warm_start
 from .builder import SpecEfficientNet
 from .atomic_files import OutputError, atomic_write_json
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
+from .checkpoint import BEST_NAME, CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
     rng_state, save_checkpoint, set_rng_state
 from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
     set_train_transform, subset_train, train_transform
@@ -35,7 +35,7 @@ from .progressive import Progressive, Stage, mixup_batch, mixup_loss
 from .proposal import Proposal
 from .spec import ArchSpec, resolve_arch
 from .stopping import TrialStopped, critical
-from .trial_config import TrialConfig, apply_hyperparameters, output_dir_for, overridden_flags, resolve_spec
+from .trial_config import EVAL_METRICS, TrialConfig, apply_hyperparameters, output_dir_for, overridden_flags, resolve_spec
 from .trial_log import Scalars, epoch_line, log, progress_bar, remove_logging, setup_logging
 from .training import NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler, evaluate, \
     loss_check_interval, prepare_model, read_loss, resolve_device, train_step, use_channels_last, warmup_steps_for
@@ -58,7 +58,7 @@ class TrainState:
     """What a checkpoint restores besides the model's, optimizer's, scheduler's and scaler's own states."""
 
     epoch: int = 0  # completed epochs
-    best_top1: float = -1.0
+    best_score: float = -1.0  # the best epoch's --eval-metric, in percent (eval_score)
     best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -203,13 +203,20 @@ class Trial:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(ckpt["epoch"], ckpt["best_top1"], ckpt["best_epoch"], list(ckpt["history"]))
+        history, metric = list(ckpt["history"]), self.cfg.eval_metric
+        best_epoch, best_score = best_of(history, metric)
+        self.state = TrainState(ckpt["epoch"], best_score, best_epoch, history)
+        if best_epoch != ckpt["best_epoch"]:  # a checkpoint whose best epoch was picked by another metric
+            log.warning("warning: %s picked its best epoch (%d) by %s; by %s it is epoch %d, and %s keeps epoch %d "
+                        "until a later epoch beats it", path, ckpt["best_epoch"],
+                        EVAL_METRICS.get(ckpt.get("eval_metric", "top1"), "another metric"), EVAL_METRICS[metric],
+                        best_epoch, BEST_NAME, ckpt["best_epoch"])
         if self.dist.is_main:
             set_rng_state(ckpt["rng"])
         else:  # the checkpoint holds rank 0's RNG; the others continue on their own seeded streams
             seed_everything(self.cfg.seed + self.dist.rank + 1_000 * self.state.epoch)
-        log.info("resumed at epoch %d from %s (best top-1 so far %.2f%% at epoch %d)", self.state.epoch + 1, path,
-                 self.state.best_top1, self.state.best_epoch)
+        log.info("resumed at epoch %d from %s (best %s so far %.2f%% at epoch %d)", self.state.epoch + 1, path,
+                 EVAL_METRICS[metric], self.state.best_score, self.state.best_epoch)
 
     # ------------------------------------------------------------------------------------------ the epoch
     def epochs(self) -> range:
@@ -281,8 +288,6 @@ class Trial:
         state, stage = self.state, self.stage
         with critical():
             state.epoch += 1
-            if val["top1"] > state.best_top1:
-                state.best_top1, state.best_epoch = val["top1"], state.epoch
             record = {"epoch": state.epoch, "train_loss": train[0], "train_top1": train[1],
                       "lr": self.optimizer.param_groups[0]["lr"], "time_s": round(time.time() - self.started, 3),
                       "train_time_s": round(train[2], 3), **{f"val_{k}": v for k, v in val.items()}}
@@ -290,11 +295,15 @@ class Trial:
                 record.update(stage=stage.index + 1, train_res=stage.resolution, train_dropout=stage.dropout,
                               train_randaug=stage.randaug, train_mixup=stage.mixup)
             state.history.append(record)
+            score = eval_score(record, self.cfg.eval_metric)
+            if score > state.best_score:
+                state.best_score, state.best_epoch = score, state.epoch
             if self.dist.is_main:
                 save_checkpoint(self.checkpoint(), self.out_dir, is_best=state.best_epoch == state.epoch)
-                log.info(epoch_line(record, self.cfg.epochs, state.best_top1, state.best_epoch))
+                log.info(epoch_line(record, self.cfg.epochs, state.best_score, state.best_epoch,
+                                    "" if self.cfg.eval_metric == "top1" else self.cfg.eval_metric))
                 self.scalars.write(record)
-                nni_io.report({"default": val["top1"], **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")},
+                nni_io.report({"default": score, **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")},
                                "epoch": state.epoch})  # the epoch: what a continuation of this trial has left
         distributed.barrier(self.dist)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
 
@@ -305,8 +314,8 @@ class Trial:
             "spec": self.spec.to_dict(), "arch": str(self.spec), "num_classes": self.split.num_classes,
             "classes": list(self.split.classes), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "epoch": state.epoch, "best_top1": state.best_top1,
-            "best_epoch": state.best_epoch, "history": state.history, "rng": rng_state(), "args": self.cfg.to_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": state.epoch, "eval_metric": self.cfg.eval_metric,
+            "best_score": state.best_score, "best_epoch": state.best_epoch, "history": state.history, "rng": rng_state(), "args": self.cfg.to_dict(),
         }
 
     # ------------------------------------------------------------------------------------------ the end
@@ -321,8 +330,8 @@ class Trial:
                                "config": self.cfg.to_dict(),
                                **({"world_size": self.dist.world_size} if self.dist.enabled else {})},
                               self.out_dir / "result.json")
-            log.info("final: best top-1 %.2f%% at epoch %d | params %d | MACs %d%s | %s", result["top1"],
-                     result["best_epoch"], result["params"], result["macs"],
+            log.info("final: best %s %.2f%% at epoch %d | params %d | MACs %d%s | %s",
+                     EVAL_METRICS[self.cfg.eval_metric], result["default"], result["best_epoch"], result["params"], result["macs"],
                      f" | latency {result['latency_ms']:.2f} ms" if "latency_ms" in result else "",
                      self.out_dir / "result.json")
             nni_io.report(result, final=True)
@@ -353,7 +362,8 @@ class Trial:
 
 def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: TrialConfig,
                  proposal: Proposal = Proposal(), first_epoch: int = 0) -> dict[str, Any]:
-    """The final NNI metric: ``default`` = best validation top-1 (percent) and the best epoch's other metrics.
+    """The final NNI metric: ``default`` = the best epoch's ``--eval-metric`` (:func:`eval_score`, percent), and
+    that epoch's validation metrics: ``top1`` (percent), ``top5``, ``f1``, ``precision``, ``recall``, ``loss``.
 
     It also echoes the training budget: ``budget`` (the proposal's, else ``full``), ``subset`` and ``epochs`` as
     used, so proxy results can be told from full-budget ones; and what this run cost: ``epochs_trained`` (after
@@ -364,14 +374,14 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
 
     best = state.history[state.best_epoch - 1]
     prof = profile(spec, num_classes=num_classes, latency=cfg.latency)
-    result: dict[str, Any] = {"default": best["val_top1"], "top1": best["val_top1"]}
+    result: dict[str, Any] = {"default": eval_score(best, cfg.eval_metric), "top1": best["val_top1"]}
     for key in ("top5", "f1", "precision", "recall", "loss"):
         if f"val_{key}" in best:
             result[key] = best[f"val_{key}"]
     result.update(params=prof.params, macs=prof.macs)
     if prof.latency_ms is not None:
         result["latency_ms"] = round(prof.latency_ms, 3)
-    result.update(epochs=state.epoch, best_epoch=state.best_epoch, arch=str(spec), budget=proposal.budget_name,
+    result.update(epochs=state.epoch, best_epoch=state.best_epoch, eval_metric=cfg.eval_metric, arch=str(spec), budget=proposal.budget_name,
                   subset=cfg.subset, epochs_trained=state.epoch - first_epoch,
                   train_seconds=round(sum(r.get("time_s", 0.0) for r in state.history[first_epoch:]), 3))
     if cfg.continue_from:
@@ -380,6 +390,23 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def eval_score(record: dict[str, Any], metric: str) -> float:
+    """An epoch record's ``--eval-metric`` in percent: ``val_top1``, or ``val_f1`` or ``val_recall`` x 100."""
+    value = float(record[f"val_{metric}"])
+    return value if metric == "top1" else 100.0 * value
+
+
+def best_of(history: list[dict[str, Any]], metric: str) -> tuple[int, float]:
+    """The best epoch of ``history`` by ``metric`` (the first, among equals) and its score: ``(0, -1.0)`` when
+    empty."""
+    best_epoch, best_score = 0, -1.0
+    for record in history:
+        score = eval_score(record, metric)
+        if score > best_score:
+            best_epoch, best_score = int(record["epoch"]), score
+    return best_epoch, best_score
+
+
 def _schedule_epochs(cfg: TrialConfig) -> int:
     return cfg.schedule_epochs or cfg.epochs
 

@@ -37,6 +37,11 @@ ARCH_ALIASES = {"efficientnet": DEFAULT_ARCH}  # the legacy project's ``-a effic
 DEFAULT_LR = {"sgd": 0.05, "adamw": 0.003, "rmsprop": 0.002}
 
 
+# the validation metric that picks the best epoch (model_best.pth.tar) and is NNI's ``default``: top-1 accuracy, or
+# macro F1 or macro recall (balanced accuracy) for imbalanced classes, both in percent; the log's name of each
+EVAL_METRICS = {"top1": "top-1", "f1": "macro F1", "recall": "macro recall"}
+
+
 class ConfigError(ValueError):
     """A bad flag, environment file or proposal value; the message names it."""
 
@@ -83,6 +88,7 @@ class TrialConfig:
     cudnn_benchmark: str = "on"  # on: cuDNN times its kernels for each new shape; off: its heuristics' pick
     bn_momentum: float = 0.1
     seed: int = 0
+    eval_metric: str = "top1"  # one of EVAL_METRICS
     # progressive learning (EfficientNetV2): 0 stages = off
     progressive_stages: int = 0
     progressive_min_res: int | None = None  # None: 128 px for a 224 px model, in proportion for others
@@ -199,6 +205,9 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
                    help="BatchNorm running-stats momentum for fine-tuning (the library's is 0.01)")
     o.add_argument("--seed", type=int, default=d.seed)
+    o.add_argument("--eval-metric", choices=list(EVAL_METRICS), default=d.eval_metric,
+                   help="validation metric that picks the best epoch and is NNI's default metric: top-1 accuracy, "
+                   "or macro F1 or macro recall (balanced accuracy) x 100, for imbalanced classes")
     g = p.add_argument_group("progressive learning (EfficientNetV2; also a 'progressive:' section of --env)")
     g.add_argument("--progressive-stages", type=int, default=d.progressive_stages,
                    help="train in N stages of growing image size and regularisation (0: off)")
@@ -345,6 +354,8 @@ def validate(cfg: TrialConfig) -> None:
         (cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0: off), got {cfg.clip_grad}"),
         (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
         (cfg.optimizer in ("sgd", "adamw", "rmsprop"), f"unknown optimizer {cfg.optimizer!r}: use sgd, adamw, rmsprop"),
+        (cfg.eval_metric in EVAL_METRICS,
+         f"unknown --eval-metric {cfg.eval_metric!r}: use {', '.join(EVAL_METRICS)}"),
         (isinstance(cfg.progressive_stages, int) and cfg.progressive_stages >= 0,
          f"--progressive-stages must be an integer >= 0, got {cfg.progressive_stages!r}"),
     ]

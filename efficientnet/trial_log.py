@@ -55,14 +55,14 @@ def remove_logging(handlers: Iterable[logging.Handler]) -> None:
     log.propagate = True
 
 
-def epoch_line(r: dict[str, float], epochs: int, best_top1: float, best_epoch: int) -> str:
-    """The log line of one epoch's record."""
+def epoch_line(r: dict[str, float], epochs: int, best_score: float, best_epoch: int, metric: str = "") -> str:
+    """The log line of one epoch's record; ``best`` is named by ``metric`` unless that is top-1 (``""``)."""
     parts = [f"epoch {int(r['epoch'])}/{epochs}", f"train_loss {r['train_loss']:.4f}",
              f"train_top1 {r['train_top1']:.2f}", f"val_loss {r['val_loss']:.4f}", f"val_top1 {r['val_top1']:.2f}"]
     if "val_top5" in r:
         parts.append(f"val_top5 {r['val_top5']:.2f}")
     parts += [f"val_f1 {r['val_f1']:.4f}", f"lr {r['lr']:.5f}", f"time {r['time_s']:.1f}s",
-              f"best {best_top1:.2f}@{best_epoch}"]
+              f"best {metric + ' ' if metric else ''}{best_score:.2f}@{best_epoch}"]
     if "stage" in r:
         parts.append(f"stage {int(r['stage'])} {int(r['train_res'])}px")
     return " | ".join(parts)

@@ -67,7 +67,7 @@ def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, t
     table = text.split("## Best")[1].split("##")[0]
     order = sorted(trials, key=lambda t: table.index(t.id))
     assert [t.final["default"] for t in order] == sorted((t.final["default"] for t in trials), reverse=True)
-    assert "| b0 |" in text and "| b1 |" in text
+    assert "| b0 |" in text and "| b1 |" in text and "Ranked by `default`: validation top-1 (%)." in text
     with open(out / "trials.csv") as f:
         assert {r["trial"] for r in csv.DictReader(f)} == {t.id for t in trials}
     doc = json.loads((out / "best_spec.json").read_text())
@@ -160,3 +160,15 @@ def test_early_ranking_compares_first_and_last_epochs_of_complete_full_budget_tr
     assert early_ranking(agree[:2]) is None and early_ranking([_trial(0, [50.0])] * 4) is None
     text = build_report(reverse, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
     assert "rank correlation of the first epoch's accuracy with the last epoch's: **-1.00** over 5" in text
+
+
+@pytest.mark.filterwarnings("error:No artists with labels")
+def test_the_report_names_the_metric_the_trials_were_ranked_by(tmp_path):
+    from efficientnet.report import build_report
+
+    trials = [_trial(i, [60.0 + i], eval_metric="f1") for i in range(3)]
+    assert "Ranked by `default`: validation macro F1 (%)." in build_report(
+        trials, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
+    older = [_trial(i, [60.0 + i]) for i in range(3)]  # results from before --eval-metric: top-1
+    assert "Ranked by `default`: validation top-1 (%)." in build_report(
+        older, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)

@@ -67,7 +67,7 @@ def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Pa
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     ckpt = load_checkpoint(trained / CHECKPOINT_NAME)  # weights_only=True
     assert ckpt["epoch"] == 2 and ckpt["num_classes"] == 10 and ckpt["args"]["width"] == 0.25
-    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_top1", "best_epoch"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_score", "best_epoch", "eval_metric"} <= set(ckpt)
     assert load_checkpoint(trained / BEST_NAME)["epoch"] == result["best_epoch"]
 
 
@@ -89,6 +89,52 @@ def test_resume_of_the_same_spec_continues_training(trained: Path, digits: Path,
     history = json.loads((tmp_path / "result.json").read_text())["history"]
     assert history[:2] == json.loads((trained / "result.json").read_text())["history"]
     assert not (trained / "result.json").read_text() == (tmp_path / "result.json").read_text()
+
+
+def test_the_eval_metric_picks_the_best_epoch_and_is_the_default(digits: Path, capsys, tmp_path):
+    """``--eval-metric f1`` (for imbalanced classes): the best epoch, ``model_best.pth.tar`` and NNI's ``default``
+    follow macro F1 in percent, and the log names it."""
+    code, stdout, _ = run(digits_args(digits, tmp_path, "--epochs", "2", "--subset", "0.3", "--eval-metric", "f1"),
+                          capsys)
+    assert code == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    history = result["history"]
+    best = max(history, key=lambda h: (h["val_f1"], -h["epoch"]))
+    assert result["eval_metric"] == "f1" and result["best_epoch"] == best["epoch"]
+    assert result["default"] == pytest.approx(100 * best["val_f1"]) and result["top1"] == best["val_top1"]
+    assert load_checkpoint(tmp_path / BEST_NAME)["epoch"] == best["epoch"]
+    assert f"| best f1 {100 * best['val_f1']:.2f}@{best['epoch']}" in stdout
+    assert f"final: best macro F1 {100 * best['val_f1']:.2f}% at epoch {best['epoch']}" in stdout
+
+
+def test_resuming_with_another_eval_metric_picks_the_best_epoch_by_it(trained: Path, digits: Path, capsys,
+                                                                      tmp_path):
+    """A checkpoint whose best epoch was picked by top-1, resumed with ``--eval-metric recall``: the best so far
+    is recomputed from its history by recall, and a warning says when model_best.pth.tar holds another epoch."""
+    from efficientnet.trainer import best_of
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    history = json.loads((trained / "result.json").read_text())["history"]
+    top1_epoch = load_checkpoint(trained / CHECKPOINT_NAME)["best_epoch"]
+    recall_epoch, recall_score = best_of(history, "recall")
+    code, stdout, _ = run(digits_args(digits, out, "--epochs", "2", "--eval-metric", "recall"), capsys)
+    assert code == 0
+    assert (f"(best macro recall so far {recall_score:.2f}% at epoch {recall_epoch})") in stdout
+    assert ("picked its best epoch" in stdout) == (recall_epoch != top1_epoch)
+    assert json.loads((out / "result.json").read_text())["default"] == pytest.approx(recall_score)
+
+
+def test_best_of_takes_the_first_best_epoch_by_the_chosen_metric():
+    from efficientnet.trainer import best_of, eval_score
+
+    history = [{"epoch": 1, "val_top1": 90.0, "val_f1": 0.60, "val_recall": 0.70},
+               {"epoch": 2, "val_top1": 88.0, "val_f1": 0.75, "val_recall": 0.70},
+               {"epoch": 3, "val_top1": 90.0, "val_f1": 0.74, "val_recall": 0.65}]
+    assert best_of(history, "top1") == (1, 90.0)
+    assert best_of(history, "f1") == (2, pytest.approx(75.0))
+    assert best_of(history, "recall") == (1, pytest.approx(70.0))
+    assert best_of([], "top1") == (0, -1.0) and eval_score(history[2], "f1") == pytest.approx(74.0)
 
 
 def test_resume_of_another_spec_inherits_weights_with_a_warning(trained: Path, digits: Path, capsys, tmp_path):

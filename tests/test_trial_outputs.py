@@ -114,13 +114,13 @@ def test_a_damaged_checkpoint_names_the_intact_best_model_and_the_run_continues_
     line = one_error_line(err)
     assert f"cannot read checkpoint {out / CHECKPOINT_NAME}" in line and "it is damaged" in line
     advice = f"--resume {out / BEST_NAME} --no-auto-resume"
-    assert f"{out / BEST_NAME} is intact (epoch 1, best top-1 {best['best_top1']:.2f}%)" in line and advice in line
+    assert f"{out / BEST_NAME} is intact (epoch 1, best top-1 {best['best_score']:.2f}%)" in line and advice in line
 
     code, stdout, err = run(hand_args(cache, out, epochs=2) + advice.split(), capsys)  # what the line says to do
     assert code == 0, err
     assert f"resumed at epoch 2 from {out / BEST_NAME}" in stdout and "epoch 2/2" in stdout
     assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 2  # the damaged file is replaced
-    assert load_checkpoint(out / BEST_NAME)["best_top1"] >= best["best_top1"]  # never replaced by a worse model
+    assert load_checkpoint(out / BEST_NAME)["best_score"] >= best["best_score"]  # never replaced by a worse model
 
 
 def test_a_fresh_run_never_overwrites_an_earlier_best_model(one_epoch, cache, tmp_path, capsys):

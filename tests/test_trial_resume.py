@@ -34,13 +34,13 @@ def test_sigkill_after_first_checkpoint_then_rerun_resumes_at_the_next_epoch(tmp
     rerun = subprocess.run(cmd, cwd=tmp_path, env=hand_run_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resumed at epoch {done + 1} from {out / CHECKPOINT_NAME} (best top-1 so far " \
-           f"{killed['best_top1']:.2f}% at epoch {killed['best_epoch']})" in rerun.stdout
+           f"{killed['best_score']:.2f}% at epoch {killed['best_epoch']})" in rerun.stdout
     trained_again = [line.split(" |")[0] for line in rerun.stdout.splitlines() if line.startswith("epoch ")]
     assert trained_again == [f"epoch {e}/3" for e in range(done + 1, 4)]
     result = json.loads((out / "result.json").read_text())
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
     assert result["history"][:done] == killed["history"]  # the epochs before the kill are kept as they were
-    assert result["epochs"] == 3 and result["top1"] >= killed["best_top1"]
+    assert result["epochs"] == 3 and result["top1"] >= killed["best_score"]
     assert "[A" not in rerun.stderr and "it/s" not in rerun.stderr  # no progress bars off a terminal
 
 
