@@ -174,9 +174,19 @@ def check_gpu_sharing(config, path: Path) -> None:
                            "useActiveGpu: true")
 
 
-def check_trial_command(config, path: Path) -> None:
+def tuner_num_classes(config) -> int | None:
+    """The class count this project's tuner profiles its proposals with (classArg ``num_classes``, default 1000);
+    None for another tuner."""
+    tuner = _algorithm_class(config.tuner, "tuner", Path("config"))
+    if getattr(tuner, "check_experiment", None) is None:
+        return None
+    return (config.tuner.class_args or {}).get("num_classes", 1000)
+
+
+def check_trial_command(config, path: Path, num_classes: int | None = None) -> None:
     """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
-    the local machine, also check its data folder's layout (class folders, not images)."""
+    the local machine, also check its data folder's layout (class folders, not images), and that it has the
+    tuner's ``num_classes`` classes when given."""
     from .layout import DataError, find_layout
     from .trial_config import ConfigError, parse_config
 
@@ -211,9 +221,13 @@ def check_trial_command(config, path: Path) -> None:
                 raise CLIError(f"{path}: trialCommand: --data {cfg.data} does not exist on this machine "
                                f"(looked at {data}); give the dataset folder")
             try:
-                find_layout(data, cfg.num_classes)
+                layout = find_layout(data, cfg.num_classes)
             except DataError as exc:
                 raise CLIError(f"{path}: trialCommand: {exc}") from None
+            if num_classes is not None and num_classes != len(layout.classes):
+                raise CLIError(f"{path}: tuner: classArg num_classes is {num_classes} but --data {cfg.data} has "
+                               f"{len(layout.classes)} class folders; set num_classes: {len(layout.classes)} (the "
+                               "budgets check params and MACs with that many classes)")
 
 
 def local_trial_script(config) -> Path | None:
@@ -240,7 +254,7 @@ def check_experiment_config(path: Path, config=None):
     config = load_config(path) if config is None else config
     summary = check_tuner(config, path)
     check_gpu_sharing(config, path)
-    check_trial_command(config, path)
+    check_trial_command(config, path, tuner_num_classes(config))
     if summary:
         print(f"checked: {summary}")
     return config

@@ -42,6 +42,8 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("layout", "trialCommand: dataset {tmp}/photos has only one class (images); a classifier needs at least two "
                "class folders: pass --data {tmp}/photos/images if its sub-folders are the classes"),
     ("classes", "trialCommand: --num-classes is 3 but {tmp}/photos/images has 2 class folders (cat, dog)"),
+    ("tuner_classes", "tuner: classArg num_classes is 10 but --data {tmp}/photos/images has 2 class folders; set "
+                      "num_classes: 2"),
     ("flag", "trialCommand: --epochs must be at least 1, got 0"),
     ("nni", "config.yml: "),
     ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
@@ -55,10 +57,10 @@ def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, ca
                   "strategy": {"strategy": "bayes"}}.get(case)
     trial_args = {"data": "--data /nonexistent/dataset", "flag": "--epochs 0",
                   "busy": f"{TINY_TRIAL_ARGS} --trials-per-gpu 4"}.get(case, TINY_TRIAL_ARGS)
-    if case in ("layout", "classes"):  # the data folder's layout is checked, one level too high, or a wrong count
-        for name in ("cat", "dog"):
+    if case in ("layout", "classes", "tuner_classes"):  # the data folder's layout: one level too high, or a class
+        for name in ("cat", "dog"):  # count unlike the trial's --num-classes or the tuner's (config.yml's 10)
             (tmp_path / "photos" / "images" / name).mkdir(parents=True)
-        data = tmp_path / "photos" / ("images --num-classes 3" if case == "classes" else "")
+        data = tmp_path / "photos" / {"layout": "", "classes": "images --num-classes 3"}.get(case, "images")
         trial_args = f"{TINY_TRIAL_ARGS} --data {data}"  # after config.yml's --data digits: it wins
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
     if case in ("nni", "assessor", "share", "busy"):
