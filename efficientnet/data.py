@@ -49,6 +49,7 @@ __all__ = [
     "export_digits",
     "stratified_sample",
     "stratified_split",
+    "balanced_class_weights",
     "scan_class_folders",
     "load_dataset",
     "train_transform",
@@ -338,6 +339,13 @@ def load_dataset(
                         "accuracy is not measured and they count as 0 in the macro F1; add images, or a val/ folder",
                         len(unseen), names)
     return DatasetSplit(train_ds, val_ds, list(layout.classes), root, kind, train_targets, corrupt, hflip)
+
+
+def balanced_class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Loss weights that give every class the same total weight, ``n / (num_classes * n_c)``, as scikit-learn's
+    ``compute_class_weight("balanced")`` (a class without images counts as one)."""
+    counts = torch.bincount(torch.as_tensor(list(targets), dtype=torch.long), minlength=num_classes).clamp(min=1)
+    return counts.sum() / (num_classes * counts.to(torch.float32))
 
 
 def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:

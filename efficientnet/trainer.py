@@ -26,8 +26,8 @@ from .builder import SpecEfficientNet
 from .atomic_files import OutputError, atomic_write_json
 from .checkpoint import BEST_NAME, CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
     rng_state, save_checkpoint, set_rng_state
-from .data import DatasetSplit, build_data_cache, default_workers, load_dataset, make_loaders, seed_epoch, \
-    set_train_transform, subset_train, train_transform
+from .data import DatasetSplit, balanced_class_weights, build_data_cache, default_workers, load_dataset, \
+    make_loaders, seed_epoch, set_train_transform, subset_train, train_transform
 from .distributed import Dist
 from .memory import check_room, estimate_training_memory, memory_room, needed_bytes
 from .metrics import EpochMetrics, TrainMeter
@@ -51,6 +51,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
 
 
 @dataclass
@@ -189,6 +192,16 @@ class Trial:
         split, (train_loader, val_loader, _) = self.split, self.loaders
         log.info("data %s (%s): %d classes, %d train / %d val images", split.root, split.layout, split.num_classes,
                  len(split.train), len(split.val))
+        counts = torch.bincount(torch.as_tensor(split.train_targets), minlength=split.num_classes).tolist()
+        rare, common = min(counts), max(counts)
+        if self.cfg.class_weights == "balanced":
+            log.info("class weights balanced: %.3g for %s (%d images) to %.3g for %s (%d)", len(split.train_targets)
+                     / (len(counts) * max(rare, 1)), split.classes[counts.index(rare)], rare, len(split.train_targets)
+                     / (len(counts) * common), split.classes[counts.index(common)], common)
+        elif common >= IMBALANCE_RATIO * max(rare, 1) and self.cfg.eval_metric == "top1":
+            log.warning("note: the classes are imbalanced (%d training images of %s, %d of %s): top-1 rewards "
+                        "predicting the common classes; consider --eval-metric f1 and --class-weights balanced",
+                        common, split.classes[counts.index(common)], rare, split.classes[counts.index(rare)])
         log.info("%s", cache_line)
         if self.dist.enabled:
             shards = distributed.all_gather_object((len(train_loader.sampler), len(val_loader.dataset)), self.dist)
@@ -243,7 +256,9 @@ class Trial:
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """One pass over the training data: the mean training loss and top-1 (%) over all ranks, and the seconds."""
         cfg, stage = self.cfg, self.stage
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        weight = None if cfg.class_weights == "none" else \
+            balanced_class_weights(self.split.train_targets, self.split.num_classes).to(self.device)
+        loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
         loss_value = distributed.mean_loss(self.dist) or read_loss
         check_every = loss_check_interval(self.device)
         self.net.train()

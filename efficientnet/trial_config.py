@@ -89,6 +89,7 @@ class TrialConfig:
     bn_momentum: float = 0.1
     seed: int = 0
     eval_metric: str = "top1"  # one of EVAL_METRICS
+    class_weights: str = "none"  # none | balanced: weight the training loss by inverse class frequency
     # progressive learning (EfficientNetV2): 0 stages = off
     progressive_stages: int = 0
     progressive_min_res: int | None = None  # None: 128 px for a 224 px model, in proportion for others
@@ -208,6 +209,9 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--eval-metric", choices=list(EVAL_METRICS), default=d.eval_metric,
                    help="validation metric that picks the best epoch and is NNI's default metric: top-1 accuracy, "
                    "or macro F1 or macro recall (balanced accuracy) x 100, for imbalanced classes")
+    o.add_argument("--class-weights", choices=["none", "balanced"], default=d.class_weights,
+                   help="weight the training loss by inverse class frequency (balanced), so that rare classes count "
+                   "as much as common ones")
     g = p.add_argument_group("progressive learning (EfficientNetV2; also a 'progressive:' section of --env)")
     g.add_argument("--progressive-stages", type=int, default=d.progressive_stages,
                    help="train in N stages of growing image size and regularisation (0: off)")
@@ -354,6 +358,8 @@ def validate(cfg: TrialConfig) -> None:
         (cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0: off), got {cfg.clip_grad}"),
         (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
         (cfg.optimizer in ("sgd", "adamw", "rmsprop"), f"unknown optimizer {cfg.optimizer!r}: use sgd, adamw, rmsprop"),
+        (cfg.class_weights in ("none", "balanced"),
+         f"unknown --class-weights {cfg.class_weights!r}: use none or balanced"),
         (cfg.eval_metric in EVAL_METRICS,
          f"unknown --eval-metric {cfg.eval_metric!r}: use {', '.join(EVAL_METRICS)}"),
         (isinstance(cfg.progressive_stages, int) and cfg.progressive_stages >= 0,

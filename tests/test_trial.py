@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +124,45 @@ def test_resuming_with_another_eval_metric_picks_the_best_epoch_by_it(trained: P
     assert (f"(best macro recall so far {recall_score:.2f}% at epoch {recall_epoch})") in stdout
     assert ("picked its best epoch" in stdout) == (recall_epoch != top1_epoch)
     assert json.loads((out / "result.json").read_text())["default"] == pytest.approx(recall_score)
+
+
+@pytest.fixture(scope="module")
+def imbalanced(digits: Path, tmp_path_factory) -> Path:
+    """Digits 0, 1 and 2 with 60, 8 and 8 training images (12, 2, 2 for validation)."""
+    root = tmp_path_factory.mktemp("imbalanced")
+    for split, counts in (("train", (60, 8, 8)), ("val", (12, 2, 2))):
+        for label, n in enumerate(counts):
+            (root / split / str(label)).mkdir(parents=True)
+            for image in sorted((digits / split / str(label)).glob("*.png"))[:n]:
+                shutil.copy(image, root / split / str(label) / image.name)
+    return root
+
+
+def test_balanced_class_weights_weigh_the_loss_and_imbalance_is_pointed_out(imbalanced: Path, capsys, tmp_path):
+    """Without ``--class-weights`` an imbalanced training set gets a note naming both fixes; with ``balanced`` the
+    training loss is weighted by inverse class frequency (the same seeded run trains to another loss)."""
+    args = ["--data", imbalanced, *TINY, "--epochs", "1", "--batch-size", "16"]
+    code, plain, _ = run([*args, "--output-dir", tmp_path / "plain"], capsys)
+    assert code == 0
+    assert ("note: the classes are imbalanced (60 training images of 0, 8 of 1): top-1 rewards predicting the "
+            "common classes; consider --eval-metric f1 and --class-weights balanced") in plain
+    code, weighted, _ = run([*args, "--output-dir", tmp_path / "weighted", "--class-weights", "balanced"], capsys)
+    assert code == 0
+    assert "class weights balanced: 3.17 for 1 (8 images) to 0.422 for 0 (60)" in weighted  # 76 / (3 * n_c)
+    assert "the classes are imbalanced" not in weighted
+    losses = [json.loads((tmp_path / name / "result.json").read_text())["history"][0]["train_loss"]
+              for name in ("plain", "weighted")]
+    assert losses[0] != losses[1]
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from efficientnet.data import balanced_class_weights
+
+    targets = [0] * 50 + [1] * 7 + [2] * 3 + [3] * 40
+    expected = compute_class_weight("balanced", classes=np.arange(4), y=np.array(targets))
+    assert balanced_class_weights(targets, 4).numpy() == pytest.approx(expected, rel=1e-6)
 
 
 def test_best_of_takes_the_first_best_epoch_by_the_chosen_metric():
