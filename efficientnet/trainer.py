@@ -9,6 +9,7 @@ result. A checkpoint is one dict (:meth:`Trial.checkpoint`).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import sys
@@ -35,7 +36,8 @@ from .progressive import Progressive, Stage, mixup_batch, mixup_loss
 from .proposal import Proposal
 from .spec import ArchSpec, resolve_arch
 from .stopping import TrialStopped, critical
-from .trial_config import EVAL_METRICS, TrialConfig, apply_hyperparameters, output_dir_for, overridden_flags, resolve_spec
+from .trial_config import EVAL_METRICS, TrialConfig, apply_hyperparameters, output_dir_for, overridden_flags, \
+    resolve_spec
 from .trial_log import Scalars, epoch_line, log, progress_bar, remove_logging, setup_logging
 from .training import NonFiniteLossError, TrainingError, amp_dtype, build_optimizer, build_scheduler, evaluate, \
     loss_check_interval, prepare_model, read_loss, resolve_device, train_step, use_channels_last, warmup_steps_for
@@ -51,9 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
 
 
 @dataclass
@@ -90,6 +89,7 @@ class Trial:
     workers: int = 0
     stage: Stage | None = None
     loaders: tuple[Any, Any, Any] = ()  # train loader, validation loader, the epoch order to seed
+    loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)  # the training loss
     handlers: list = field(default_factory=list)
     scalars: Scalars | None = None
     bars: bool = False
@@ -171,9 +171,12 @@ class Trial:
         total_steps = _schedule_epochs(cfg) * steps_per_epoch  # a shorter run stops early on the same schedule
         scheduler = build_scheduler(optimizer, total_steps,
                                     warmup_steps_for(total_steps, steps_per_epoch, cfg.warmup_epochs))
+        weight = None if cfg.class_weights == "none" else \
+            balanced_class_weights(split.train_targets, split.num_classes).to(device)
         trial = cls(cfg, spec, proposal, out_dir, dist_info, device, split, model, net, optimizer, scheduler,
                     torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), dtype, channels_last,
-                    TrainState(), plan, cache, workers, loaders=loaders, handlers=handlers)
+                    TrainState(), plan, cache, workers, loaders=loaders, handlers=handlers,
+                    loss_fn=nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing))
         trial._log_data(cache_line)
         log.info("precision %s | memory format %s%s", f"{str(dtype).replace('torch.', '')} autocast" if dtype
                  else "fp32", "channels_last" if channels_last else "NCHW", " | torch.compile" if cfg.compile else "")
@@ -192,16 +195,9 @@ class Trial:
         split, (train_loader, val_loader, _) = self.split, self.loaders
         log.info("data %s (%s): %d classes, %d train / %d val images", split.root, split.layout, split.num_classes,
                  len(split.train), len(split.val))
-        counts = torch.bincount(torch.as_tensor(split.train_targets), minlength=split.num_classes).tolist()
-        rare, common = min(counts), max(counts)
-        if self.cfg.class_weights == "balanced":
-            log.info("class weights balanced: %.3g for %s (%d images) to %.3g for %s (%d)", len(split.train_targets)
-                     / (len(counts) * max(rare, 1)), split.classes[counts.index(rare)], rare, len(split.train_targets)
-                     / (len(counts) * common), split.classes[counts.index(common)], common)
-        elif common >= IMBALANCE_RATIO * max(rare, 1) and self.cfg.eval_metric == "top1":
-            log.warning("note: the classes are imbalanced (%d training images of %s, %d of %s): top-1 rewards "
-                        "predicting the common classes; consider --eval-metric f1 and --class-weights balanced",
-                        common, split.classes[counts.index(common)], rare, split.classes[counts.index(rare)])
+        balance = class_balance(self.cfg, split, self.loss_fn.weight)
+        if balance:
+            log.log(*balance)
         log.info("%s", cache_line)
         if self.dist.enabled:
             shards = distributed.all_gather_object((len(train_loader.sampler), len(val_loader.dataset)), self.dist)
@@ -256,9 +252,7 @@ class Trial:
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """One pass over the training data: the mean training loss and top-1 (%) over all ranks, and the seconds."""
         cfg, stage = self.cfg, self.stage
-        weight = None if cfg.class_weights == "none" else \
-            balanced_class_weights(self.split.train_targets, self.split.num_classes).to(self.device)
-        loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        loss_fn = self.loss_fn
         loss_value = distributed.mean_loss(self.dist) or read_loss
         check_every = loss_check_interval(self.device)
         self.net.train()
@@ -330,7 +324,8 @@ class Trial:
             "classes": list(self.split.classes), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": state.epoch, "eval_metric": self.cfg.eval_metric,
-            "best_score": state.best_score, "best_epoch": state.best_epoch, "history": state.history, "rng": rng_state(), "args": self.cfg.to_dict(),
+            "best_score": state.best_score, "best_epoch": state.best_epoch, "history": state.history,
+            "rng": rng_state(), "args": self.cfg.to_dict(),
         }
 
     # ------------------------------------------------------------------------------------------ the end
@@ -346,7 +341,8 @@ class Trial:
                                **({"world_size": self.dist.world_size} if self.dist.enabled else {})},
                               self.out_dir / "result.json")
             log.info("final: best %s %.2f%% at epoch %d | params %d | MACs %d%s | %s",
-                     EVAL_METRICS[self.cfg.eval_metric], result["default"], result["best_epoch"], result["params"], result["macs"],
+                     EVAL_METRICS[self.cfg.eval_metric], result["default"], result["best_epoch"], result["params"],
+                     result["macs"],
                      f" | latency {result['latency_ms']:.2f} ms" if "latency_ms" in result else "",
                      self.out_dir / "result.json")
             nni_io.report(result, final=True)
@@ -396,8 +392,8 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     result.update(params=prof.params, macs=prof.macs)
     if prof.latency_ms is not None:
         result["latency_ms"] = round(prof.latency_ms, 3)
-    result.update(epochs=state.epoch, best_epoch=state.best_epoch, eval_metric=cfg.eval_metric, arch=str(spec), budget=proposal.budget_name,
-                  subset=cfg.subset, epochs_trained=state.epoch - first_epoch,
+    result.update(epochs=state.epoch, best_epoch=state.best_epoch, eval_metric=cfg.eval_metric, arch=str(spec),
+                  budget=proposal.budget_name, subset=cfg.subset, epochs_trained=state.epoch - first_epoch,
                   train_seconds=round(sum(r.get("time_s", 0.0) for r in state.history[first_epoch:]), 3))
     if cfg.continue_from:
         result["continued_from"] = cfg.continue_from
@@ -405,6 +401,26 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
 
 
 # ------------------------------------------------------------------------------------------ helpers
+IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
+
+
+def class_balance(cfg: TrialConfig, split: DatasetSplit, weight: torch.Tensor | None) -> tuple[int, str] | None:
+    """The log's word on the classes' balance, as ``(level, message)``: the loss weights of ``--class-weights
+    balanced`` at both ends, or a note on an imbalanced training set ranked by top-1; None when there is none."""
+    counts = torch.bincount(torch.as_tensor(split.train_targets), minlength=split.num_classes).tolist()
+    rare, common = counts.index(min(counts)), counts.index(max(counts))
+    if weight is not None:
+        return logging.INFO, (f"class weights balanced: {float(weight[rare]):.3g} for {split.classes[rare]} "
+                              f"({counts[rare]} images) to {float(weight[common]):.3g} for {split.classes[common]} "
+                              f"({counts[common]})")
+    if counts[common] >= IMBALANCE_RATIO * max(counts[rare], 1) and cfg.eval_metric == "top1":
+        return logging.WARNING, (f"note: the classes are imbalanced ({counts[common]} training images of "
+                                 f"{split.classes[common]}, {counts[rare]} of {split.classes[rare]}): top-1 rewards "
+                                 "predicting the common classes; consider --eval-metric f1 and --class-weights "
+                                 "balanced")
+    return None
+
+
 def eval_score(record: dict[str, Any], metric: str) -> float:
     """An epoch record's ``--eval-metric`` in percent: ``val_top1``, or ``val_f1`` or ``val_recall`` x 100."""
     value = float(record[f"val_{metric}"])
