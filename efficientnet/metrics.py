@@ -6,7 +6,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "macro_precision_recall_f1"]
+__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "confusion_matrix", "macro_precision_recall_f1",
+           "per_class"]
 
 
 @torch.no_grad()
@@ -79,23 +80,49 @@ class EpochMetrics:
         out = {"loss": loss_sum / self.count, "top1": 100.0 * top1_sum / self.count}
         if self.num_classes >= 5:
             out["top5"] = 100.0 * top5_sum / self.count
-        out.update(macro_precision_recall_f1(torch.cat(self._preds), torch.cat(self._targets), self.num_classes))
+        out.update({name: float(values.mean()) for name, values in _ratios(self.confusion()).items()})
         return out
+
+    def confusion(self) -> torch.Tensor:
+        """The epoch's confusion matrix (CPU, int64): rows are the true classes, columns the predicted ones."""
+        if not self._preds:
+            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        return confusion_matrix(torch.cat(self._preds), torch.cat(self._targets), self.num_classes)
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts of (true, predicted) class index pairs as a CPU int64 ``[num_classes, num_classes]`` matrix, made on
+    the tensors' device (one transfer)."""
+    counts = torch.bincount(targets.long() * num_classes + preds.long(), minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).cpu()
+
+
+def _ratios(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-class precision, recall and F1 of a confusion matrix; a zero denominator gives 0."""
+    confusion = confusion.double()
+    tp, predicted, actual = confusion.diagonal(), confusion.sum(dim=0), confusion.sum(dim=1)
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+
+    return {"precision": ratio(tp, predicted), "recall": ratio(tp, actual), "f1": ratio(2 * tp, predicted + actual)}
 
 
 def macro_precision_recall_f1(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Macro-averaged ``precision``, ``recall`` and ``f1`` (0-1) of predicted against true class indices over
     ``num_classes`` classes; a class whose ratio has a zero denominator counts as 0 (scikit-learn's
-    ``zero_division=0``). One transfer: the confusion counts are made on the tensors' device."""
-    counts = torch.bincount(targets.long() * num_classes + preds.long(), minlength=num_classes * num_classes)
-    confusion = counts.reshape(num_classes, num_classes).double().cpu()  # rows: true class, columns: predicted
-    tp = confusion.diagonal()
-    predicted, actual = confusion.sum(dim=0), confusion.sum(dim=1)
+    ``zero_division=0``)."""
+    ratios = _ratios(confusion_matrix(preds, targets, num_classes))
+    return {name: float(values.mean()) for name, values in ratios.items()}
 
-    def ratio(num: torch.Tensor, den: torch.Tensor) -> float:
-        return float(torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num)).mean())
 
-    return {"precision": ratio(tp, predicted), "recall": ratio(tp, actual), "f1": ratio(2 * tp, predicted + actual)}
+def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, float | int | str]]:
+    """One row per class, as scikit-learn's ``classification_report`` gives them: ``class``, ``precision``,
+    ``recall``, ``f1`` (0-1) and ``support`` (its validation images)."""
+    ratios = _ratios(confusion)
+    support = confusion.sum(dim=1).tolist()
+    return [{"class": name, **{k: round(float(v[i]), 4) for k, v in ratios.items()}, "support": int(support[i])}
+            for i, name in enumerate(classes)]
 
 
 class TrainMeter:

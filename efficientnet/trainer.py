@@ -31,7 +31,7 @@ from .data import DatasetSplit, balanced_class_weights, build_data_cache, defaul
     make_loaders, seed_epoch, set_train_transform, subset_train, train_transform
 from .distributed import Dist
 from .memory import check_room, estimate_training_memory, memory_room, needed_bytes
-from .metrics import EpochMetrics, TrainMeter
+from .metrics import EpochMetrics, TrainMeter, per_class
 from .progressive import Progressive, Stage, mixup_batch, mixup_loss
 from .proposal import Proposal
 from .spec import ArchSpec, resolve_arch
@@ -63,6 +63,7 @@ class TrainState:
     best_score: float = -1.0  # the best epoch's --eval-metric, in percent (eval_score)
     best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    best_confusion: torch.Tensor | None = None  # the best epoch's validation confusion matrix (true x predicted)
 
 
 @dataclass
@@ -214,7 +215,8 @@ class Trial:
         self.scaler.load_state_dict(ckpt["scaler"])
         history, metric = list(ckpt["history"]), self.cfg.eval_metric
         best_epoch, best_score = best_of(history, metric)
-        self.state = TrainState(ckpt["epoch"], best_score, best_epoch, history)
+        self.state = TrainState(ckpt["epoch"], best_score, best_epoch, history,
+                                ckpt.get("best_confusion") if best_epoch == ckpt["best_epoch"] else None)
         if best_epoch != ckpt["best_epoch"]:  # a checkpoint whose best epoch was picked by another metric
             log.warning("warning: %s picked its best epoch (%d) by %s; by %s it is epoch %d, and %s keeps epoch %d "
                         "until a later epoch beats it", path, ckpt["best_epoch"],
@@ -281,20 +283,22 @@ class Trial:
             raise TrainingError(f"loss became {train_loss} during epoch {epoch + 1}; {self._nan_advice()}")
         return train_loss, train_top1, time.time() - self.started
 
-    def validate(self) -> dict[str, float]:
-        """Validation metrics over all ranks' shares (top-1, top-5, precision, recall, F1, loss)."""
+    def validate(self) -> EpochMetrics:
+        """Validation over all ranks' shares: its metrics (top-1, top-5, precision, recall, F1, loss) and confusion
+        matrix."""
         distributed.sync_buffers(self.model, self.dist)  # every rank validates with rank 0's BatchNorm statistics
         metrics = evaluate(self.model, progress_bar(self.loaders[1], "val", self.bars), nn.CrossEntropyLoss(),
                            EpochMetrics(self.split.num_classes), dtype=self.dtype, channels_last=self.channels_last,
                            batch_shape=validation_batch_shape(self.cfg, self.device))
         if self.dist.enabled:
             metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), self.dist))
-        return metrics.compute()
+        return metrics
 
-    def close_epoch(self, train: tuple[float, float, float], val: dict[str, float]) -> None:
+    def close_epoch(self, train: tuple[float, float, float], metrics: EpochMetrics) -> None:
         """Record the epoch, then (rank 0) save the checkpoint, log, write TensorBoard and report to NNI. A stop
         signal waits until this is done: an epoch is saved and reported whole, or not at all."""
         state, stage = self.state, self.stage
+        val = metrics.compute()
         with critical():
             state.epoch += 1
             record = {"epoch": state.epoch, "train_loss": train[0], "train_top1": train[1],
@@ -306,7 +310,7 @@ class Trial:
             state.history.append(record)
             score = eval_score(record, self.cfg.eval_metric)
             if score > state.best_score:
-                state.best_score, state.best_epoch = score, state.epoch
+                state.best_score, state.best_epoch, state.best_confusion = score, state.epoch, metrics.confusion()
             if self.dist.is_main:
                 save_checkpoint(self.checkpoint(), self.out_dir, is_best=state.best_epoch == state.epoch)
                 log.info(epoch_line(record, self.cfg.epochs, state.best_score, state.best_epoch,
@@ -325,6 +329,7 @@ class Trial:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": state.epoch, "eval_metric": self.cfg.eval_metric,
             "best_score": state.best_score, "best_epoch": state.best_epoch, "history": state.history,
+            **({"best_confusion": state.best_confusion} if state.best_confusion is not None else {}),
             "rng": rng_state(), "args": self.cfg.to_dict(),
         }
 
@@ -335,11 +340,17 @@ class Trial:
         if self.dist.is_main:
             result = final_result(self.state, self.spec, self.split.num_classes, self.cfg, self.proposal,
                                   self.first_epoch)
+            classes = per_class(self.state.best_confusion, self.split.classes) \
+                if self.state.best_confusion is not None else None
             atomic_write_json({**result, "spec": self.spec.to_dict(), "classes": self.split.classes,
-                               "history": self.state.history, "proposal": self.proposal.to_parameters(),
-                               "config": self.cfg.to_dict(),
+                               **({"per_class": classes} if classes else {}), "history": self.state.history,
+                               "proposal": self.proposal.to_parameters(), "config": self.cfg.to_dict(),
                                **({"world_size": self.dist.world_size} if self.dist.enabled else {})},
                               self.out_dir / "result.json")
+            if classes:
+                low = sorted(classes, key=lambda c: (c["recall"], str(c["class"])))[:3]
+                log.info("lowest recall at epoch %d: %s (per class in result.json)", self.state.best_epoch,
+                         ", ".join(f"{c['class']} {100 * c['recall']:.1f}% of {c['support']}" for c in low))
             log.info("final: best %s %.2f%% at epoch %d | params %d | MACs %d%s | %s",
                      EVAL_METRICS[self.cfg.eval_metric], result["default"], result["best_epoch"], result["params"],
                      result["macs"],

@@ -52,7 +52,7 @@ def trained(digits: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Path):
+def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Path, digits: Path):
     result = json.loads((trained / "result.json").read_text())
     assert result["default"] == result["top1"] > 20.0  # 10 classes: chance is 10 %
     assert result["epochs"] == 2 and result["best_epoch"] in (1, 2)
@@ -70,6 +70,14 @@ def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Pa
     assert ckpt["epoch"] == 2 and ckpt["num_classes"] == 10 and ckpt["args"]["width"] == 0.25
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "best_score", "best_epoch", "eval_metric"} <= set(ckpt)
     assert load_checkpoint(trained / BEST_NAME)["epoch"] == result["best_epoch"]
+    # the best epoch, class by class (scikit-learn's classification_report rows): macro means are the F1 and recall
+    rows = result["per_class"]
+    assert [r["class"] for r in rows] == result["classes"]
+    assert sum(r["support"] for r in rows) == len(list((digits / "val").rglob("*.png")))
+    for key in ("f1", "recall", "precision"):
+        assert sum(r[key] for r in rows) / len(rows) == pytest.approx(result[key], abs=1e-3)
+    assert ckpt["best_confusion"].shape == (10, 10)
+    assert "lowest recall at epoch" in (trained / "log.txt").read_text().splitlines()[-2]
 
 
 def test_rerunning_a_finished_run_resumes_and_trains_no_further(trained: Path, digits: Path, capsys, tmp_path):
@@ -78,8 +86,8 @@ def test_rerunning_a_finished_run_resumes_and_trains_no_further(trained: Path, d
     code, stdout, _ = run(digits_args(digits, out, "--epochs", "2"), capsys)
     assert code == 0
     assert "resumed at epoch 3" in stdout and "\nepoch " not in stdout
-    assert json.loads((out / "result.json").read_text())["top1"] == json.loads(
-        (trained / "result.json").read_text())["top1"]
+    again, before = (json.loads((path / "result.json").read_text()) for path in (out, trained))
+    assert again["top1"] == before["top1"] and again["per_class"] == before["per_class"]
 
 
 def test_resume_of_the_same_spec_continues_training(trained: Path, digits: Path, capsys, tmp_path):
