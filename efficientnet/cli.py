@@ -137,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from .data import image_files
-    from .preprocess import eval_transform, too_large
+    from .preprocess import eval_transform, load_image, too_large
     from .training import TrainingError, resolve_device
     from .weights import build_model, load_weights
 
@@ -178,8 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = []
     for path in paths:
         try:
-            with Image.open(path) as img:
-                x = transform(img).unsqueeze(0)
+            x = transform(load_image(path)).unsqueeze(0)
         except (FileNotFoundError, IsADirectoryError):
             raise CLIError(f"image {path!r} does not exist") from None
         except Image.DecompressionBombError as exc:

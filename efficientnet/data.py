@@ -38,7 +38,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
-from .preprocess import eval_transform, normalization, to_rgb, too_large
+from .preprocess import eval_transform, load_image, normalization, to_rgb, too_large
 from .spec import ArchSpec
 
 __all__ = [
@@ -251,13 +251,15 @@ def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5, 
 class CheckedImageFolder(ImageFolder):
     """torchvision's ``ImageFolder`` restricted to what :func:`scan_class_folders` accepted.
 
-    Hidden folders are not classes and unreadable files are left out.
+    Hidden folders are not classes and unreadable files are left out. Images are read by :func:`load_image`, not
+    torchvision's loader, whose ``convert("RGB")`` clips a 16-bit image to white before any transform sees it.
     """
 
     def __init__(self, scan: ClassFolders, transform=None) -> None:
         self._scan = scan
         allowed = {os.fspath(p) for ps in scan.files.values() for p in ps}
-        super().__init__(os.fspath(scan.root), transform=transform, is_valid_file=lambda p: os.fspath(p) in allowed)
+        super().__init__(os.fspath(scan.root), transform=transform, loader=load_image,
+                         is_valid_file=lambda p: os.fspath(p) in allowed)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return list(self._scan.classes), {c: i for i, c in enumerate(self._scan.classes)}

@@ -36,11 +36,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
 from torchvision import transforms
 
-from .preprocess import to_rgb
+from .preprocess import load_image
 
 log = logging.getLogger("efficientnet.trial")
 
@@ -135,11 +134,9 @@ class _Decode(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        with Image.open(self.paths[i]) as img:
-            if self.draft and img.format == "JPEG":  # let libjpeg decode at 1/2, 1/4 or 1/8 scale when it can
-                img.draft("RGB", (self.size, self.size))
-            img = self.crop(self.resize(to_rgb(img)))
-            return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        img = load_image(self.paths[i], self.size if self.draft else None)  # JPEG decoded at 1/2, 1/4, 1/8 scale
+        img = self.crop(self.resize(img))
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def _cache_key(samples: Sequence[tuple[str, int]], size: int, draft: bool) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from torchvision import transforms
 
 from .spec import ArchSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform",
-           "to_rgb", "too_large"]
+           "load_image", "to_rgb", "too_large"]
+
+log = logging.getLogger("efficientnet.trial")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,6 +47,38 @@ def to_rgb(img: Image.Image) -> Image.Image:
         top = 65535.0 if img.mode in _WIDE_MODES else 1.0 if pixels.size and pixels.max() <= 1.0 else 255.0
         img = Image.fromarray(np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8))  # mode L
     return img.convert("RGB")
+
+
+_warned_truncated: set[str] = set()  # files this process has named as truncated (once each, not every epoch)
+
+
+def load_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image:
+    """Read one image file as :func:`to_rgb` gives it: the loader of the per-image dataset, the data cache and
+    ``predict``. ``draft``: let a JPEG decode at 1/2, 1/4 or 1/8 scale while its sides stay at least that size.
+
+    A truncated JPEG, TIFF or BMP (an interrupted download or copy) passes the dataset scan, which does not decode
+    every image, and PIL refuses it when it decodes: it ended a run in the middle of an epoch with a traceback.
+    Such a file is read as far as it goes, the rest grey, with a warning that names it (once per process)."""
+    try:
+        with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
+            return to_rgb(img)
+    except OSError as exc:
+        if "truncated" not in str(exc):
+            raise
+    if os.fspath(path) not in _warned_truncated:
+        _warned_truncated.add(os.fspath(path))
+        log.warning("warning: %s is truncated (an interrupted download or copy?); its missing part is read as grey: "
+                    "copy it again", path)
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # PIL's switch is global; data loading runs one image at a time
+    try:
+        with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
+            return to_rgb(img)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def too_large(exc: Image.DecompressionBombError) -> str:

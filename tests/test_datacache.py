@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import build_data_cache, export_digits, load_dataset, seed_epoch, train_transform
+from efficientnet.data import CheckedImageFolder, ClassFolders, build_data_cache, export_digits, load_dataset, \
+    seed_epoch, train_transform
 from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
                                     decode_images, same_device)
-from efficientnet.preprocess import eval_transform, normalization, to_rgb
+from efficientnet.preprocess import eval_transform, load_image, normalization, to_rgb
 from efficientnet.spec import preset
 
 TINY = preset("lite0").replace(width=0.15, resolution=32)
@@ -159,7 +161,8 @@ def test_same_device_treats_the_current_gpu_and_its_index_as_one():
 def test_16_bit_greyscale_images_keep_their_contrast_in_every_path(tmp_path: Path):
     """PIL's own RGB conversion clips a 16-bit image at 255: a 16-bit greyscale PNG or TIFF (medical, scientific
     imaging) came out nearly all white. Each path that reads images (the training and evaluation transforms, the
-    data cache's decoding) sees the same image as its 8-bit copy instead."""
+    data cache's decoding, the per-image dataset of ``--data-cache off``) sees the same image as its 8-bit copy
+    instead."""
     ramp = np.tile(np.linspace(0, 65535, 40).astype(np.uint16), (30, 1))  # dark to bright, 40 x 30
     eight = Image.fromarray(np.rint(ramp / 257.0).astype(np.uint8))
     files = {"8-bit": tmp_path / "ramp8.png", "16-bit PNG": tmp_path / "ramp16.png",
@@ -182,6 +185,13 @@ def test_16_bit_greyscale_images_keep_their_contrast_in_every_path(tmp_path: Pat
         torch.testing.assert_close(trained, train_transform(spec, min_scale=0.5)(eight))
         assert torch.equal(decoded[i], decoded[0]), name
     assert int(decoded[0].min()) < 40 and int(decoded[0].max()) > 215  # the ramp, not a white square
+    (tmp_path / "ramps").mkdir()
+    copies = [shutil.copy(path, tmp_path / "ramps" / path.name) for path in files.values()]
+    per_image = CheckedImageFolder(ClassFolders(tmp_path, ["ramps"], {"ramps": [Path(c) for c in copies]}),
+                                   eval_transform(spec))  # torchvision's own loader clipped here
+    assert len(per_image) == len(files)
+    for i, (path, _) in enumerate(per_image.samples):
+        torch.testing.assert_close(per_image[i][0], eval_transform(spec)(eight), msg=path)
     wide = Image.fromarray(ramp.astype(np.int32))  # mode I: how older Pillow opened 16-bit PNGs
     assert wide.mode == "I" and np.array_equal(np.asarray(to_rgb(wide)), np.asarray(eight.convert("RGB")))
     unit = Image.fromarray((ramp / 65535.0).astype(np.float32))  # mode F in [0, 1]
@@ -227,3 +237,25 @@ def test_a_palette_image_with_transparency_is_read_without_a_warning(tmp_path: P
         assert img.mode == "P" and "transparency" in img.info
         warnings.simplefilter("error")
         assert to_rgb(img).mode == "RGB"
+
+
+def test_a_truncated_image_is_read_as_far_as_it_goes_with_a_warning(tmp_path: Path, caplog):
+    """A JPEG cut short (an interrupted download) passes the dataset scan, which decodes nothing, and PIL refused
+    it when training decoded it: the run ended mid-epoch with a traceback. Every path that decodes images reads it
+    as far as it goes and names it once."""
+    rng = np.random.default_rng(0)
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(whole, quality=95)
+    cut = tmp_path / "c" / "cut.jpg"
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(OSError, match="truncated"):
+        Image.open(cut).convert("RGB")  # PIL alone
+    with caplog.at_level("WARNING", logger="efficientnet.trial"):
+        image = load_image(cut)
+        decoded = decode_images([(str(cut), 0)], 32).images  # the data cache
+        per_image = CheckedImageFolder(ClassFolders(tmp_path, ["c"], {"c": [cut]}))[0][0]  # --data-cache off
+    assert image.size == (48, 64) and per_image.size == (48, 64) and decoded.shape == (1, 3, 32, 32)
+    top = np.asarray(load_image(whole))[:8].astype(int)  # the first rows survive the cut
+    assert np.abs(np.asarray(image)[:8].astype(int) - top).mean() < 1.0
+    assert caplog.text.count(f"warning: {cut} is truncated") == 1 and "copy it again" in caplog.text
