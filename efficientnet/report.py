@@ -29,7 +29,7 @@ from .spec import ArchSpec, SpecError, preset
 
 __all__ = ["Row", "build_report", "early_ranking", "load_trials", "rows_of"]
 
-COLUMNS = ("trial", "status", "budget", "default", "top5", "params", "macs", "latency_ms", "predicted_latency_ms",
+COLUMNS = ("trial", "status", "budget", "default", "top1", "top5", "f1", "params", "macs", "latency_ms", "predicted_latency_ms",
            "arch")  # Row's fields of the same names, in the report's tables and trials.csv
 
 
@@ -48,12 +48,15 @@ class Row:
     arch: str | None
     final: dict[str, Any]
     predicted_latency_ms: float | None = None  # from the tuner's latency table (the target device)
+    top1: float | None = None  # validation top-1 (%) and macro F1 (0-1) of the best epoch
+    f1: float | None = None
 
     def cells(self) -> list[str]:
         def num(v: float | None, fmt: str) -> str:
             return "" if v is None else format(v, fmt)
 
-        return [self.trial, self.status, self.budget, num(self.default, ".3f"), num(self.top5, ".3f"),
+        return [self.trial, self.status, self.budget, num(self.default, ".3f"), num(self.top1, ".3f"),
+                num(self.top5, ".3f"), num(self.f1, ".4f"),
                 num(None if self.params is None else self.params / 1e6, ".3f") + ("M" if self.params else ""),
                 num(None if self.macs is None else self.macs / 1e6, ".1f") + ("M" if self.macs else ""),
                 num(self.latency_ms, ".2f"), num(self.predicted_latency_ms, ".2f"), self.arch or ""]
@@ -137,7 +140,7 @@ def rows_of(trials: Sequence[Trial]) -> list[Row]:
         rows.append(Row(t.id, t.status, str(budget or "full"), default,
                         _number(final.get("top5")), cost("params"), cost("macs"), cost("latency_ms"),
                         final.get("arch") or (str(proposal.spec) if proposal.spec else None), final,
-                        cost("predicted_latency_ms")))
+                        cost("predicted_latency_ms"), _number(final.get("top1")), _number(final.get("f1"))))
     return rows
 
 

@@ -166,9 +166,11 @@ def test_early_ranking_compares_first_and_last_epochs_of_complete_full_budget_tr
 def test_the_report_names_the_metric_the_trials_were_ranked_by(tmp_path):
     from efficientnet.report import build_report
 
-    trials = [_trial(i, [60.0 + i], eval_metric="f1") for i in range(3)]
-    assert "Ranked by `default`: validation macro F1 (%)." in build_report(
-        trials, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
+    trials = [_trial(i, [60.0 + i], eval_metric="f1", top1=90.0 - i, f1=(60.0 + i) / 100) for i in range(3)]
+    text = build_report(trials, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
+    assert "Ranked by `default`: validation macro F1 (%)." in text
+    assert "| T2 | SUCCEEDED | full | 62.000 | 88.000 |  | 0.6200 |" in text  # top-1 and F1 beside the default
+    assert (tmp_path / "trials.csv").read_text().startswith("trial,status,budget,default,top1,top5,f1,")
     older = [_trial(i, [60.0 + i]) for i in range(3)]  # results from before --eval-metric: top-1
     assert "Ranked by `default`: validation top-1 (%)." in build_report(
         older, tmp_path, "t", presets=(), num_classes=10, preset_latency=False)
