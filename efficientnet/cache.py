@@ -1,5 +1,6 @@
 """Where the project keeps what it can make again: the digits demo's export, decoded-image caches
-(:mod:`efficientnet.datacache`) and stored profiles (:mod:`efficientnet.profile_store`). Standard library only, so
+(:mod:`efficientnet.datacache`), which image files PIL can read (:mod:`efficientnet.image_check`) and stored
+profiles (:mod:`efficientnet.profile_store`). Standard library only, so
 that light modules can ask."""
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,8 +36,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
+from .image_check import DAMAGED, image_problems
 from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
-from .preprocess import eval_transform, load_image, normalization, to_rgb, too_large
+from .preprocess import eval_transform, load_image, normalization, to_rgb
 from .spec import ArchSpec
 
 __all__ = [
@@ -169,44 +169,31 @@ class ClassFolders:
         return sum(len(v) for v in self.files.values())
 
 
-def _check_image(path: Path) -> str | None:
-    """None for an image PIL can read; else why not: ``damaged``, or :func:`too_large`'s words for an image over
-    PIL's decompression-bomb pixel limit (a real image, too large to decode safely)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.verify()
-        return None
-    except Image.DecompressionBombError as exc:
-        return too_large(exc)
-    except Exception:  # PIL raises many types for damaged files
-        return "damaged"
-
-
-def scan_class_folders(root: Path, verify: bool = True) -> ClassFolders:
-    """Check one ImageFolder directory: class folders exist, each holds readable images; list the files."""
+def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None = None) -> ClassFolders:
+    """Check one ImageFolder directory: class folders exist, each holds images that PIL can read (``verify``;
+    remembered in ``record_dir`` while the files do not change, see :mod:`efficientnet.image_check`); list them."""
     classes = class_folders(root)
-    files: dict[str, list[Path]] = {}
-    corrupt: list[Path] = []
-    oversized: dict[Path, str] = {}
+    found: dict[str, list[Path]] = {}
     for c in classes:
-        found = image_files(root / c)
-        if not found:
+        found[c] = image_files(root / c)
+        if not found[c]:
             raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
                             "images or remove the folder")
-        problems = {p: why for p in found if (why := _check_image(p))} if verify else {}
-        corrupt += [p for p, why in problems.items() if why == "damaged"]
-        oversized.update((p, why) for p, why in problems.items() if why != "damaged")
-        files[c] = [p for p in found if p not in problems]
+    every = [p for c in classes for p in found[c]]
+    problems = image_problems(root, every, record_dir) if verify else {}
+    corrupt = [p for p in every if problems.get(p) == DAMAGED]
+    oversized = {p: why for p in every if (why := problems.get(p)) not in (None, DAMAGED)}
+    files: dict[str, list[Path]] = {}
+    for c in classes:
+        files[c] = [p for p in found[c] if p not in problems]
         if not files[c]:
-            raise DataError(f"class folder {root / c} has no readable images ({_unreadable(problems)}); "
-                            "replace them or remove the folder")
+            raise DataError(f"class folder {root / c} has no readable images "
+                            f"({_unreadable([problems[p] for p in found[c]])}); replace them or remove the folder")
     return ClassFolders(root, classes, files, corrupt, oversized)
 
 
-def _unreadable(problems: dict[Path, str]) -> str:
-    damaged = sum(why == "damaged" for why in problems.values())
+def _unreadable(problems: Sequence[str]) -> str:
+    damaged = sum(why == DAMAGED for why in problems)
     big = len(problems) - damaged
     return ", ".join(f"{n} {what}" for n, what in ((damaged, "damaged files"),
                                                    (big, "image(s) over PIL's pixel limit")) if n)
@@ -310,8 +297,10 @@ def load_dataset(
     train_tf = train_transform(spec, hflip=hflip, min_scale=min_scale)
     eval_tf = eval_transform(spec)
     layout = find_layout(root, num_classes)
+    records = Path(cache_dir or default_cache_dir()).expanduser() / "scans"  # which files PIL can read
     if layout.val_root is not None:
-        train_scan, val_scan = scan_class_folders(layout.train_root), scan_class_folders(layout.val_root)
+        train_scan = scan_class_folders(layout.train_root, record_dir=records)
+        val_scan = scan_class_folders(layout.val_root, record_dir=records)
         corrupt = _check_corrupt([train_scan, val_scan])
         train_ds = _image_folder(train_scan, train_tf)
         val_ds: Dataset = _image_folder(val_scan, eval_tf)
@@ -323,7 +312,7 @@ def load_dataset(
                         "validation (unused: %s); rename a folder val/ to validate on it", root,
                         ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), ", ".join(layout.unused))
         root = layout.train_root
-        scan = scan_class_folders(root)
+        scan = scan_class_folders(root, record_dir=records)
         corrupt = _check_corrupt([scan])
         full_train = _image_folder(scan, train_tf)
         full_eval = _image_folder(scan, eval_tf)

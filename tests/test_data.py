@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders, stratified_sample,
-                               stratified_split, subset_train)
+from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders, scan_class_folders,
+                               stratified_sample, stratified_split, subset_train)
 from efficientnet.spec import preset
 
 SPEC = preset("lite0").replace(width=0.15, resolution=32)
@@ -247,3 +247,24 @@ def test_a_dataset_one_level_too_high_names_the_folder_to_pass(tmp_path: Path):
     write_images(tmp_path / "images" / "b", 3)
     with pytest.raises(DataError, match=rf"only one class \(images\).*: pass --data {tmp_path / 'images'} if its "):
         load_dataset(str(tmp_path), SPEC)
+
+
+def test_the_scan_is_remembered_while_the_files_do_not_change(tmp_path: Path):
+    """Every trial scans its dataset; PIL's check of each file is remembered by name, size and modification time,
+    so the trials after the first only list the files. Any change checks the folder again."""
+    root, records = tmp_path / "data", tmp_path / "records"
+    write_images(root / "a", 6)
+    write_images(root / "b", 6)
+    assert scan_class_folders(root, record_dir=records).corrupt == []
+    victim = root / "a" / "img0.png"
+    st = victim.stat()
+    victim.write_bytes(b"x" * st.st_size)  # damaged, with the same size and modification time: the record holds
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert scan_class_folders(root, record_dir=records).corrupt == []
+    assert scan_class_folders(root).corrupt == [victim]  # without the record, every file is opened
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again, and remembered
+    assert scan_class_folders(root, record_dir=records).corrupt == [victim]
+    assert scan_class_folders(root, record_dir=records).corrupt == [victim]
+    (root / "b" / "img5.png").unlink()  # a file fewer: checked again
+    scan = scan_class_folders(root, record_dir=records)
+    assert scan.corrupt == [victim] and scan.num_images == 10 and len(list(records.iterdir())) == 1
