@@ -110,9 +110,16 @@ def load_trials(experiment: str | None = None, port: int | None = None, export: 
                 raise CLIError(f"no NNI experiment answers on port {port}: give --experiment ID to read a stopped "
                                "one from its database, or --from-export FILE") from None
     try:  # stopped: NNI's own database
-        return read_trials(experiment_db(experiment, experiments_dir))
+        db = experiment_db(experiment, experiments_dir)
+        trials = read_trials(db)
     except NNIDatabaseError as exc:
         raise CLIError(str(exc)) from None
+    marker = f"/{experiment}/"
+    for t in trials:  # trial folders where the experiment's folder is now (one copied from elsewhere, say)
+        old = (t.log_path or "").split(":")[-1]
+        if marker in old:
+            t.log_path = str(db.parent.parent / old.split(marker, 1)[1])
+    return trials
 
 
 def _number(value: Any) -> float | None:
@@ -261,6 +268,19 @@ def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[
     plt.close(fig)
 
 
+def trial_result(trial: Trial) -> dict[str, Any] | None:
+    """The ``result.json`` a trial wrote in its folder, when that folder is on this machine (a local experiment;
+    NNI records it as ``file://localhost:/path``), else None."""
+    if not trial.log_path:
+        return None
+    path = Path(trial.log_path.split(":")[-1]) / "result.json"
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
 def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 10,
                  presets: Sequence[str] = ("b0", "b1", "b2", "b3"), num_classes: int = 1000,
                  preset_latency: bool = True) -> str:
@@ -305,6 +325,14 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     best = ranked[0] if ranked else max(proxy, key=lambda r: r.default)
     best_doc: dict[str, Any] = {"trial": best.trial, "budget": best.budget, "metrics": best.final, "arch": best.arch}
+    own = trial_result(next(t for t in trials if t.id == best.trial))
+    if own and isinstance(own.get("per_class"), list) and own["per_class"]:
+        best_doc["per_class"] = own["per_class"]
+        lines += [f"## Per class: trial {best.trial} (epoch {own.get('best_epoch')}, validation)", "",
+                  "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {c.get('class')} | {c.get('precision', 0):.3f} | {c.get('recall', 0):.3f} | "
+                  f"{c.get('f1', 0):.3f} | {c.get('support')} |" for c in own["per_class"]]
+        lines.append("")
     try:
         best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
     except SpecError:

@@ -72,6 +72,11 @@ def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, t
         assert {r["trial"] for r in csv.DictReader(f)} == {t.id for t in trials}
     doc = json.loads((out / "best_spec.json").read_text())
     assert doc["trial"] == order[0].id and doc["metrics"]["default"] == best.final["default"]
+    # the best trial's own result.json (its folder is on this machine): its classes, one by one
+    assert f"## Per class: trial {order[0].id} (epoch 1, validation)" in text
+    assert [row["class"] for row in doc["per_class"]] == [str(d) for d in range(10)]
+    section = text.split("## Per class")[1].split("\n\n")[1]
+    assert len(section.splitlines()) == 2 + 10 and "| 0 | " in section
     # the trial's own result names what it trained (with concurrent trials, NNI's trial-jobs parameters may not)
     assert ArchSpec.from_dict(doc["spec"]) == ArchSpec.parse(order[0].final["arch"])
     png = (out / "pareto.png").read_bytes()
@@ -107,10 +112,16 @@ def test_report_of_a_stopped_experiment_reads_nni_database_read_only(finished, t
     chosen = json.loads((tmp_path / "best_spec.json").read_text())["trial"]
     assert live[chosen][2]["default"] == max(v[2]["default"] for v in live.values())
     assert f"## Best {TRIALS} trials (full budget)" in text
+    assert f"## Per class: trial {chosen} " in text  # from the trial's result.json in its folder
     copied = tmp_path / "elsewhere"  # an experiment folder copied from another machine
     shutil.copytree(exp.workdir / exp.id, copied / exp.id)
-    assert main(["report", "--experiment", exp.id, "--experiments-dir", str(copied), "--output-dir",
-                 str(tmp_path / "copy"), "--presets", ""]) == 0
+    away = exp.workdir / f"{exp.id}.away"  # the original folder is not on this machine
+    (exp.workdir / exp.id).rename(away)
+    try:
+        assert main(["report", "--experiment", exp.id, "--experiments-dir", str(copied), "--output-dir",
+                     str(tmp_path / "copy"), "--presets", ""]) == 0
+    finally:
+        away.rename(exp.workdir / exp.id)
     assert capsys.readouterr().out == text.replace(str(tmp_path), str(tmp_path / "copy"))
 
 
