@@ -165,6 +165,8 @@ def read_source(path: str | os.PathLike, arch: ArchSpec | None = None) -> Loaded
             value = obj.get(key)
             if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
                 source[key] = float(value) if not isinstance(value, int) else value
+        if isinstance(obj.get("eval_metric"), str):  # what best_score measures
+            source["eval_metric"] = obj["eval_metric"]
     return LoadedCheckpoint(state=state, spec=spec, num_classes=num_classes, class_names=names, source=source)
 
 

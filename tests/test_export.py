@@ -44,7 +44,8 @@ def trained_like(spec: ArchSpec, seed: int = 0) -> torch.nn.Module:
 
 
 def save_checkpoint(path: Path, spec: ArchSpec, model: torch.nn.Module, with_spec: bool = True) -> Path:
-    ckpt = {"model": model.state_dict(), "epoch": 4, "args": {"classes": CLASSES, "lr": 0.01}}
+    ckpt = {"model": model.state_dict(), "epoch": 4, "args": {"classes": CLASSES, "lr": 0.01}, "eval_metric": "f1",
+            "best_score": 71.5, "best_epoch": 3}
     if with_spec:
         ckpt["spec"] = spec.to_dict()
     torch.save(ckpt, path)
@@ -104,7 +105,8 @@ def test_onnx_export_through_the_cli_matches_pytorch(root, lite_ckpt, tmp_path):
         assert meta["exporter"] == result["exporter"] == "torch.onnx.export (dynamo)" and result["note"] is None
     else:
         assert f"note: the dynamo ONNX exporter failed on torch {torch.__version__}" in out.stderr
-    assert meta["source"]["epoch"] == 4
+    assert (meta["source"]["epoch"], meta["source"]["best_epoch"]) == (4, 3)
+    assert (meta["source"]["best_score"], meta["source"]["eval_metric"]) == (71.5, "f1")  # what the score measures
 
 
 def test_torchscript_export_reloads_and_matches(lite_ckpt, tmp_path):
