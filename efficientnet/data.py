@@ -310,7 +310,8 @@ def load_dataset(
         if layout.unused:
             log.warning("warning: %s has train/ but no %s folder: a seeded %d %% of train/ is held out for "
                         "validation (unused: %s); rename a folder val/ to validate on it", root,
-                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), ", ".join(layout.unused))
+                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split),
+                        ", ".join(layout.unused))
         root = layout.train_root
         scan = scan_class_folders(root, record_dir=records)
         corrupt = _check_corrupt([scan])
@@ -336,7 +337,7 @@ def balanced_class_weights(targets: Sequence[int], num_classes: int) -> torch.Te
     """Loss weights that give every class the same total weight, ``n / (num_classes * n_c)``, as scikit-learn's
     ``compute_class_weight("balanced")`` (a class without images counts as one)."""
     counts = torch.bincount(torch.as_tensor(list(targets), dtype=torch.long), minlength=num_classes).clamp(min=1)
-    return counts.sum() / (num_classes * counts.to(torch.float32))
+    return len(targets) / (num_classes * counts.to(torch.float32))
 
 
 def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:

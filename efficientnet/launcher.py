@@ -174,10 +174,10 @@ def check_gpu_sharing(config, path: Path) -> None:
                            "useActiveGpu: true")
 
 
-def tuner_num_classes(config) -> int | None:
+def tuner_num_classes(config, path: Path) -> int | None:
     """The class count this project's tuner profiles its proposals with (classArg ``num_classes``, default 1000);
     None for another tuner."""
-    tuner = _algorithm_class(config.tuner, "tuner", Path("config"))
+    tuner = _algorithm_class(config.tuner, "tuner", path)
     if getattr(tuner, "check_experiment", None) is None:
         return None
     return (config.tuner.class_args or {}).get("num_classes", 1000)
@@ -254,7 +254,7 @@ def check_experiment_config(path: Path, config=None):
     config = load_config(path) if config is None else config
     summary = check_tuner(config, path)
     check_gpu_sharing(config, path)
-    check_trial_command(config, path, tuner_num_classes(config))
+    check_trial_command(config, path, tuner_num_classes(config, path))
     if summary:
         print(f"checked: {summary}")
     return config
