@@ -305,12 +305,13 @@ def load_dataset(
         train_ds = _image_folder(train_scan, train_tf)
         val_ds: Dataset = _image_folder(val_scan, eval_tf)
         train_targets = list(train_ds.targets)
-        kind = f"train/{layout.val_root.name}"
+        kind = f"{layout.train_root.name}/{layout.val_root.name}"
     else:
         if layout.unused:
-            log.warning("warning: %s has train/ but no %s folder: a seeded %d %% of train/ is held out for "
-                        "validation (unused: %s); rename a folder val/ to validate on it", root,
-                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split),
+            train = layout.train_root.name
+            log.warning("warning: %s has %s/ but no %s folder: a seeded %d %% of %s/ is held out for validation "
+                        "(unused: %s); rename a folder val/ to validate on it", root, train,
+                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), train,
                         ", ".join(layout.unused))
         root = layout.train_root
         scan = scan_class_folders(root, record_dir=records)

@@ -11,7 +11,10 @@ from pathlib import Path
 
 __all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout"]
 
-VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside train/, first found wins
+TRAIN_FOLDERS = ("train", "training")  # names of the training folder, first found wins
+VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside it, first found wins
+# names that say "a split of the dataset", not "a class": train/, test_set/, ...
+_SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "test", "testing", "dev", "eval"}
 
 
 class DataError(ValueError):
@@ -47,23 +50,30 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
     """Find ``root``'s train and validation class folders and check that they name two or more classes, the same
     in both, and ``num_classes`` of them when given. A ``train/`` without a validation folder is split like a flat
     folder of classes."""
+    train_dir = next((root / name for name in TRAIN_FOLDERS if (root / name).is_dir()), None)
     val_root = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
     unused: tuple[str, ...] = ()
-    if (root / "train").is_dir() and val_root is not None:
-        train_root = root / "train"
+    if train_dir is not None and val_root is not None:
+        train_root = train_dir
         classes = class_folders(train_root)
         val_classes = class_folders(val_root)
         if classes != val_classes:
             only = sorted(set(classes) ^ set(val_classes))
-            raise DataError(f"train/ and {val_root.name}/ of {root} have different class folders "
+            raise DataError(f"{train_root.name}/ and {val_root.name}/ of {root} have different class folders "
                             f"({', '.join(only)}); give both the same classes")
     else:
         val_root = None
-        train_root = root / "train" if (root / "train").is_dir() else root
+        train_root = train_dir or root
         if train_root != root:
             unused = tuple(sorted(d.name + "/" for d in root.iterdir()
-                                  if d.is_dir() and d.name != "train" and not d.name.startswith(".")))
+                                  if d.is_dir() and d != train_root and not d.name.startswith(".")))
         classes = class_folders(train_root)
+        splits = sorted((c for c in classes if _looks_like_a_split(train_root / c)), key=lambda c: "train" not in c)
+        if splits:  # the training split first, for the suggestion
+            raise DataError(f"the class folders of {train_root} include {', '.join(f'{c}/' for c in splits)}, "
+                            "which hold class folders of their own: splits of the dataset, not classes; name the "
+                            f"training split train/ and the validation split val/ (or pass --data "
+                            f"{train_root / splits[0]})")
     if len(classes) < 2:
         only_class = train_root / classes[0]
         inner = [d for d in only_class.iterdir() if d.is_dir() and not d.name.startswith(".")]
@@ -76,3 +86,11 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
         raise DataError(f"--num-classes is {num_classes} but {train_root} has {len(classes)} class folders "
                         f"({names}); fix --num-classes or the dataset")
     return DatasetLayout(root, train_root, val_root, tuple(classes), unused)
+
+
+def _looks_like_a_split(folder: Path) -> bool:
+    """A folder named like a split (``test/``, ``training_set/``) that holds two or more sub-folders."""
+    words = set(folder.name.lower().replace("-", "_").split("_")) - {"set", "data", "images", "split"}
+    if not words or not words <= _SPLIT_WORDS:
+        return False
+    return sum(1 for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) >= 2

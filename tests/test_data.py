@@ -268,3 +268,24 @@ def test_the_scan_is_remembered_while_the_files_do_not_change(tmp_path: Path):
     (root / "b" / "img5.png").unlink()  # a file fewer: checked again
     scan = scan_class_folders(root, record_dir=records)
     assert scan.corrupt == [victim] and scan.num_images == 10 and len(list(records.iterdir())) == 1
+
+
+def test_split_folders_are_not_taken_for_classes(tmp_path: Path):
+    """``training/`` + ``validation/`` (a common naming) is a split dataset; Kaggle's ``training_set/`` +
+    ``test_set/`` was taken as two classes, "training_set" and "test_set", and trained to tell them apart. A folder
+    named like a split that holds class folders is named in an error; a class that happens to be called "test" and
+    holds images is still a class."""
+    for split, n in (("training", 6), ("validation", 2)):
+        for c in ("cat", "dog"):
+            write_images(tmp_path / "tv" / split / c, n)
+    split = load_dataset(str(tmp_path / "tv"), SPEC)
+    assert split.layout == "training/validation" and (len(split.train), len(split.val)) == (12, 4)
+    for name in ("training_set", "test_set"):
+        for c in ("cat", "dog"):
+            write_images(tmp_path / "kaggle" / name / c, 3)
+    with pytest.raises(DataError, match=r"include training_set/, test_set/, which hold class folders of their own: "
+                                        r"splits of the dataset, not classes; .* \(or pass --data .*training_set\)"):
+        load_dataset(str(tmp_path / "kaggle"), SPEC)
+    write_images(tmp_path / "classes" / "test", 5)  # a class called "test", holding its images
+    write_images(tmp_path / "classes" / "prod", 5)
+    assert load_dataset(str(tmp_path / "classes"), SPEC).classes == ["prod", "test"]
