@@ -140,18 +140,40 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
 
 
 # ------------------------------------------------------------------------------------------------ scanning
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS)
+# images in formats that are not read here (torchvision's ImageFolder takes IMG_EXTENSIONS): named, not ignored
+OTHER_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under ``folder`` (sub-folders too) and the files in :data:`OTHER_IMAGE_EXTENSIONS`,
+    hidden ones left out."""
+    images: list[Path] = []
+    others: list[Path] = []
+    for d, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        for f in names:
+            lower = f.lower()
+            if f.startswith("."):
+                continue
+            if lower.endswith(IMG_EXTENSIONS):
+                images.append(Path(d) / f)
+            elif lower.endswith(OTHER_IMAGE_EXTENSIONS):
+                others.append(Path(d) / f)
+    return sorted(images), sorted(others)
 
 
 def image_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (sub-folders too), hidden ones left out: macOS's ``._photo.jpg`` copies
     (not images), and folders such as ``.ipynb_checkpoints`` (copies of images)."""
-    found: list[Path] = []
-    for d, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        found += [Path(d) / f for f in names if not f.startswith(".") and _is_image(f)]
-    return sorted(found)
+    return _walk(folder)[0]
+
+
+def _formats(paths: Sequence[Path]) -> str:
+    """``"12 .heic, 2 .gif"``: how many files of each extension."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
+    return ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 @dataclass
@@ -163,6 +185,7 @@ class ClassFolders:
     files: dict[str, list[Path]]
     corrupt: list[Path] = field(default_factory=list)
     oversized: dict[Path, str] = field(default_factory=dict)  # readable, but over PIL's pixel limit: why
+    other_formats: list[Path] = field(default_factory=list)  # images in formats not read here (.heic, ...)
 
     @property
     def num_images(self) -> int:
@@ -174,11 +197,15 @@ def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None 
     remembered in ``record_dir`` while the files do not change, see :mod:`efficientnet.image_check`); list them."""
     classes = class_folders(root)
     found: dict[str, list[Path]] = {}
+    others: list[Path] = []
     for c in classes:
-        found[c] = image_files(root / c)
+        found[c], other = _walk(root / c)
+        others += other
         if not found[c]:
-            raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...); add "
-                            "images or remove the folder")
+            held = f" (it holds {_formats(other)} files, which are not read here: convert them to JPEG or PNG)" \
+                if other else ""
+            raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...){held}; "
+                            "add images or remove the folder")
     every = [p for c in classes for p in found[c]]
     problems = image_problems(root, every, record_dir) if verify else {}
     corrupt = [p for p in every if problems.get(p) == DAMAGED]
@@ -189,7 +216,7 @@ def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None 
         if not files[c]:
             raise DataError(f"class folder {root / c} has no readable images "
                             f"({_unreadable([problems[p] for p in found[c]])}); replace them or remove the folder")
-    return ClassFolders(root, classes, files, corrupt, oversized)
+    return ClassFolders(root, classes, files, corrupt, oversized, others)
 
 
 def _unreadable(problems: Sequence[str]) -> str:
@@ -257,6 +284,10 @@ def _image_folder(scan: ClassFolders, transform) -> ImageFolder:
 
 
 def _check_corrupt(scans: Sequence[ClassFolders]) -> int:
+    others = [p for s in scans for p in s.other_formats]
+    if others:
+        log.warning("warning: skipping %s files, e.g. %s: formats not read here; convert them to JPEG or PNG to "
+                    "train on them", _formats(others), others[0])
     big = {p: why for s in scans for p, why in s.oversized.items()}
     if big:
         path, why = next(iter(big.items()))

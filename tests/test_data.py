@@ -289,3 +289,23 @@ def test_split_folders_are_not_taken_for_classes(tmp_path: Path):
     write_images(tmp_path / "classes" / "test", 5)  # a class called "test", holding its images
     write_images(tmp_path / "classes" / "prod", 5)
     assert load_dataset(str(tmp_path / "classes"), SPEC).classes == ["prod", "test"]
+
+
+def test_images_in_formats_not_read_here_are_named(tmp_path: Path, caplog):
+    """iPhone photos are HEIC files, which PIL does not read: they were left out without a word, and a class of
+    only HEIC photos "has no images". Both now name the files and the fix."""
+    write_images(tmp_path / "a", 6)
+    write_images(tmp_path / "b", 6)
+    for i in range(3):
+        (tmp_path / "a" / f"IMG_{i}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "b" / "clip.gif").write_bytes(b"GIF89a")
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(tmp_path), SPEC)
+    assert len(split.train) + len(split.val) == 12 and split.corrupt == 0
+    assert (f"skipping 3 .heic, 1 .gif files, e.g. {tmp_path / 'a' / 'IMG_0.HEIC'}: formats not read here; convert "
+            "them to JPEG or PNG") in caplog.text
+    for image in (tmp_path / "a").glob("*.png"):
+        image.unlink()
+    with pytest.raises(DataError, match=r"a has no images .* \(it holds 3 .heic files, which are not read here: "
+                                        r"convert them to JPEG or PNG\)"):
+        load_dataset(str(tmp_path), SPEC)
