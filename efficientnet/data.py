@@ -146,11 +146,22 @@ OTHER_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".gif", ".jfif", ".jp2", ".
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     """The image files under ``folder`` (sub-folders too) and the files in :data:`OTHER_IMAGE_EXTENSIONS`,
-    hidden ones left out."""
+    hidden ones left out. Symbolic links are followed (a class folder may link to where its images are), but not
+    into a folder seen before or one that holds ``folder``: a link to ``..`` gave a class every other class's
+    images, over and over, until the path was too long."""
     images: list[Path] = []
     others: list[Path] = []
+    start = os.path.realpath(folder)
+    seen = {start}
     for d, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        keep = []
+        for name in dirs:
+            real = os.path.realpath(os.path.join(d, name))
+            if name.startswith(".") or real in seen or start.startswith(real + os.sep):
+                continue
+            seen.add(real)
+            keep.append(name)
+        dirs[:] = keep
         for f in names:
             lower = f.lower()
             if f.startswith("."):
@@ -265,18 +276,23 @@ def train_transform(spec: ArchSpec, hflip: float = 0.5, min_scale: float = 0.5, 
 class CheckedImageFolder(ImageFolder):
     """torchvision's ``ImageFolder`` restricted to what :func:`scan_class_folders` accepted.
 
-    Hidden folders are not classes and unreadable files are left out. Images are read by :func:`load_image`, not
+    Hidden folders are not classes and unreadable files are left out: the samples are the scan's files, in its
+    order. Images are read by :func:`load_image`, not
     torchvision's loader, whose ``convert("RGB")`` clips a 16-bit image to white before any transform sees it.
     """
 
     def __init__(self, scan: ClassFolders, transform=None) -> None:
         self._scan = scan
-        allowed = {os.fspath(p) for ps in scan.files.values() for p in ps}
-        super().__init__(os.fspath(scan.root), transform=transform, loader=load_image,
-                         is_valid_file=lambda p: os.fspath(p) in allowed)
+        super().__init__(os.fspath(scan.root), transform=transform, loader=load_image)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return list(self._scan.classes), {c: i for i, c in enumerate(self._scan.classes)}
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False) -> list[tuple[str, int]]:  # type: ignore[override]
+        """The scan's files, class by class: not a second walk of the folders (torchvision's follows every link
+        again, and two links back up made it walk without end)."""
+        return [(os.fspath(p), class_to_idx[c]) for c in self._scan.classes for p in self._scan.files[c]]
 
 
 def _image_folder(scan: ClassFolders, transform) -> ImageFolder:

@@ -309,3 +309,19 @@ def test_images_in_formats_not_read_here_are_named(tmp_path: Path, caplog):
     with pytest.raises(DataError, match=r"a has no images .* \(it holds 3 .heic files, which are not read here: "
                                         r"convert them to JPEG or PNG\)"):
         load_dataset(str(tmp_path), SPEC)
+
+
+def test_a_symbolic_link_loop_does_not_hand_a_class_other_images(tmp_path: Path):
+    """Links are followed, so a class folder can link to where its images are; a link back up to the dataset gave
+    its class every class's images, 40 times over (until the path was too long), and so wrong labels."""
+    write_images(tmp_path / "data" / "a", 4)
+    write_images(tmp_path / "data" / "b", 4, seed=1)
+    write_images(tmp_path / "elsewhere" / "more_a", 2, seed=2)
+    (tmp_path / "data" / "a" / "up").symlink_to("..")  # a loop to the dataset's root
+    (tmp_path / "data" / "a" / "self").symlink_to(".")  # and to itself
+    (tmp_path / "data" / "a" / "more").symlink_to(tmp_path / "elsewhere" / "more_a")  # images kept elsewhere
+    split = load_dataset(str(tmp_path / "data"), SPEC)
+    samples = sorted(Path(path).relative_to(tmp_path / "data").as_posix()
+                     for path, _ in split.train.dataset.samples)
+    assert samples == [*(f"a/img{i}.png" for i in range(4)), "a/more/img0.png", "a/more/img1.png",
+                       *(f"b/img{i}.png" for i in range(4))]
