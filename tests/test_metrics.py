@@ -54,3 +54,28 @@ def test_epoch_metrics_over_batches_and_ranks():
     assert out["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
     assert {k: out[k] for k in ("precision", "recall", "f1")} == pytest.approx(
         sklearn_macro(top[:, 0], targets, 10), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_class_rows_match_sklearn(seed):
+    """``per_class`` (result.json's rows) against scikit-learn's per-class scores, on an epoch's confusion matrix."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    from efficientnet.metrics import per_class
+
+    g = torch.Generator().manual_seed(seed)
+    num_classes, n = [4, 11, 30][seed], [60, 200, 25][seed]
+    targets = torch.randint(0, num_classes, (n,), generator=g)
+    preds = torch.where(torch.rand(n, generator=g) < 0.5, targets, torch.randint(0, num_classes, (n,), generator=g))
+    metrics = EpochMetrics(num_classes)
+    logits = torch.nn.functional.one_hot(preds, num_classes).float()
+    metrics.update(logits, targets, 0.0)
+    confusion = metrics.confusion()
+    assert confusion.tolist() == sk_confusion(targets.numpy(), preds.numpy(), labels=np.arange(num_classes)).tolist()
+    rows = per_class(confusion, [f"c{i}" for i in range(num_classes)])
+    p, r, f, support = precision_recall_fscore_support(targets.numpy(), preds.numpy(), labels=np.arange(num_classes),
+                                                       average=None, zero_division=0)
+    assert [row["class"] for row in rows] == [f"c{i}" for i in range(num_classes)]
+    assert [row["support"] for row in rows] == support.tolist()
+    for key, theirs in (("precision", p), ("recall", r), ("f1", f)):
+        assert [row[key] for row in rows] == pytest.approx(theirs.tolist(), abs=1e-4)  # rounded to 4 places
