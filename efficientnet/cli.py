@@ -1,7 +1,7 @@
-"""Command line: ``python -m efficientnet {profile,latency-table,predict,export,create,resume,view,report} ...``.
+"""Command line: ``python -m efficientnet {profile,latency-table,data,predict,export,create,resume,view,report} ...``.
 
 Each subcommand is an argument builder and one function ``cmd_<name>(args) -> int``, listed in one table
-(:func:`_commands`: ``profile``, ``latency-table``, ``predict`` and ``export`` here, ``create``/``resume``/``view`` in
+(:func:`_commands`: ``profile``, ``latency-table``, ``data``, ``predict`` and ``export`` here, ``create``/``resume``/``view`` in
 :mod:`efficientnet.launcher`, ``report`` in :mod:`efficientnet.report`). Errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
 """
@@ -236,6 +236,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="dataset folder (ImageFolder: train/ and val/ class folders, or class folders)")
+    p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when splitting (the trial's "
+                   "--val-split)")
+    p.add_argument("--seed", type=int, default=0, help="the split's seed (the trial's --seed)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Read a dataset folder as a trial will: its layout, classes, images per class, and what is left out."""
+    import logging
+
+    import torch
+
+    from .data import DataError, load_dataset
+    from .spec import preset
+    from .trainer import IMBALANCE_RATIO
+
+    if not 0 < args.val_split < 1:
+        raise CLIError(f"--val-split must be in (0, 1), got {args.val_split}")
+    warnings_seen = logging.StreamHandler(sys.stderr)  # the trial's warnings (skipped files, unused folders, ...)
+    logger = logging.getLogger("efficientnet.trial")
+    logger.addHandler(warnings_seen)
+    try:
+        split = load_dataset(args.data, preset("lite0"), val_split=args.val_split, seed=args.seed)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        logger.removeHandler(warnings_seen)
+
+    def counts(ds) -> list[int]:
+        targets = ds.targets if hasattr(ds, "targets") else [ds.dataset.targets[i] for i in ds.indices]
+        return torch.bincount(torch.as_tensor(targets, dtype=torch.long), minlength=split.num_classes).tolist()
+
+    train, val = counts(split.train), counts(split.val)
+    ratio = max(train) / max(min(train), 1)
+    if args.json:
+        print(json.dumps({"root": str(split.root), "layout": split.layout, "classes": split.classes,
+                          "train": train, "val": val, "skipped_unreadable": split.corrupt,
+                          "imbalance": round(ratio, 2)}, indent=2))
+        return 0
+    print(f"data {split.root} ({split.layout}): {split.num_classes} classes, {sum(train)} train / {sum(val)} val "
+          "images")
+    width = max(5, *(len(c) for c in split.classes))
+    print(f"  {'class':<{width}}  {'train':>7}  {'val':>7}")
+    for name, n_train, n_val in zip(split.classes, train, val):
+        print(f"  {name:<{width}}  {n_train:>7}  {n_val:>7}")
+    if ratio >= IMBALANCE_RATIO:
+        print(f"imbalanced: the largest class has {ratio:.1f}x the training images of the smallest; add "
+              "--eval-metric f1 --class-weights balanced to the trial command")
+    print(f"in the tuner's classArgs: num_classes: {split.num_classes}")
+    return 0
+
+
 def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int],
                                     str]]:
     """Every subcommand: its argument builder, the function that runs it, and its one-line help."""
@@ -245,6 +299,8 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
         "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
         "latency-table": (_build_latency_table, cmd_latency_table, "measure per-layer latencies of a search "
                           "space on this device, for the profile --latency-table and the tuner's latency_table"),
+        "data": (_build_data, cmd_data, "read a dataset folder as a trial will: layout, classes, images per class "
+                 "and what is left out"),
         "predict": (_build_predict, cmd_predict, "classify images with a trained checkpoint or pretrained ImageNet "
                     "weights"),
         "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "

@@ -22,7 +22,7 @@ def run(root, *args: str) -> subprocess.CompletedProcess:
 def test_help_names_every_command_in_plain_text(root):
     proc = run(root, "--help")
     assert proc.returncode == 0, proc.stderr
-    for command in ("profile", "latency-table", "predict", "export", "create", "resume", "view", "report"):
+    for command in ("profile", "latency-table", "data", "predict", "export", "create", "resume", "view", "report"):
         assert command in proc.stdout
     assert "``" not in proc.stdout and "COMMAND --help" in proc.stdout  # no docstring markup; where to look next
 
@@ -126,3 +126,28 @@ def test_predict_names_an_image_over_pils_pixel_limit(tmp_path, capsys, monkeypa
     assert one_error_line(capsys.readouterr().err) == (
         f"error: image {str(tmp_path / 'scan.png')!r} is too large to decode safely (256 pixels, over PIL's "
         "decompression-bomb limit of 200); downscale it")
+
+
+def test_data_reads_a_dataset_as_a_trial_will(tmp_path, capsys):
+    """``python -m efficientnet data DIR``: the layout, the images per class of each split, what is left out and the
+    tuner's num_classes, before an experiment; a bad folder is one error line."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", (12, 2)), ("valid", (3, 1))):
+        for name, n in zip(("common", "rare"), counts):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                image = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+                image.save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "train" / "rare" / "IMG_1.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    assert main(["data", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"data {tmp_path} (train/valid): 2 classes, 14 train / 4 val images"
+    assert [line.split() for line in lines[1:4]] == [["class", "train", "val"], ["common", "12", "3"], ["rare", "2", "1"]]
+    assert "imbalanced: the largest class has 6.0x the training images" in out
+    assert "in the tuner's classArgs: num_classes: 2" in out and "skipping 1 .heic files" in err
+    assert main(["data", str(tmp_path / "train" / "rare")]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith("error: dataset directory ")
