@@ -38,7 +38,7 @@ from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .image_check import DAMAGED, image_problems
 from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
-from .preprocess import eval_transform, load_image, normalization, to_rgb
+from .preprocess import HEIF_EXTENSIONS, eval_transform, heif_readable, load_image, normalization, to_rgb
 from .spec import ArchSpec
 
 __all__ = [
@@ -141,7 +141,7 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
 
 # ------------------------------------------------------------------------------------------------ scanning
 # images in formats that are not read here (torchvision's ImageFolder takes IMG_EXTENSIONS): named, not ignored
-OTHER_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
+OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -166,9 +166,9 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
             lower = f.lower()
             if f.startswith("."):
                 continue
-            if lower.endswith(IMG_EXTENSIONS):
+            if lower.endswith(IMG_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
                 images.append(Path(d) / f)
-            elif lower.endswith(OTHER_IMAGE_EXTENSIONS):
+            elif lower.endswith(OTHER_IMAGE_EXTENSIONS + HEIF_EXTENSIONS):
                 others.append(Path(d) / f)
     return sorted(images), sorted(others)
 
@@ -303,7 +303,9 @@ def _check_corrupt(scans: Sequence[ClassFolders]) -> int:
     others = [p for s in scans for p in s.other_formats]
     if others:
         log.warning("warning: skipping %s files, e.g. %s: formats not read here; convert them to JPEG or PNG to "
-                    "train on them", _formats(others), others[0])
+                    "train on them%s", _formats(others), others[0],
+                    " (HEIC: or pip install pillow-heif)" if any(p.suffix.lower() in HEIF_EXTENSIONS for p in others)
+                    else "")
     big = {p: why for s in scans for p, why in s.oversized.items()}
     if big:
         path, why = next(iter(big.items()))

@@ -13,7 +13,7 @@ from torchvision import transforms
 from .spec import ArchSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform",
-           "load_image", "to_rgb", "too_large"]
+           "HEIF_EXTENSIONS", "heif_readable", "load_image", "to_rgb", "too_large"]
 
 log = logging.getLogger("efficientnet.trial")
 
@@ -49,6 +49,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+HEIF_EXTENSIONS = (".heic", ".heif")  # iPhone photos: read when pillow-heif is installed (pip install pillow-heif)
+_heif: list[bool] = []  # whether pillow-heif's opener is registered with PIL, once known
+
+
+def heif_readable() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with PIL on first use (30 ms, so only when such a file turns up);
+    False when pillow-heif is not installed."""
+    if not _heif:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            _heif.append(False)
+        else:
+            register_heif_opener()
+            _heif.append(True)
+    return _heif[0]
+
+
 _warned_truncated: set[str] = set()  # files this process has named as truncated (once each, not every epoch)
 
 
@@ -59,6 +77,8 @@ def load_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image
     A truncated JPEG, TIFF or BMP (an interrupted download or copy) passes the dataset scan, which does not decode
     every image, and PIL refuses it when it decodes: it ended a run in the middle of an epoch with a traceback.
     Such a file is read as far as it goes, the rest grey, with a warning that names it (once per process)."""
+    if os.fspath(path).lower().endswith(HEIF_EXTENSIONS):
+        heif_readable()
     try:
         with Image.open(path) as img:
             if draft is not None and img.format == "JPEG":

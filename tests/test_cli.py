@@ -141,13 +141,13 @@ def test_data_reads_a_dataset_as_a_trial_will(tmp_path, capsys):
             for i in range(n):
                 image = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
                 image.save(tmp_path / split / name / f"{i}.png")
-    (tmp_path / "train" / "rare" / "IMG_1.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "train" / "rare" / "IMG_1.AVIF").write_bytes(b"\x00\x00\x00\x1cftypavif")
     assert main(["data", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines[0] == f"data {tmp_path} (train/valid): 2 classes, 14 train / 4 val images"
     assert [line.split() for line in lines[1:4]] == [["class", "train", "val"], ["common", "12", "3"], ["rare", "2", "1"]]
     assert "imbalanced: the largest class has 6.0x the training images" in out
-    assert "in the tuner's classArgs: num_classes: 2" in out and "skipping 1 .heic files" in err
+    assert "in the tuner's classArgs: num_classes: 2" in out and "skipping 1 .avif files" in err
     assert main(["data", str(tmp_path / "train" / "rare")]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("error: dataset directory ")

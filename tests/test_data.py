@@ -292,23 +292,43 @@ def test_split_folders_are_not_taken_for_classes(tmp_path: Path):
 
 
 def test_images_in_formats_not_read_here_are_named(tmp_path: Path, caplog):
-    """iPhone photos are HEIC files, which PIL does not read: they were left out without a word, and a class of
-    only HEIC photos "has no images". Both now name the files and the fix."""
+    """Images in formats PIL does not read here (AVIF, GIF, raw camera files) were left out without a word, and a
+    class of only such files "has no images". Both now name the files and the fix."""
     write_images(tmp_path / "a", 6)
     write_images(tmp_path / "b", 6)
     for i in range(3):
-        (tmp_path / "a" / f"IMG_{i}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+        (tmp_path / "a" / f"IMG_{i}.AVIF").write_bytes(b"\x00\x00\x00\x1cftypavif")
     (tmp_path / "b" / "clip.gif").write_bytes(b"GIF89a")
     with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
         split = load_dataset(str(tmp_path), SPEC)
     assert len(split.train) + len(split.val) == 12 and split.corrupt == 0
-    assert (f"skipping 3 .heic, 1 .gif files, e.g. {tmp_path / 'a' / 'IMG_0.HEIC'}: formats not read here; convert "
+    assert (f"skipping 3 .avif, 1 .gif files, e.g. {tmp_path / 'a' / 'IMG_0.AVIF'}: formats not read here; convert "
             "them to JPEG or PNG") in caplog.text
     for image in (tmp_path / "a").glob("*.png"):
         image.unlink()
-    with pytest.raises(DataError, match=r"a has no images .* \(it holds 3 .heic files, which are not read here: "
+    with pytest.raises(DataError, match=r"a has no images .* \(it holds 3 .avif files, which are not read here: "
                                         r"convert them to JPEG or PNG\)"):
         load_dataset(str(tmp_path), SPEC)
+
+
+def test_iphone_heic_photos_are_read_with_pillow_heif(tmp_path: Path):
+    """HEIC photos (iPhones) are images when pillow-heif is installed (the test extra installs it): the scan takes
+    them, and training and predict read them as PIL reads a JPEG."""
+    from efficientnet.preprocess import heif_readable, load_image
+
+    assert heif_readable()
+    write_images(tmp_path / "b", 6)
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    pixels = []
+    for i in range(6):
+        pixels.append(np.repeat(np.repeat(rng.integers(0, 255, (4, 6, 3), dtype=np.uint8), 8, 0), 8, 1))
+        Image.fromarray(pixels[-1]).save(tmp_path / "a" / f"IMG_{i}.HEIC")  # 48 x 32, in 8-pixel blocks
+    split = load_dataset(str(tmp_path), SPEC)
+    assert split.corrupt == 0 and len(split.train) + len(split.val) == 12
+    image = load_image(tmp_path / "a" / "IMG_0.HEIC")
+    assert image.mode == "RGB" and image.size == (48, 32)
+    assert np.abs(np.asarray(image).astype(int) - pixels[0]).mean() < 8  # lossy, but the same picture
 
 
 def test_a_symbolic_link_loop_does_not_hand_a_class_other_images(tmp_path: Path):
