@@ -77,13 +77,16 @@ def load_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image
     A truncated JPEG, TIFF or BMP (an interrupted download or copy) passes the dataset scan, which does not decode
     every image, and PIL refuses it when it decodes: it ended a run in the middle of an epoch with a traceback.
     Such a file is read as far as it goes, the rest grey, with a warning that names it (once per process)."""
-    if os.fspath(path).lower().endswith(HEIF_EXTENSIONS):
-        heif_readable()
-    try:
+    def read() -> Image.Image:
         with Image.open(path) as img:
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", (draft, draft))
             return to_rgb(img)
+
+    if os.fspath(path).lower().endswith(HEIF_EXTENSIONS):
+        heif_readable()
+    try:
+        return read()
     except OSError as exc:
         if "truncated" not in str(exc):
             raise
@@ -91,14 +94,11 @@ def load_image(path: str | os.PathLike, draft: int | None = None) -> Image.Image
         _warned_truncated.add(os.fspath(path))
         log.warning("warning: %s is truncated (an interrupted download or copy?); its missing part is read as grey: "
                     "copy it again", path)
-    ImageFile.LOAD_TRUNCATED_IMAGES = True  # PIL's switch is global; data loading runs one image at a time
+    before, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True  # global: one image at a time
     try:
-        with Image.open(path) as img:
-            if draft is not None and img.format == "JPEG":
-                img.draft("RGB", (draft, draft))
-            return to_rgb(img)
+        return read()
     finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def too_large(exc: Image.DecompressionBombError) -> str:
