@@ -248,11 +248,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Read a dataset folder as a trial will: its layout, classes, images per class, and what is left out."""
     import logging
 
-    import torch
-
-    from .data import DataError, load_dataset
+    from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, load_dataset
     from .spec import preset
-    from .trainer import IMBALANCE_RATIO
 
     if not 0 < args.val_split < 1:
         raise CLIError(f"--val-split must be in (0, 1), got {args.val_split}")
@@ -266,11 +263,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     finally:
         logger.removeHandler(warnings_seen)
 
-    def counts(ds) -> list[int]:
-        targets = ds.targets if hasattr(ds, "targets") else [ds.dataset.targets[i] for i in ds.indices]
-        return torch.bincount(torch.as_tensor(targets, dtype=torch.long), minlength=split.num_classes).tolist()
-
-    train, val = counts(split.train), counts(split.val)
+    train = class_counts(split.train_targets, split.num_classes)
+    val = class_counts([label for _, label in dataset_samples(split.val)], split.num_classes)
     ratio = max(train) / max(min(train), 1)
     if args.json:
         print(json.dumps({"root": str(split.root), "layout": split.layout, "classes": split.classes,

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -45,11 +46,13 @@ __all__ = [
     "DataError",
     "DatasetSplit",
     "DIGITS_NAME",
+    "dataset_samples",
     "default_cache_dir",
     "export_digits",
     "stratified_sample",
     "stratified_split",
     "balanced_class_weights",
+    "class_counts",
     "scan_class_folders",
     "load_dataset",
     "train_transform",
@@ -66,6 +69,7 @@ DIGITS_NAME = "digits"
 DIGITS_SIZE = 32
 DIGITS_VAL_FRACTION = 0.2
 MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not a warning
+IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
 
 
 # ------------------------------------------------------------------------------------------------ splitting
@@ -181,10 +185,7 @@ def image_files(folder: Path) -> list[Path]:
 
 def _formats(paths: Sequence[Path]) -> str:
     """``"12 .heic, 2 .gif"``: how many files of each extension."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.suffix.lower()] = counts.get(p.suffix.lower(), 0) + 1
-    return ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n} {ext}" for ext, n in Counter(p.suffix.lower() for p in paths).most_common())
 
 
 @dataclass
@@ -246,7 +247,7 @@ class DatasetSplit:
     val: Dataset
     classes: list[str]
     root: Path
-    layout: str  # "train/val" (or train/valid, train/validation: the folder used) or "split"
+    layout: str  # "<training folder>/<validation folder>" (train/val, training/validation, ...) or "split"
     train_targets: list[int]
     corrupt: int = 0
     hflip: float = 0.5  # the training transform's flip probability (0 for digits)
@@ -383,11 +384,16 @@ def load_dataset(
     return DatasetSplit(train_ds, val_ds, list(layout.classes), root, kind, train_targets, corrupt, hflip)
 
 
+def class_counts(targets: Sequence[int], num_classes: int) -> list[int]:
+    """How many of ``targets`` fall in each of the ``num_classes`` classes."""
+    return torch.bincount(torch.as_tensor(list(targets), dtype=torch.long), minlength=num_classes).tolist()
+
+
 def balanced_class_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
     """Loss weights that give every class the same total weight, ``n / (num_classes * n_c)``, as scikit-learn's
     ``compute_class_weight("balanced")`` (a class without images counts as one)."""
-    counts = torch.bincount(torch.as_tensor(list(targets), dtype=torch.long), minlength=num_classes).clamp(min=1)
-    return len(targets) / (num_classes * counts.to(torch.float32))
+    counts = torch.tensor(class_counts(targets, num_classes), dtype=torch.float32).clamp(min=1)
+    return len(targets) / (num_classes * counts)
 
 
 def subset_train(split: DatasetSplit, fraction: float, seed: int) -> DatasetSplit:

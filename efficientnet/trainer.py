@@ -27,8 +27,8 @@ from .builder import SpecEfficientNet
 from .atomic_files import OutputError, atomic_write_json
 from .checkpoint import BEST_NAME, CHECKPOINT_NAME, CheckpointError, Start, continuation_source, plan_start, \
     rng_state, save_checkpoint, set_rng_state
-from .data import DatasetSplit, balanced_class_weights, build_data_cache, default_workers, load_dataset, \
-    make_loaders, seed_epoch, set_train_transform, subset_train, train_transform
+from .data import IMBALANCE_RATIO, DatasetSplit, balanced_class_weights, build_data_cache, class_counts, \
+    default_workers, load_dataset, make_loaders, seed_epoch, set_train_transform, subset_train, train_transform
 from .distributed import Dist
 from .memory import check_room, estimate_training_memory, memory_room, needed_bytes
 from .metrics import EpochMetrics, TrainMeter, per_class
@@ -412,13 +412,10 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
 
 
 # ------------------------------------------------------------------------------------------ helpers
-IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
-
-
 def class_balance(cfg: TrialConfig, split: DatasetSplit, weight: torch.Tensor | None) -> tuple[int, str] | None:
     """The log's word on the classes' balance, as ``(level, message)``: the loss weights of ``--class-weights
     balanced`` at both ends, or a note on an imbalanced training set ranked by top-1; None when there is none."""
-    counts = torch.bincount(torch.as_tensor(split.train_targets), minlength=split.num_classes).tolist()
+    counts = class_counts(split.train_targets, split.num_classes)
     rare, common = counts.index(min(counts)), counts.index(max(counts))
     if weight is not None:
         return logging.INFO, (f"class weights balanced: {float(weight[rare]):.3g} for {split.classes[rare]} "
