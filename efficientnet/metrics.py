@@ -36,6 +36,7 @@ class EpochMetrics:
         self._sums: torch.Tensor | None = None  # [loss * n, top-1 correct, top-5 correct] on the logits' device
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._confusion: torch.Tensor | None = None  # made by confusion(), until the next update
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
@@ -50,6 +51,7 @@ class EpochMetrics:
         self.count += n
         self._preds.append(top[:, 0])
         self._targets.append(targets)
+        self._confusion = None
 
     def cpu(self) -> "EpochMetrics":
         """This accumulator with its tensors on the CPU (e.g. to gather it from other ranks)."""
@@ -80,14 +82,16 @@ class EpochMetrics:
         out = {"loss": loss_sum / self.count, "top1": 100.0 * top1_sum / self.count}
         if self.num_classes >= 5:
             out["top5"] = 100.0 * top5_sum / self.count
-        out.update({name: float(values.mean()) for name, values in _ratios(self.confusion()).items()})
+        out.update(_macro(self.confusion()))
         return out
 
     def confusion(self) -> torch.Tensor:
-        """The epoch's confusion matrix (CPU, int64): rows are the true classes, columns the predicted ones."""
-        if not self._preds:
-            return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
-        return confusion_matrix(torch.cat(self._preds), torch.cat(self._targets), self.num_classes)
+        """The epoch's confusion matrix (CPU, int64): rows are the true classes, columns the predicted ones. Made
+        once (one transfer) until more batches come."""
+        if self._confusion is None:
+            self._confusion = confusion_matrix(torch.cat(self._preds), torch.cat(self._targets), self.num_classes) \
+                if self._preds else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        return self._confusion
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -112,8 +116,11 @@ def macro_precision_recall_f1(preds: torch.Tensor, targets: torch.Tensor, num_cl
     """Macro-averaged ``precision``, ``recall`` and ``f1`` (0-1) of predicted against true class indices over
     ``num_classes`` classes; a class whose ratio has a zero denominator counts as 0 (scikit-learn's
     ``zero_division=0``)."""
-    ratios = _ratios(confusion_matrix(preds, targets, num_classes))
-    return {name: float(values.mean()) for name, values in ratios.items()}
+    return _macro(confusion_matrix(preds, targets, num_classes))
+
+
+def _macro(confusion: torch.Tensor) -> dict[str, float]:
+    return {name: float(values.mean()) for name, values in _ratios(confusion).items()}
 
 
 def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, float | int | str]]:
