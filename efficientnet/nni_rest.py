@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["NNIClient", "Trial", "decode_metric", "NNIUnavailable"]
@@ -42,6 +43,11 @@ class Trial:
     final: Any = None
     intermediate: list[Any] = field(default_factory=list)
     log_path: str | None = None
+
+    @property
+    def folder(self) -> Path | None:
+        """The trial's folder, from NNI's ``logPath`` (``file://localhost:/path`` for a local trial)."""
+        return Path(self.log_path.split(":")[-1]) if self.log_path else None
 
     @property
     def default(self) -> float | None:

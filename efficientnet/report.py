@@ -116,7 +116,7 @@ def load_trials(experiment: str | None = None, port: int | None = None, export: 
         raise CLIError(str(exc)) from None
     marker = f"/{experiment}/"
     for t in trials:  # trial folders where the experiment's folder is now (one copied from elsewhere, say)
-        old = (t.log_path or "").split(":")[-1]
+        old = str(t.folder or "")
         if marker in old:
             t.log_path = str(db.parent.parent / old.split(marker, 1)[1])
     return trials
@@ -271,11 +271,10 @@ def _plot(path: Path, rows: Sequence[Row], proxy: Sequence[Row], refs: Sequence[
 def trial_result(trial: Trial) -> dict[str, Any] | None:
     """The ``result.json`` a trial wrote in its folder, when that folder is on this machine (a local experiment;
     NNI records it as ``file://localhost:/path``), else None."""
-    if not trial.log_path:
+    if trial.folder is None:
         return None
-    path = Path(trial.log_path.split(":")[-1]) / "result.json"
     try:
-        result = json.loads(path.read_text())
+        result = json.loads((trial.folder / "result.json").read_text())
     except (OSError, ValueError):
         return None
     return result if isinstance(result, dict) else None
