@@ -5,7 +5,8 @@ A dataset is a directory in torchvision's ``ImageFolder`` layout, either already
     DIR/train/<class>/*.png   DIR/val/<class>/*.png     (or valid/, validation/)
 
 or as one folder of class sub-folders (``DIR/<class>/*.jpg``) that is split into train and validation here,
-stratified by class and seeded, so every trial of an experiment sees the same split.
+stratified by class and seeded, so every trial of an experiment sees the same split. A CSV file of image names
+and labels (``--data train.csv``, :mod:`efficientnet.label_table`) serves as well.
 
 ``--data digits`` is the offline demo: scikit-learn's real 8x8 handwritten digits (1,797 images, 10 classes)
 upscaled and exported once as PNGs to an ``ImageFolder`` cache. The export goes to a temporary directory that is
@@ -25,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .image_check import DAMAGED, image_problems
+from .label_table import LabelTable, is_label_table, read_label_table
 from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
 from .preprocess import HEIF_EXTENSIONS, eval_transform, heif_readable, load_image, normalization, to_rgb
 from .spec import ArchSpec
@@ -220,15 +222,47 @@ def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None 
                             "add images or remove the folder")
     every = [p for c in classes for p in found[c]]
     problems = image_problems(root, every, record_dir) if verify else {}
+    return _readable(root, classes, found, others, problems, lambda c: f"class folder {root / c}",
+                     "replace them or remove the folder")
+
+
+def _readable(root: Path, classes: Sequence[str], found: dict[str, list[Path]], others: list[Path],
+              problems: dict[Path, str], name: Callable[[str], str], fix: str | None) -> ClassFolders:
+    """``found`` without the files in ``problems``; a class left without images is an error (``name(c)`` and
+    ``fix`` say which and what to do) unless ``fix`` is None."""
+    every = [p for c in classes for p in found[c]]
     corrupt = [p for p in every if problems.get(p) == DAMAGED]
     oversized = {p: why for p in every if (why := problems.get(p)) not in (None, DAMAGED)}
     files: dict[str, list[Path]] = {}
     for c in classes:
         files[c] = [p for p in found[c] if p not in problems]
-        if not files[c]:
-            raise DataError(f"class folder {root / c} has no readable images "
-                            f"({_unreadable([problems[p] for p in found[c]])}); replace them or remove the folder")
-    return ClassFolders(root, classes, files, corrupt, oversized, others)
+        if not files[c] and fix is not None:
+            held = [problems[p] for p in found[c]]
+            why = _unreadable(held) if held else "its files are in formats not read here: convert them to JPEG or PNG"
+            raise DataError(f"{name(c)} has no readable images ({why}); {fix}")
+    return ClassFolders(root, list(classes), files, corrupt, oversized, others)
+
+
+def scan_label_table(table: LabelTable, record_dir: Path | None = None) -> tuple[ClassFolders, ClassFolders | None]:
+    """Check the images a label CSV lists, as :func:`scan_class_folders` checks a folder's: the training rows'
+    and the validation rows' (None without a split column). A class with no training image is an error."""
+    readable = IMG_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
+    every = [p for part in (table.train, table.val or ()) for p, _ in part]
+    problems = image_problems(table.path, [p for p in every if p.suffix.lower() in readable], record_dir)
+
+    def scan(pairs: Sequence[tuple[Path, int]], fix: str | None) -> ClassFolders:
+        found: dict[str, list[Path]] = {c: [] for c in table.classes}
+        others = []
+        for p, label in pairs:
+            if p.suffix.lower() in readable:
+                found[table.classes[label]].append(p)
+            else:
+                others.append(p)
+        return _readable(table.path.parent, table.classes, found, others, problems,
+                         lambda c: f"label {c!r} of {table.path.name}", fix)
+
+    fix = "replace them, or remove the label's rows"
+    return scan(table.train, fix), None if table.val is None else scan(table.val, None)
 
 
 def _unreadable(problems: Sequence[str]) -> str:
@@ -333,10 +367,12 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     hflip: float | None = None,
     min_scale: float = 0.5,
+    label_column: str | None = None,
 ) -> DatasetSplit:
-    """Resolve ``data`` (a directory or ``digits``), validate it and build train/val datasets.
+    """Resolve ``data`` (a directory, a label CSV or ``digits``), validate it and build train/val datasets.
 
-    ``hflip`` defaults to 0.5, or 0 for the digits demo (mirrored digits are other digits).
+    ``hflip`` defaults to 0.5, or 0 for the digits demo (mirrored digits are other digits). ``label_column``
+    names a label CSV's label column when it is not found by its name.
     """
     if data == DIGITS_NAME:
         root = export_digits(cache_dir)
@@ -346,42 +382,71 @@ def load_dataset(
         hflip = 0.5 if hflip is None else hflip
     train_tf = train_transform(spec, hflip=hflip, min_scale=min_scale)
     eval_tf = eval_transform(spec)
-    layout = find_layout(root, num_classes)
     records = Path(cache_dir or default_cache_dir()).expanduser() / "scans"  # which files PIL can read
-    if layout.val_root is not None:
-        train_scan = scan_class_folders(layout.train_root, record_dir=records)
-        val_scan = scan_class_folders(layout.val_root, record_dir=records)
+    if is_label_table(root):
+        table = read_label_table(root, num_classes, label_column)
+        _warn_left_out(table)
+        train_scan, val_scan = scan_label_table(table, records)
+        classes = table.classes
+        kind = "csv" if table.split_column is None else f"csv, {table.split_column} column"
+    else:
+        layout = find_layout(root, num_classes)
+        classes = layout.classes
+        if layout.val_root is not None:
+            train_scan = scan_class_folders(layout.train_root, record_dir=records)
+            val_scan = scan_class_folders(layout.val_root, record_dir=records)
+            kind = f"{layout.train_root.name}/{layout.val_root.name}"
+        else:
+            if layout.unused:
+                train = layout.train_root.name
+                log.warning("warning: %s has %s/ but no %s folder: a seeded %d %% of %s/ is held out for validation "
+                            "(unused: %s); rename a folder val/ to validate on it", root, train,
+                            ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), train,
+                            ", ".join(layout.unused))
+            root = layout.train_root
+            train_scan, val_scan = scan_class_folders(root, record_dir=records), None
+            kind = "split"
+    if val_scan is not None:
         corrupt = _check_corrupt([train_scan, val_scan])
-        train_ds = _image_folder(train_scan, train_tf)
+        train_ds: Dataset = _image_folder(train_scan, train_tf)
         val_ds: Dataset = _image_folder(val_scan, eval_tf)
         train_targets = list(train_ds.targets)
-        kind = f"{layout.train_root.name}/{layout.val_root.name}"
+        _warn_unseen(classes, set(val_ds.targets), "have no validation image", "add some")
     else:
-        if layout.unused:
-            train = layout.train_root.name
-            log.warning("warning: %s has %s/ but no %s folder: a seeded %d %% of %s/ is held out for validation "
-                        "(unused: %s); rename a folder val/ to validate on it", root, train,
-                        ", ".join(f"{name}/" for name in VAL_FOLDERS), round(100 * val_split), train,
-                        ", ".join(layout.unused))
-        root = layout.train_root
-        scan = scan_class_folders(root, record_dir=records)
-        corrupt = _check_corrupt([scan])
-        full_train = _image_folder(scan, train_tf)
-        full_eval = _image_folder(scan, eval_tf)
+        corrupt = _check_corrupt([train_scan])
+        full_train = _image_folder(train_scan, train_tf)
+        full_eval = _image_folder(train_scan, eval_tf)
         train_idx, val_idx = stratified_split(full_train.targets, val_split, seed)
         if not val_idx:
             raise DataError(f"{root} has too few images to hold out a validation split; add images or a val/ folder")
         train_ds = Subset(full_train, train_idx)
         val_ds = Subset(full_eval, val_idx)
         train_targets = [full_train.targets[i] for i in train_idx]
-        kind = "split"
-        unseen = sorted(set(range(len(layout.classes))) - {full_eval.targets[i] for i in val_idx})
-        if unseen:  # a class of one image stays in training
-            names = ", ".join(layout.classes[c] for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
-            log.warning("warning: %d class(es) with a single image have none held out for validation (%s): their "
-                        "accuracy is not measured and they count as 0 in the macro F1; add images, or a val/ folder",
-                        len(unseen), names)
-    return DatasetSplit(train_ds, val_ds, list(layout.classes), root, kind, train_targets, corrupt, hflip)
+        _warn_unseen(classes, {full_eval.targets[i] for i in val_idx},  # a class of one image stays in training
+                     "with a single image have none held out for validation", "add images, or a val/ folder")
+    return DatasetSplit(train_ds, val_ds, list(classes), root, kind, train_targets, corrupt, hflip)
+
+
+def _warn_unseen(classes: Sequence[str], seen: set[int], what: str, fix: str) -> None:
+    """Name the classes without a validation image: their accuracy is not measured."""
+    unseen = sorted(set(range(len(classes))) - seen)
+    if unseen:
+        names = ", ".join(classes[c] for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        log.warning("warning: %d class(es) %s (%s): their accuracy is not measured and they count as 0 in the "
+                    "macro F1; %s", len(unseen), what, names, fix)
+
+
+def _warn_left_out(table: LabelTable) -> None:
+    """Name the rows of a label CSV that no image comes from."""
+    name = table.path.name
+    if table.missing:
+        log.warning("warning: %s: %d row(s) name an image that was not found under %s (e.g. %r); they are left out",
+                    name, len(table.missing), table.path.parent, table.missing[0])
+    for n, why in ((table.unlabelled, f"have no {table.label_column}"),
+                   (table.repeated, "repeat an image named before (with the same label)"),
+                   (table.test_rows, f"are in the test split ({table.split_column} column)")):
+        if n:
+            log.warning("warning: %s: %d row(s) %s; they are left out", name, n, why)
 
 
 def class_counts(targets: Sequence[int], num_classes: int) -> list[int]:

@@ -185,8 +185,9 @@ def tuner_num_classes(config, path: Path) -> int | None:
 
 def check_trial_command(config, path: Path, num_classes: int | None = None) -> None:
     """Parse the trial command's flags with the trial's own parser (``main_efficientnet.py`` commands only); on
-    the local machine, also check its data folder's layout (class folders, not images), and that it has the
-    tuner's ``num_classes`` classes when given."""
+    the local machine, also check its data folder's layout (class folders, not images) or its label CSV (that the
+    images it names exist), and that it has the tuner's ``num_classes`` classes when given."""
+    from .label_table import is_label_table, read_label_table
     from .layout import DataError, find_layout
     from .trial_config import ConfigError, parse_config
 
@@ -220,14 +221,16 @@ def check_trial_command(config, path: Path, num_classes: int | None = None) -> N
             if not data.exists():
                 raise CLIError(f"{path}: trialCommand: --data {cfg.data} does not exist on this machine "
                                f"(looked at {data}); give the dataset folder")
+            table = is_label_table(data)
             try:
-                layout = find_layout(data, cfg.num_classes)
+                classes = read_label_table(data, cfg.num_classes, cfg.label_column).classes if table \
+                    else find_layout(data, cfg.num_classes).classes
             except DataError as exc:
                 raise CLIError(f"{path}: trialCommand: {exc}") from None
-            if num_classes is not None and num_classes != len(layout.classes):
+            if num_classes is not None and num_classes != len(classes):
                 raise CLIError(f"{path}: tuner: classArg num_classes is {num_classes} but --data {cfg.data} has "
-                               f"{len(layout.classes)} class folders; set num_classes: {len(layout.classes)} (the "
-                               "budgets check params and MACs with that many classes)")
+                               f"{len(classes)} {'labels' if table else 'class folders'}; set num_classes: "
+                               f"{len(classes)} (the budgets check params and MACs with that many classes)")
 
 
 def local_trial_script(config) -> Path | None:

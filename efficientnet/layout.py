@@ -41,7 +41,9 @@ def class_folders(root: Path) -> list[str]:
                         "(or train/ and val/), or --data digits for the demo")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise DataError(f"dataset directory {root} has no class sub-folders; put the images of each class in "
+        table = _label_table_beside(root, root.parent)  # Kaggle's train/ + train.csv
+        fix = f"pass --data {table} if it lists each image's label, or put" if table else "put"
+        raise DataError(f"dataset directory {root} has no class sub-folders; {fix} the images of each class in "
                         f"{root}/<class name>/")
     return classes
 
@@ -77,8 +79,9 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
     if len(classes) < 2:
         only_class = train_root / classes[0]
         inner = [d for d in only_class.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        table = _label_table_beside(root)
         fix = f"pass --data {only_class} if its sub-folders are the classes" if len(inner) >= 2 \
-            else "add class folders"
+            else f"pass --data {table} if it lists each image's label" if table else "add class folders"
         raise DataError(f"dataset {root} has only one class ({classes[0]}); a classifier needs at least two class "
                         f"folders: {fix}")
     if num_classes is not None and num_classes != len(classes):
@@ -86,6 +89,12 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
         raise DataError(f"--num-classes is {num_classes} but {train_root} has {len(classes)} class folders "
                         f"({names}); fix --num-classes or the dataset")
     return DatasetLayout(root, train_root, val_root, tuple(classes), unused)
+
+
+def _label_table_beside(*folders: Path) -> Path | None:
+    """A CSV in ``folders`` that may list the images' labels (``train.csv`` or ``labels.csv`` first), or None."""
+    tables = [p for d in folders for p in sorted(d.glob("*.csv"))]
+    return min(tables, key=lambda p: not any(w in p.name.lower() for w in ("train", "label")), default=None)
 
 
 def _looks_like_a_split(folder: Path) -> bool:

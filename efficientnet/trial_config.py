@@ -51,7 +51,8 @@ class TrialConfig:
     """Every setting of a trial, with its default."""
 
     # data
-    data: str | None = None  # ImageFolder directory or "digits"
+    data: str | None = None  # ImageFolder directory, label CSV or "digits"
+    label_column: str | None = None  # a label CSV's label column, when not found by its name
     download_dir: str | None = None  # the legacy project's dataset dir for "custom"; also the digits cache
     val_split: float = 0.2
     subset: float = 1.0
@@ -164,7 +165,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", help="the legacy project's positional dataset: 'custom' (= --download-dir), "
                    "'digits' or a directory; --data is the modern form")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="ImageFolder directory (train/ + val/, or class folders to split) or 'digits'")
+    g.add_argument("--data", help="ImageFolder directory (train/ + val/, or class folders to split), a CSV of "
+                   "image names and labels, or 'digits'")
+    g.add_argument("--label-column", help="a label CSV's label column (default: the one named label, class, "
+                   "category or target, the only other column, or one 0/1 column per class)")
     g.add_argument("--download-dir", help="dataset directory for 'custom'; cache directory for 'digits'")
     g.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction when splitting")
     g.add_argument("--subset", type=float, default=d.subset, help="train on a stratified fraction (proxy)")
@@ -335,7 +339,8 @@ def parse_config(argv: Sequence[str] | None = None) -> TrialConfig:
 def validate(cfg: TrialConfig) -> None:
     """Range checks with one-line messages."""
     if not cfg.data:
-        raise ConfigError("no dataset given: pass --data DIR (an ImageFolder) or --data digits for the demo")
+        raise ConfigError("no dataset given: pass --data DIR (an ImageFolder), --data labels.csv (image names and labels) "
+                          "or --data digits for the demo")
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.schedule_epochs is None or cfg.schedule_epochs >= cfg.epochs,
@@ -463,6 +468,8 @@ def output_dir_for(cfg: TrialConfig, spec: ArchSpec, nni_output_dir: str | None)
     from .data import DIGITS_NAME  # here, not at the top: the data module loads torch, parse_config needs none
 
     digest = hashlib.sha1(f"{spec}|{cfg.seed}".encode()).hexdigest()[:8]
-    name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(Path(str(cfg.data)).name)
+    data = Path(str(cfg.data))
+    name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(data.name) if data.suffix.lower() not in (".csv", ".tsv") \
+        else _slug(f"{data.absolute().parent.name}-{data.stem}")  # train.csv of one dataset, not of another
     return Path("runs") / f"{name}-{digest}"
 

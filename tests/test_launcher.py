@@ -44,6 +44,10 @@ def config_with(root: Path, tmp_path: Path, class_args: dict | None = None, tria
     ("classes", "trialCommand: --num-classes is 3 but {tmp}/photos/images has 2 class folders (cat, dog)"),
     ("tuner_classes", "tuner: classArg num_classes is 10 but --data {tmp}/photos/images has 2 class folders; set "
                       "num_classes: 2"),
+    ("csv_labels", "tuner: classArg num_classes is 10 but --data {tmp}/photos/labels.csv has 2 labels; set "
+                   "num_classes: 2"),
+    ("csv_images", "trialCommand: no column of labels.csv names image files under {tmp}/photos (columns: image, "
+                   "label; first row: cat1.jpg, cat); put the CSV in the folder that holds the images"),
     ("flag", "trialCommand: --epochs must be at least 1, got 0"),
     ("nni", "config.yml: "),
     ("assessor", "assessor: classArg min_epochs must be an integer >= 2, got 1"),
@@ -62,6 +66,13 @@ def test_bad_input_is_one_line_before_anything_starts(root, tmp_path, capsys, ca
             (tmp_path / "photos" / "images" / name).mkdir(parents=True)
         data = tmp_path / "photos" / {"layout": "", "classes": "images --num-classes 3"}.get(case, "images")
         trial_args = f"{TINY_TRIAL_ARGS} --data {data}"  # after config.yml's --data digits: it wins
+    if case in ("csv_labels", "csv_images"):  # a label CSV: the tuner's 10 classes against its 2 labels, or a
+        (tmp_path / "photos").mkdir()  # table whose images are elsewhere (files are found, not opened, here)
+        for name in ("cat1.jpg", "dog1.jpg"):
+            if case == "csv_labels":
+                (tmp_path / "photos" / name).write_bytes(b"")
+        (tmp_path / "photos" / "labels.csv").write_text("image,label\ncat1.jpg,cat\ndog1.jpg,dog\n")
+        trial_args = f"{TINY_TRIAL_ARGS} --data {tmp_path / 'photos' / 'labels.csv'}"
     config = config_with(root, tmp_path, class_args, trial_args, BAD_SPACE if case == "space" else None)
     if case in ("nni", "assessor", "share", "busy"):
         raw = yaml.safe_load(config.read_text())

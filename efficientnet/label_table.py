@@ -1,0 +1,266 @@
+"""Datasets whose labels are in a CSV file, as Kaggle and most labelling tools give them.
+
+``--data labels.csv`` reads a table with a header row: one column names each image (a path relative to the CSV's
+folder, a file name, or an id without its extension, found anywhere under that folder), another holds its class::
+
+    image_id,label                 id,breed                      image,cat,dog        (one column per class, 0/1)
+    1000015157.jpg,0               000bec180eb18c77,boston_bull  img/001.png,0,1
+
+The label column is the one named ``label``, ``class``, ``category`` or ``target`` (or the only column besides the
+image's), or columns of 0/1 with exactly one 1 per row; ``--label-column`` names another. A ``split`` column
+(train/val/test) or fastai's ``is_valid`` (true/false) gives the validation rows; without one, a seeded, stratified
+``--val-split`` of the rows is held out, as for a folder of classes.
+
+Only :mod:`csv` and :mod:`pathlib` are used here, so the launcher checks a table before an experiment starts, with
+the same rules and messages as the trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import VAL_FOLDERS, DataError
+
+__all__ = ["LabelTable", "is_label_table", "read_label_table"]
+
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target")
+IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filename", "file_name", "file", "path",
+                 "filepath", "id", "id_code", "name")
+SPLIT_COLUMN = "split"
+VALID_COLUMNS = ("is_valid", "is_val", "is_validation")
+# every suffix an image may have here: torchvision's ImageFolder's, HEIC/HEIF, and those named as not read
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".heic", ".heif",
+                  ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
+MAX_MISSING_FRACTION = 0.1  # more rows without an image file than this is an error, not a warning
+_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
+_SPLITS = {**{s: "train" for s in ("train", "training")}, **{s: "val" for s in VAL_FOLDERS},
+           **{s: "test" for s in ("test", "testing")}}
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """What a label CSV says: the classes, and each split's ``(image file, class index)`` pairs.
+
+    ``val`` is None when the table has no split column (the trial holds out ``--val-split`` of ``train``)."""
+
+    path: Path
+    image_column: str
+    label_column: str  # a column's name, or "one-hot" when each class is a column
+    classes: tuple[str, ...]
+    train: tuple[tuple[Path, int], ...]
+    val: tuple[tuple[Path, int], ...] | None
+    missing: tuple[str, ...] = ()  # the image names of rows whose file was not found (left out)
+    unlabelled: int = 0  # rows with an empty label (left out)
+    test_rows: int = 0  # rows of a test split (left out)
+    repeated: int = 0  # rows naming an image an earlier row named (left out)
+    split_column: str | None = None  # the column that gives ``val`` (None: the trial splits ``train``)
+
+
+def is_label_table(data: str | os.PathLike) -> bool:
+    """Whether ``--data`` names a label CSV rather than a folder."""
+    return os.fspath(data).lower().endswith((".csv", ".tsv"))
+
+
+class _Files:
+    """Finds the file an image column's value names: a path relative to the table's folder first, else a file of
+    that name (or that name plus an image suffix) anywhere under the folder, indexed on first need."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._where = os.fspath(folder)
+        self._by_name: dict[str, list[str]] | None = None
+
+    def _index(self) -> dict[str, list[str]]:
+        if self._by_name is None:
+            self._by_name = defaultdict(list)
+            seen = {os.path.realpath(self.folder)}
+            for d, dirs, names in os.walk(self.folder, followlinks=True):
+                keep = []
+                for name in sorted(dirs):
+                    real = os.path.realpath(os.path.join(d, name))
+                    if not name.startswith(".") and real not in seen:
+                        seen.add(real)
+                        keep.append(name)
+                dirs[:] = keep
+                for name in sorted(names):
+                    if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+                        continue
+                    path = os.path.join(d, name)
+                    self._by_name[name].append(path)
+                    self._by_name[os.path.splitext(name)[0]].append(path)  # an id without its suffix
+        return self._by_name
+
+    def find(self, value: str) -> str | None:
+        """The file ``value`` names, or None; a name that matches two files is an error naming both. (Strings, not
+        :class:`~pathlib.Path`: building 10^5 paths took seconds.)"""
+        direct = os.path.join(self._where, value)
+        if os.path.isfile(direct):
+            return direct
+        matches = self._index().get(os.path.basename(value.replace("\\", "/")), [])
+        if len(matches) > 1:
+            shown = ", ".join(os.path.relpath(p, self._where) for p in matches[:3])
+            raise DataError(f"the image name {value!r} matches {len(matches)} files under {self.folder} ({shown}); "
+                            "write each image's path relative to the CSV's folder")
+        return matches[0] if matches else None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"label table {path} does not exist; pass --data with the CSV file that lists each "
+                        "image and its label") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the label table {path} ({exc}); save it as UTF-8 CSV") from None
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first) else \
+        ";" if ";" in first and "," not in first else ","
+    rows = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        raise DataError(f"label table {path} has no rows under its header; list one image and its label per row")
+    header = [cell.strip() for cell in rows[0]]
+    if len(set(h.lower() for h in header)) != len(header):
+        raise DataError(f"label table {path} repeats a column name in its header ({', '.join(header)}); give each "
+                        "column its own name")
+    return header, [[cell.strip() for cell in row] + [""] * (len(header) - len(row)) for row in rows[1:]]
+
+
+def _image_column(header: list[str], rows: list[list[str]], files: _Files, path: Path) -> int:
+    """The column whose first rows all name files: the usual names first, then the columns in order."""
+    named = [i for name in IMAGE_COLUMNS for i, h in enumerate(header) if h.lower() == name]
+    sample = rows[:5]
+    for i in dict.fromkeys(named + list(range(len(header)))):
+        if all(row[i] and files.find(row[i]) is not None for row in sample):
+            return i
+    raise DataError(f"no column of {path.name} names image files under {path.parent} (columns: {', '.join(header)}; "
+                    f"first row: {', '.join(rows[0])}); put the CSV in the folder that holds the images, with their "
+                    "paths or file names relative to it")
+
+
+def _is_one_hot(rows: list[list[str]], columns: list[int]) -> bool:
+    def value(cell: str) -> float | None:
+        try:
+            return float(cell)
+        except ValueError:
+            return None
+
+    for row in rows:
+        values = [value(row[i]) for i in columns]
+        if any(v not in (0.0, 1.0) for v in values) or sum(values) != 1:  # type: ignore[misc]
+            return False
+    return True
+
+
+def _class_order(names: set[str]) -> tuple[str, ...]:
+    """Sorted; numerically when every class is an integer (``2`` before ``10``)."""
+    try:
+        return tuple(sorted(names, key=int))
+    except ValueError:
+        return tuple(sorted(names))
+
+
+def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
+                     label_column: str | None = None) -> LabelTable:
+    """Read a label CSV (see the module's docstring) and find its images; every problem a user can fix is a
+    :class:`~efficientnet.layout.DataError` with one line. Files are found, not opened: the trial checks them."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a CSV file; pass --data with the CSV that lists the labels")
+    header, rows = _read_rows(path)
+    lower = [h.lower() for h in header]
+    files = _Files(path.parent)
+    image = _image_column(header, rows, files, path)
+
+    split = next((i for i, h in enumerate(lower) if h == SPLIT_COLUMN or h in VALID_COLUMNS), None)
+    if split is not None:
+        if lower[split] == SPLIT_COLUMN:
+            odd = sorted({row[split] for row in rows if row[split].lower() not in _SPLITS})
+            if odd:
+                raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
+                                "use train, val or test")
+        else:
+            odd = sorted({row[split] for row in rows if row[split].lower() not in _TRUE | _FALSE})
+            if odd:
+                raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
+                                "use true or false")
+
+    rest = [i for i in range(len(header)) if i not in (image, split)]
+    if label_column is not None:
+        if label_column.lower() not in lower:
+            raise DataError(f"--label-column {label_column}: {path.name} has no such column (columns: "
+                            f"{', '.join(header)})")
+        labels: list[int] | None = [lower.index(label_column.lower())]
+    else:
+        labels = next(([i] for name in LABEL_COLUMNS for i in rest if lower[i] == name), None)
+        if labels is None and len(rest) == 1:
+            labels = rest
+        if labels is None and len(rest) >= 2 and _is_one_hot(rows, rest):
+            labels = rest
+    if not labels:
+        raise DataError(f"cannot tell which column of {path.name} holds the labels (columns: {', '.join(header)}); "
+                        "pass --label-column NAME")
+
+    def label_of(row: list[str]) -> str:
+        if len(labels) == 1:
+            return row[labels[0]]
+        return next(header[i] for i in labels if float(row[i]) == 1.0)
+
+    chosen: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+    missing: list[str] = []
+    unlabelled = repeated = 0
+    seen: dict[str, str] = {}
+    for row in rows:
+        label = label_of(row)
+        if not label:
+            unlabelled += 1
+            continue
+        found = files.find(row[image]) if row[image] else None
+        if found is None:
+            missing.append(row[image])
+            continue
+        if found in seen:
+            if seen[found] != label:
+                raise DataError(f"{path.name} gives {row[image]} two labels ({seen[found]}, {label}); one label per "
+                                "image (multi-label data is not supported): keep one row per image")
+            repeated += 1
+            continue
+        seen[found] = label
+        part = "train"
+        if split is not None:
+            value = row[split].lower()
+            part = _SPLITS[value] if lower[split] == SPLIT_COLUMN else ("val" if value in _TRUE else "train")
+        chosen[part].append((found, label))
+
+    if len(missing) > MAX_MISSING_FRACTION * len(rows):
+        raise DataError(f"{len(missing)} of the {len(rows)} images {path.name} names were not found under "
+                        f"{path.parent} (e.g. {missing[0]!r}, column {header[image]}); put the CSV in the folder that "
+                        "holds the images, or fix the names")
+    classes = _class_order({label for part in ("train", "val") for _, label in chosen[part]})  # not test's
+    if len(classes) < 2:
+        raise DataError(f"{path.name} has only one label ({''.join(classes) or 'none'}) in its "
+                        f"{' '.join(header[i] for i in labels)} column; a classifier needs at least two classes")
+    if num_classes is not None and num_classes != len(classes):
+        names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise DataError(f"--num-classes is {num_classes} but {path.name} has {len(classes)} labels ({names}); fix "
+                        "--num-classes or the table")
+    index = {c: i for i, c in enumerate(classes)}
+
+    def pairs(part: str) -> tuple[tuple[Path, int], ...]:
+        return tuple((Path(f), index[label]) for f, label in chosen[part])
+
+    if not chosen["train"]:
+        raise DataError(f"{path.name} has no training rows in its {header[split]} column; mark some rows train")
+    val = None
+    if split is not None:
+        if not chosen["val"]:
+            raise DataError(f"{path.name} has no validation rows in its {header[split]} column; mark some rows val "
+                            f"(or remove the column to hold out --val-split of the rows)")
+        val = pairs("val")
+    return LabelTable(path, header[image], "one-hot" if len(labels) > 1 else header[labels[0]], classes,
+                      pairs("train"), val, tuple(missing), unlabelled, len(chosen["test"]), repeated,
+                      header[split] if split is not None else None)

@@ -1,0 +1,215 @@
+"""Datasets labelled by a CSV file (Kaggle's ``train.csv`` + ``train_images/``, one-hot tables, split columns):
+real files, real PIL and the trial's own loading path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from efficientnet.data import DataError, dataset_samples, export_digits, load_dataset
+from efficientnet.label_table import read_label_table
+from efficientnet.spec import preset
+
+SPEC = preset("lite0").replace(width=0.15, resolution=32)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> dict[str, list[Path]]:
+    """Real digit images by class (``"0"`` .. ``"9"``), 12 each, from the exported demo set."""
+    root = export_digits(tmp_path_factory.mktemp("cache"))
+    return {c: sorted((root / "train" / c).iterdir())[:12] for c in map(str, range(10))}
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def kaggle(tmp_path: Path, digits, classes=("2", "10", "7"), n: int = 10) -> tuple[Path, dict[str, str]]:
+    """``train.csv`` (ids without extension, integer labels) beside ``train_images/``, as Kaggle's competitions
+    ship them; the digit image of class ``c`` is digit ``int(c) % 10``. Returns the table and each id's label."""
+    images = tmp_path / "train_images"
+    images.mkdir()
+    truth = {}
+    for c in classes:
+        for i, src in enumerate(digits[str(int(c) % 10)][:n]):
+            image_id = f"{int(c):03d}{i:04d}"
+            shutil.copy(src, images / f"{image_id}.png")
+            truth[image_id] = c
+    return write_table(tmp_path / "train.csv", ["image_id", "label"], [[k, v] for k, v in truth.items()]), truth
+
+
+def labels_by_file(split, part) -> dict[str, str]:
+    """``{file stem: class name}`` of a split's train or val dataset, as the trial's loaders will read it."""
+    return {Path(p).stem: split.classes[label] for p, label in dataset_samples(getattr(split, part))}
+
+
+def test_a_kaggle_table_of_ids_and_integer_labels_trains_on_the_named_images(tmp_path: Path, digits, caplog):
+    table, truth = kaggle(tmp_path, digits)
+    split = load_dataset(str(table), SPEC, val_split=0.2, seed=0, cache_dir=tmp_path / "cache")
+    assert split.classes == ["2", "7", "10"]  # numerically, not "10" < "2"
+    assert split.layout == "csv" and split.root == table
+    train, val = labels_by_file(split, "train"), labels_by_file(split, "val")
+    assert set(train).isdisjoint(val) and {**train, **val} == truth  # every image, with its own label
+    assert sorted(val.values()) == ["10", "10", "2", "2", "7", "7"]  # a stratified 20 %
+    assert [split.classes[t] for t in split.train_targets] == list(train.values())
+    x, y = split.train[0]
+    assert tuple(x.shape) == (3, 32, 32) and 0 <= y < 3
+    # the same table in the same seed gives the same split: every trial of an experiment sees it
+    again = load_dataset(str(table), SPEC, val_split=0.2, seed=0, cache_dir=tmp_path / "cache")
+    assert labels_by_file(again, "val") == val
+    assert "warning" not in caplog.text
+
+
+def test_split_and_is_valid_columns_give_the_validation_rows(tmp_path: Path, digits, caplog):
+    for name in ("a", "b"):
+        (tmp_path / "img" / name).mkdir(parents=True)
+    rows, split_rows = [], []
+    for k, c in enumerate(("cat", "dog")):
+        for i, src in enumerate(digits[str(k)][:9]):
+            rel = f"img/{'ab'[i % 2]}/{c}{i}.png"  # paths relative to the table, in two folders
+            shutil.copy(src, tmp_path / rel)
+            part = ["train", "val", "test"][i % 3]
+            split_rows.append([rel, c, part])
+            rows.append([rel, c, str(part == "val").lower()])
+    table = write_table(tmp_path / "labels.csv", ["file", "label", "split"], split_rows)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert split.layout == "csv, split column"
+    val = labels_by_file(split, "val")
+    assert sorted(val) == ["cat1", "cat4", "cat7", "dog1", "dog4", "dog7"] and val["dog4"] == "dog"
+    assert len(labels_by_file(split, "train")) == 6
+    assert "labels.csv: 6 row(s) are in the test split (split column); they are left out" in caplog.text
+    fastai = write_table(tmp_path / "fastai.csv", ["name", "label", "is_valid"],
+                         [r for r in rows if not r[0].endswith(("2.png", "5.png", "8.png"))])
+    split = load_dataset(str(fastai), SPEC, cache_dir=tmp_path / "cache")
+    assert split.layout == "csv, is_valid column" and labels_by_file(split, "val") == val
+
+
+def test_one_column_per_class_and_a_named_label_column(tmp_path: Path, digits):
+    images = tmp_path / "images"
+    images.mkdir()
+    classes = ["healthy", "rust", "scab"]
+    onehot, metadata = [], []
+    for k, c in enumerate(classes):
+        for i, src in enumerate(digits[str(k)][:5]):
+            shutil.copy(src, images / f"{c}_{i}.png")
+            onehot.append([f"{c}_{i}"] + ["1" if j == k else "0" for j in range(3)])
+            metadata.append([f"lesion{i}", f"{c}_{i}", c, "histo", str(40 + i)])
+    table = write_table(tmp_path / "plants.csv", ["image_id", *classes], onehot)
+    split = load_dataset(str(table), SPEC, val_split=0.4, cache_dir=tmp_path / "cache")
+    assert split.classes == classes
+    assert all(stem.startswith(label) for stem, label in labels_by_file(split, "train").items())
+    # HAM10000's metadata: several columns besides the image's; the label column must be named
+    table = write_table(tmp_path / "metadata.csv", ["lesion_id", "image_id", "dx", "dx_type", "age"], metadata)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert str(err.value) == ("cannot tell which column of metadata.csv holds the labels (columns: lesion_id, "
+                              "image_id, dx, dx_type, age); pass --label-column NAME")
+    split = load_dataset(str(table), SPEC, val_split=0.4, cache_dir=tmp_path / "cache", label_column="dx")
+    assert split.classes == classes and all(stem.startswith(label)
+                                            for stem, label in labels_by_file(split, "val").items())
+
+
+def test_rows_without_an_image_or_a_label_are_named_and_left_out(tmp_path: Path, digits, caplog):
+    table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=12)
+    rows = [[k, v] for k, v in truth.items()] + [["0000099", "0"], ["0000000", "0"], ["0010001", ""]]
+    write_table(table, ["image_id", "label"], rows)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert len(split.train) + len(split.val) == 24
+    assert (f"train.csv: 1 row(s) name an image that was not found under {tmp_path} (e.g. '0000099'); they are "
+            "left out") in caplog.text
+    assert "train.csv: 1 row(s) have no label; they are left out" in caplog.text
+    assert "train.csv: 1 row(s) repeat an image named before (with the same label)" in caplog.text
+    # a damaged image named by the table is skipped like one in a class folder
+    (tmp_path / "train_images" / "0000003.png").write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert split.corrupt == 1 and "0000003" not in labels_by_file(split, "train") | labels_by_file(split, "val")
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("elsewhere", "no column of train.csv names image files under {tmp} (columns: image_id, label; first row: "
+                  "0000000, 0); put the CSV in the folder that holds the images"),
+    ("many_missing", "3 of the 24 images train.csv names were not found under {tmp} (e.g. 'x1', column image_id)"),
+    ("two_labels", "train.csv gives 0000000 two labels (0, 1); one label per image (multi-label data is not "
+                   "supported): keep one row per image"),
+    ("one_label", "train.csv has only one label (0) in its label column; a classifier needs at least two classes"),
+    ("num_classes", "--num-classes is 3 but train.csv has 2 labels (0, 1); fix --num-classes or the table"),
+    ("same_name", "the image name '0000000.png' matches 3 files under {tmp} (a/0000000.png, b/0000000.png, "
+                  "train_images/0000000.png); write each image's path relative to the CSV's folder"),
+    ("split", "the split column of train.csv holds 'holdout'; use train, val or test"),
+    ("no_rows", "label table {tmp}/train.csv has no rows under its header"),
+    ("label_column", "--label-column dx: train.csv has no such column (columns: image_id, label)"),
+    ("missing", "label table {tmp}/nothing.csv does not exist"),
+])
+def test_bad_tables_are_one_line_errors(tmp_path: Path, digits, case: str, expected: str):
+    table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=12)
+    rows = [[k, v] for k, v in truth.items()]
+    header = ["image_id", "label"]
+    if case == "elsewhere":
+        shutil.move(tmp_path / "train_images", tmp_path.parent / f"{tmp_path.name}-images")
+    elif case == "many_missing":
+        rows = rows[:21] + [["x1", "0"], ["x2", "1"], ["x3", "0"]]
+    elif case == "two_labels":
+        rows.append(["0000000", "1"])
+    elif case == "one_label":
+        rows = [r for r in rows if r[1] == "0"]
+    elif case == "same_name":
+        for sub in ("a", "b"):
+            (tmp_path / sub).mkdir()
+            shutil.copy(tmp_path / "train_images" / "0000000.png", tmp_path / sub / "0000000.png")
+        rows[0][0] = "0000000.png"
+    elif case == "split":
+        header, rows = header + ["split"], [r + ["holdout" if i == 3 else "train"] for i, r in enumerate(rows)]
+    elif case == "no_rows":
+        rows = []
+    write_table(table, header, rows)
+    with pytest.raises(DataError) as err:
+        if case == "missing":
+            read_label_table(tmp_path / "nothing.csv")
+        read_label_table(table, num_classes=3 if case == "num_classes" else None,
+                         label_column="dx" if case == "label_column" else None)
+    assert "\n" not in str(err.value) and expected.format(tmp=tmp_path) in str(err.value), str(err.value)
+
+
+def test_a_folder_of_unlabelled_images_beside_a_table_points_at_the_table(tmp_path: Path, digits):
+    table, _ = kaggle(tmp_path, digits, classes=("0", "1"), n=3)
+    for data in (tmp_path, tmp_path / "train_images"):
+        with pytest.raises(DataError, match=f"pass --data {table} if it lists each image's label"):
+            load_dataset(str(data), SPEC, cache_dir=tmp_path / "cache")
+
+
+def test_a_trial_and_the_data_command_read_a_label_table(tmp_path: Path, digits):
+    table, truth = kaggle(tmp_path, digits, classes=("3", "8"), n=12)
+    env = {**os.environ, "EFFICIENTNET_NNI_CACHE": str(tmp_path / "cache")}
+    shown = subprocess.run([sys.executable, "-m", "efficientnet", "data", str(table), "--json"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) | {"root": None} == {
+        "root": None, "layout": "csv", "classes": ["3", "8"], "train": [10, 10], "val": [2, 2],
+        "skipped_unreadable": 0, "imbalance": 1.0}
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "main_efficientnet.py", "--data", str(table), "--arch", "lite0", "--width", "0.15",
+         "--resolution", "32", "--weights", "none", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+         "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"data {table} (csv): 2 classes, 20 train / 4 val images" in done.stdout + done.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert [row["class"] for row in result["per_class"]] == ["3", "8"]
+    assert sum(row["support"] for row in result["per_class"]) == 4
+    with Image.open(next((tmp_path / "train_images").iterdir())) as img:
+        assert img.size == (32, 32)  # the images the trial read are the exported digits
