@@ -18,14 +18,20 @@ __all__ = ["OutputError", "atomic_write", "atomic_write_text", "atomic_write_jso
 
 
 class OutputError(RuntimeError):
-    """The output folder cannot be written (full, read-only, not permitted); the message names the folder."""
+    """The output folder cannot be written (full, read-only, not permitted); the message names the folder, and
+    ``why`` says what stopped the write."""
+
+    why: str = ""
 
     @classmethod
     def writing(cls, path: str | os.PathLike, exc: BaseException) -> "OutputError":
         """The error for a failed write of ``path`` (its folder is named, and what to do)."""
         path = Path(path)
-        return cls(f"cannot write {path.name} in {path.parent} ({why_not_written(path.parent, exc)}); free space "
-                   "there or pass --output-dir on another disk (what is already in the folder is intact)")
+        why = why_not_written(path.parent, exc)
+        err = cls(f"cannot write {path.name} in {path.parent} ({why}); free space there or pass --output-dir on "
+                  "another disk (what is already in the folder is intact)")
+        err.why = why
+        return err
 
 
 def why_not_written(directory: Path, exc: BaseException) -> str:

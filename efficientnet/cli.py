@@ -13,10 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .arguments import CLIError, add_arch_arguments, arch_from_args
 from .spec import SpecError, resolve_arch
+
+if TYPE_CHECKING:  # torch only where a command needs it: the parser loads no heavy module
+    import torch
 
 __all__ = ["CLIError", "main", "make_parser", "arch_from_args", "add_arch_arguments"]
 
@@ -122,6 +125,8 @@ def _build_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--csv", metavar="FILE", help="also write a CSV: each image's path, label and probability, and "
+                   "its probability of every class (one column each)")
 
 
 def imagenet_categories() -> list[str]:
@@ -134,10 +139,9 @@ def imagenet_categories() -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Top-k ImageNet classes for each image."""
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     from .data import image_files
-    from .preprocess import eval_transform, load_image, too_large
+    from .preprocess import eval_transform
     from .training import TrainingError, resolve_device
     from .weights import build_model, load_weights
 
@@ -176,23 +180,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         names = imagenet_categories()
     transform = eval_transform(spec)
     results = []
-    for path in paths:
-        try:
-            x = transform(load_image(path)).unsqueeze(0)
-        except (FileNotFoundError, IsADirectoryError):
-            raise CLIError(f"image {path!r} does not exist") from None
-        except Image.DecompressionBombError as exc:
-            raise CLIError(f"image {path!r} is too large to decode safely ({too_large(exc)}); downscale it") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CLIError(f"cannot read image {path!r} ({type(exc).__name__}): is it a JPEG/PNG file?") from None
+    for start in range(0, len(paths), PREDICT_BATCH):
+        batch = paths[start:start + PREDICT_BATCH]
+        x = torch.stack([_predict_input(path, transform) for path in batch])
         with torch.inference_mode():
-            probs = model(x.to(device)).softmax(-1)[0].float().cpu()
-        top = probs.topk(min(args.topk, num_classes))
-        preds = [
-            {"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(p), 6)}
-            for p, i in zip(top.values, top.indices)
-        ]
-        results.append({"image": path, "predictions": preds})
+            probs = model(x.to(device)).softmax(-1).float().cpu()
+        for path, p in zip(batch, probs):
+            top = p.topk(min(args.topk, num_classes))
+            preds = [{"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(q), 6)}
+                     for q, i in zip(top.values, top.indices)]
+            results.append({"image": path, "predictions": preds, "probabilities": p})
+    if args.csv:
+        _write_predictions(args.csv, results, names or [str(i) for i in range(num_classes)])
+    for r in results:
+        del r["probabilities"]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -201,6 +202,51 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for p in r["predictions"]:
                 print(f"  {p['probability']:7.2%}  {p['class_id']:4d}  {p['name'] or ''}")
     return 0
+
+
+# images per forward pass: one launch instead of 32 on a GPU; on a 2-core CPU the model's arithmetic is the time
+# either way (200 images, Lite0 at 224 px: 10.7-12.3 s one at a time, 12.0-13.2 s in batches of 32)
+PREDICT_BATCH = 32
+
+
+def _predict_input(path: str, transform) -> torch.Tensor:
+    """One image as the model's input; an image that cannot be read is one ``error:`` line naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .preprocess import load_image, too_large
+
+    try:
+        return transform(load_image(path))
+    except (FileNotFoundError, IsADirectoryError):
+        raise CLIError(f"image {path!r} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise CLIError(f"image {path!r} is too large to decode safely ({too_large(exc)}); downscale it") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CLIError(f"cannot read image {path!r} ({type(exc).__name__}): is it a JPEG/PNG file?") from None
+
+
+def _write_predictions(path: str, results: list[dict], classes: list[str]) -> None:
+    """``--csv``: a row per image (its path, top-1 label and probability, then every class's probability),
+    written atomically."""
+    import csv
+    import io
+
+    from .atomic_files import OutputError, atomic_write_text
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["image", "label", "probability", *classes])
+    for r in results:
+        best = r["predictions"][0]
+        writer.writerow([r["image"], best["name"] if best["name"] is not None else best["class_id"],
+                         best["probability"], *(f"{float(q):.6g}" for q in r["probabilities"])])
+    above = next((p for p in Path(path).parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CLIError(f"cannot write --csv {path}: {above} is a file, not a folder; give another path")
+    try:
+        atomic_write_text(out.getvalue(), path)
+    except OutputError as exc:
+        raise CLIError(f"cannot write --csv {path} ({exc.why}); give a file path on a writable disk") from None
 
 
 def _build_export(p: argparse.ArgumentParser) -> None:

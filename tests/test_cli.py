@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -85,6 +86,29 @@ def test_predict_a_folder_with_a_trained_checkpoint_names_its_classes(root, tmp_
     results = json.loads(out.stdout)
     assert [r["image"] for r in results] == [str(data / "flower" / f"{i}.jpg") for i in range(4)]
     assert all({p["name"] for p in r["predictions"]} == set(sample_photos) for r in results)
+    # --csv: a row per image with its label and every class's probability, as the JSON has them
+    table = tmp_path / "out" / "predictions.csv"
+    out = run(root, "predict", "--weights", str(run_dir / "model_best.pth.tar"), "--csv", str(table), str(data))
+    assert out.returncode == 0, out.stderr
+    with open(table, newline="") as f:
+        rows = list(csv.reader(f))
+    classes = sorted(sample_photos)
+    assert rows[0] == ["image", "label", "probability", *classes] and len(rows) == 1 + 4 * len(classes)
+    by_image = {r[0]: r for r in rows[1:]}
+    for r in results:
+        row, best = by_image[r["image"]], r["predictions"][0]
+        probabilities = [float(v) for v in row[3:]]
+        assert row[1] == best["name"] == classes[probabilities.index(max(probabilities))]
+        assert abs(float(row[2]) - best["probability"]) < 1e-5 and abs(sum(probabilities) - 1) < 1e-4
+    (tmp_path / "a_file").write_text("")
+    out = run(root, "predict", "--csv", str(tmp_path / "a_file" / "p.csv"), str(data / "flower"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write --csv {tmp_path / 'a_file' / 'p.csv'}: {tmp_path / 'a_file'} is a file, not a folder; "
+        "give another path")
+    out = run(root, "predict", "--csv", str(tmp_path / "out"), str(data / "flower"))  # a folder, not a file
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write --csv {tmp_path / 'out'} (is a directory); give a file path on a writable disk")
+    assert table.is_file()  # nothing written before is lost
     (tmp_path / "empty").mkdir()
     out = run(root, "predict", str(tmp_path / "empty"))
     assert out.returncode == 2 and "holds no image files" in out.stderr
