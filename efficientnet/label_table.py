@@ -131,11 +131,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _image_column(header: list[str], rows: list[list[str]], files: _Files, path: Path) -> int:
-    """The column whose first rows all name files: the usual names first, then the columns in order."""
+    """The column that names files in most of the first 10 rows (a few images may be missing): the usual names
+    first, then the columns in order."""
     named = [i for name in IMAGE_COLUMNS for i, h in enumerate(header) if h.lower() == name]
-    sample = rows[:5]
+    sample = rows[:10]
     for i in dict.fromkeys(named + list(range(len(header)))):
-        if all(row[i] and files.find(row[i]) is not None for row in sample):
+        if 2 * sum(bool(row[i]) and files.find(row[i]) is not None for row in sample) > len(sample):
             return i
     raise DataError(f"no column of {path.name} names image files under {path.parent} (columns: {', '.join(header)}; "
                     f"first row: {', '.join(rows[0])}); put the CSV in the folder that holds the images, with their "
