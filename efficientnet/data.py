@@ -388,7 +388,7 @@ def load_dataset(
         _warn_left_out(table)
         train_scan, val_scan = scan_label_table(table, records)
         classes = table.classes
-        kind = "csv" if table.split_column is None else f"csv, {table.split_column} column"
+        kind = "csv" if table.validation is None else f"csv, {table.validation}"
     else:
         layout = find_layout(root, num_classes)
         classes = layout.classes
@@ -444,7 +444,7 @@ def _warn_left_out(table: LabelTable) -> None:
                     name, len(table.missing), table.path.parent, table.missing[0])
     for n, why in ((table.unlabelled, f"have no {table.label_column}"),
                    (table.repeated, "repeat an image named before (with the same label)"),
-                   (table.test_rows, f"are in the test split ({table.split_column} column)")):
+                   (table.test_rows, f"are in the test split ({table.validation})")):
         if n:
             log.warning("warning: %s: %d row(s) %s; they are left out", name, n, why)
 

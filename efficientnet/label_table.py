@@ -8,8 +8,10 @@ folder, a file name, or an id without its extension, found anywhere under that f
 
 The label column is the one named ``label``, ``class``, ``category`` or ``target`` (or the only column besides the
 image's), or columns of 0/1 with exactly one 1 per row; ``--label-column`` names another. A ``split`` column
-(train/val/test) or fastai's ``is_valid`` (true/false) gives the validation rows; without one, a seeded, stratified
-``--val-split`` of the rows is held out, as for a folder of classes.
+(train/val/test) or fastai's ``is_valid`` (true/false) gives the validation rows, and so does a validation table
+beside the training one (``val.csv`` beside ``train.csv``; Roboflow's ``valid/_classes.csv`` beside
+``train/_classes.csv``). Without either, a seeded, stratified ``--val-split`` of the rows is held out, as for a
+folder of classes.
 
 Only :mod:`csv` and :mod:`pathlib` are used here, so the launcher checks a table before an experiment starts, with
 the same rules and messages as the trial.
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from .layout import VAL_FOLDERS, DataError
 
-__all__ = ["LabelTable", "is_label_table", "read_label_table"]
+__all__ = ["LabelTable", "is_label_table", "read_label_table", "validation_table"]
 
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target")
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filename", "file_name", "file", "path",
@@ -45,7 +47,8 @@ _SPLITS = {**{s: "train" for s in ("train", "training")}, **{s: "val" for s in V
 class LabelTable:
     """What a label CSV says: the classes, and each split's ``(image file, class index)`` pairs.
 
-    ``val`` is None when the table has no split column (the trial holds out ``--val-split`` of ``train``)."""
+    ``val`` is None when nothing names the validation rows (the trial holds out ``--val-split`` of ``train``):
+    neither a split column nor a validation table beside this one (``validation`` says which)."""
 
     path: Path
     image_column: str
@@ -57,7 +60,7 @@ class LabelTable:
     unlabelled: int = 0  # rows with an empty label (left out)
     test_rows: int = 0  # rows of a test split (left out)
     repeated: int = 0  # rows naming an image an earlier row named (left out)
-    split_column: str | None = None  # the column that gives ``val`` (None: the trial splits ``train``)
+    validation: str | None = None  # where ``val`` comes from: "split column", "is_valid column", "valid/labels.csv"
 
 
 def is_label_table(data: str | os.PathLike) -> bool:
@@ -165,13 +168,23 @@ def _class_order(names: set[str]) -> tuple[str, ...]:
         return tuple(sorted(names))
 
 
-def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
-                     label_column: str | None = None) -> LabelTable:
-    """Read a label CSV (see the module's docstring) and find its images; every problem a user can fix is a
-    :class:`~efficientnet.layout.DataError` with one line. Files are found, not opened: the trial checks them."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise DataError(f"{path} is a folder, not a CSV file; pass --data with the CSV that lists the labels")
+@dataclass
+class _Rows:
+    """One CSV file's rows, sorted into splits: ``(file, label)`` pairs."""
+
+    image_column: str
+    label_column: str
+    split_column: str | None
+    parts: dict[str, list[tuple[str, str]]]
+    rows: int
+    missing: list[str]
+    unlabelled: int = 0
+    repeated: int = 0
+
+
+def _read_table(path: Path, label_column: str | None, seen: dict[str, str]) -> _Rows:
+    """Sort ``path``'s rows into train, val and test; ``seen`` maps the files of rows read before (in this table
+    or another of the dataset) to their labels: a repeat is left out, a second label is an error."""
     header, rows = _read_rows(path)
     lower = [h.lower() for h in header]
     files = _Files(path.parent)
@@ -179,16 +192,12 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
 
     split = next((i for i, h in enumerate(lower) if h == SPLIT_COLUMN or h in VALID_COLUMNS), None)
     if split is not None:
-        if lower[split] == SPLIT_COLUMN:
-            odd = sorted({row[split] for row in rows if row[split].lower() not in _SPLITS})
-            if odd:
-                raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
-                                "use train, val or test")
-        else:
-            odd = sorted({row[split] for row in rows if row[split].lower() not in _TRUE | _FALSE})
-            if odd:
-                raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
-                                "use true or false")
+        allowed, use = (_SPLITS, "train, val or test") if lower[split] == SPLIT_COLUMN else (_TRUE | _FALSE,
+                                                                                           "true or false")
+        odd = sorted({row[split] for row in rows if row[split].lower() not in allowed})
+        if odd:
+            raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
+                            f"use {use}")
 
     rest = [i for i in range(len(header)) if i not in (image, split)]
     if label_column is not None:
@@ -202,6 +211,11 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
             labels = rest
         if labels is None and len(rest) >= 2 and _is_one_hot(rows, rest):
             labels = rest
+    if not labels and len(rest) >= 2 and all(row[i] in ("0", "1") for row in rows for i in rest):
+        several = next(row for row in rows if sum(row[i] == "1" for i in rest) != 1)
+        raise DataError(f"the 0/1 columns of {path.name} give {several[image]} "
+                        f"{sum(several[i] == '1' for i in rest)} labels; multi-label data is not supported: one 1 per "
+                        "row")
     if not labels:
         raise DataError(f"cannot tell which column of {path.name} holds the labels (columns: {', '.join(header)}); "
                         "pass --label-column NAME")
@@ -211,40 +225,93 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
             return row[labels[0]]
         return next(header[i] for i in labels if float(row[i]) == 1.0)
 
-    chosen: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
-    missing: list[str] = []
-    unlabelled = repeated = 0
-    seen: dict[str, str] = {}
+    out = _Rows(header[image], "one-hot" if len(labels) > 1 else header[labels[0]],
+                header[split] if split is not None else None, {"train": [], "val": [], "test": []}, len(rows), [])
     for row in rows:
         label = label_of(row)
         if not label:
-            unlabelled += 1
+            out.unlabelled += 1
             continue
         found = files.find(row[image]) if row[image] else None
         if found is None:
-            missing.append(row[image])
+            out.missing.append(row[image])
             continue
         if found in seen:
             if seen[found] != label:
                 raise DataError(f"{path.name} gives {row[image]} two labels ({seen[found]}, {label}); one label per "
                                 "image (multi-label data is not supported): keep one row per image")
-            repeated += 1
+            out.repeated += 1
             continue
         seen[found] = label
         part = "train"
         if split is not None:
             value = row[split].lower()
             part = _SPLITS[value] if lower[split] == SPLIT_COLUMN else ("val" if value in _TRUE else "train")
-        chosen[part].append((found, label))
+        out.parts[part].append((found, label))
+    return out
 
-    if len(missing) > MAX_MISSING_FRACTION * len(rows):
-        raise DataError(f"{len(missing)} of the {len(rows)} images {path.name} names were not found under "
-                        f"{path.parent} (e.g. {missing[0]!r}, column {header[image]}); put the CSV in the folder that "
-                        "holds the images, or fix the names")
-    classes = _class_order({label for part in ("train", "val") for _, label in chosen[part]})  # not test's
+
+def validation_table(path: Path) -> Path | None:
+    """The validation table that goes with the training table ``path``, if there is one: ``val.csv`` (or
+    ``valid.csv``, ``validation.csv``) beside ``train.csv`` (``train_labels.csv`` gives ``val_labels.csv``), or a
+    table of the same name in a validation folder beside a training folder (Roboflow's
+    ``train/_classes.csv`` and ``valid/_classes.csv``)."""
+    stem = path.stem.lower()
+    if "train" in stem:
+        for name in VAL_FOLDERS:
+            other = path.with_name(path.name[:stem.index("train")] + name + path.name[stem.index("train") + 5:])
+            if other.is_file():
+                return other
+    if path.parent.name.lower() in ("train", "training"):
+        for name in VAL_FOLDERS:
+            other = path.parent.parent / name / path.name
+            if other.is_file():
+                return other
+    return None
+
+
+def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
+                     label_column: str | None = None) -> LabelTable:
+    """Read a label CSV (see the module's docstring), and the validation table beside it when it has no split
+    column, and find their images; every problem a user can fix is a :class:`~efficientnet.layout.DataError` with
+    one line. Files are found, not opened: the trial checks them."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a CSV file; pass --data with the CSV that lists the labels")
+    seen: dict[str, str] = {}
+    table = _read_table(path, label_column, seen)
+    tables, validation = [table], f"{table.split_column} column" if table.split_column else None
+    other = validation_table(path) if table.split_column is None else None
+    if other is not None:
+        val = _read_table(other, label_column, seen)
+        table.parts["val"] = val.parts["train"] + val.parts["val"]  # its own test rows stay out
+        table.parts["test"] += val.parts["test"]
+        tables.append(val)
+        validation = os.path.relpath(other, path.parent) if other.parent != path.parent else other.name
+    missing = [name for t in tables for name in t.missing]
+    rows = sum(t.rows for t in tables)
+    if len(missing) > MAX_MISSING_FRACTION * rows:
+        raise DataError(f"{len(missing)} of the {rows} images {path.name} names were not found under "
+                        f"{path.parent} (e.g. {missing[0]!r}, column {table.image_column}); put the CSV in the folder "
+                        "that holds the images, or fix the names")
+    parts = table.parts
+    if not parts["train"]:
+        raise DataError(f"{path.name} has no training rows in its {table.split_column} column; mark some rows train")
+    if other is not None and not parts["val"]:
+        raise DataError(f"{validation} (the validation table beside {path.name}) has no rows with an image and a "
+                        f"label; fill it in, or remove it to hold out --val-split of {path.name}")
+    if validation is not None and not parts["val"]:
+        raise DataError(f"{path.name} has no validation rows in its {validation}; mark some rows val (or remove "
+                        "the column to hold out --val-split of the rows)")
+    classes = _class_order({label for _, label in parts["train"]})
     if len(classes) < 2:
-        raise DataError(f"{path.name} has only one label ({''.join(classes) or 'none'}) in its "
-                        f"{' '.join(header[i] for i in labels)} column; a classifier needs at least two classes")
+        raise DataError(f"{path.name} has only one label ({''.join(classes) or 'none'}) in its {table.label_column} "
+                        "column; a classifier needs at least two classes")
+    unseen = sorted({label for _, label in parts["val"]} - set(classes))
+    if unseen:
+        where = "in its validation rows" if other is None else f"in {validation}"
+        raise DataError(f"{path.name} has labels {where} that no training image has ({', '.join(unseen[:5])}); "
+                        "give each class training images too")
     if num_classes is not None and num_classes != len(classes):
         names = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
         raise DataError(f"--num-classes is {num_classes} but {path.name} has {len(classes)} labels ({names}); fix "
@@ -252,16 +319,9 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
     index = {c: i for i, c in enumerate(classes)}
 
     def pairs(part: str) -> tuple[tuple[Path, int], ...]:
-        return tuple((Path(f), index[label]) for f, label in chosen[part])
+        return tuple((Path(f), index[label]) for f, label in parts[part])
 
-    if not chosen["train"]:
-        raise DataError(f"{path.name} has no training rows in its {header[split]} column; mark some rows train")
-    val = None
-    if split is not None:
-        if not chosen["val"]:
-            raise DataError(f"{path.name} has no validation rows in its {header[split]} column; mark some rows val "
-                            f"(or remove the column to hold out --val-split of the rows)")
-        val = pairs("val")
-    return LabelTable(path, header[image], "one-hot" if len(labels) > 1 else header[labels[0]], classes,
-                      pairs("train"), val, tuple(missing), unlabelled, len(chosen["test"]), repeated,
-                      header[split] if split is not None else None)
+    return LabelTable(path, table.image_column, table.label_column, classes, pairs("train"),
+                      pairs("val") if validation is not None else None, tuple(missing),
+                      sum(t.unlabelled for t in tables), len(parts["test"]), sum(t.repeated for t in tables),
+                      validation)

@@ -214,3 +214,55 @@ def test_a_trial_and_the_data_command_read_a_label_table(tmp_path: Path, digits)
     assert sum(row["support"] for row in result["per_class"]) == 4
     with Image.open(next((tmp_path / "train_images").iterdir())) as img:
         assert img.size == (32, 32)  # the images the trial read are the exported digits
+
+
+def test_a_validation_table_beside_the_training_table_gives_the_validation_rows(tmp_path: Path, digits, caplog):
+    """Kaggle's train.csv + val.csv in one folder, and Roboflow's train/_classes.csv + valid/_classes.csv (one-hot
+    columns, a space after each comma, the images beside each table)."""
+    images = tmp_path / "kaggle" / "images"
+    images.mkdir(parents=True)
+    rows = {"train": [], "val": []}
+    for k, c in enumerate(("ant", "bee")):
+        for i, src in enumerate(digits[str(k)][:8]):
+            shutil.copy(src, images / f"{c}{i}.png")
+            rows["val" if i >= 6 else "train"].append([f"images/{c}{i}.png", c])
+    table = write_table(tmp_path / "kaggle" / "train.csv", ["path", "class"], rows["train"])
+    write_table(tmp_path / "kaggle" / "val.csv", ["path", "class"], rows["val"] + [rows["train"][0]])
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert split.layout == "csv, val.csv"
+    assert sorted(labels_by_file(split, "val")) == ["ant6", "ant7", "bee6", "bee7"]
+    assert len(labels_by_file(split, "train")) == 12
+    assert "train.csv: 1 row(s) repeat an image named before" in caplog.text  # the training image in val.csv
+
+    roboflow = tmp_path / "roboflow"
+    for part, picks in (("train", range(6)), ("valid", range(6, 8)), ("test", range(8, 10))):
+        (roboflow / part).mkdir(parents=True)
+        lines = ["filename, ant, bee"]
+        for k, c in enumerate(("ant", "bee")):
+            for i in picks:
+                shutil.copy(digits[str(k)][i], roboflow / part / f"{c}{i}_jpg.rf.{k}{i}.png")
+                lines.append(f"{c}{i}_jpg.rf.{k}{i}.png, {1 - k}, {k}")
+        (roboflow / part / "_classes.csv").write_text("\n".join(lines) + "\n")
+    split = load_dataset(str(roboflow / "train" / "_classes.csv"), SPEC, cache_dir=tmp_path / "cache")
+    assert split.layout == "csv, ../valid/_classes.csv" and split.classes == ["ant", "bee"]
+    val = labels_by_file(split, "val")
+    assert len(val) == 4 and all(stem.startswith(label) for stem, label in val.items())
+    assert len(labels_by_file(split, "train")) == 12
+
+    # a label only the validation table has is named; so are several 1s in a row of one-hot columns
+    write_table(tmp_path / "kaggle" / "val.csv", ["path", "class"], rows["val"] + [["images/ant0.png", "ant"],
+                                                                                   ["images/bee0.png", "wasp"]])
+    with pytest.raises(DataError, match=r"two labels \(bee, wasp\)"):
+        read_label_table(table)
+    write_table(tmp_path / "kaggle" / "val.csv", ["path", "class"], rows["val"][:2] + [["images/bee7.png", "wasp"]])
+    with pytest.raises(DataError) as err:
+        read_label_table(table)
+    assert str(err.value) == ("train.csv has labels in val.csv that no training image has (wasp); give each class "
+                              "training images too")
+    (roboflow / "train" / "_classes.csv").write_text("filename, ant, bee\nant0_jpg.rf.00.png, 1, 1\n"
+                                                     "ant1_jpg.rf.01.png, 1, 0\nbee0_jpg.rf.10.png, 0, 1\n")
+    with pytest.raises(DataError) as err:
+        read_label_table(roboflow / "train" / "_classes.csv")
+    assert str(err.value) == ("the 0/1 columns of _classes.csv give ant0_jpg.rf.00.png 2 labels; multi-label data "
+                              "is not supported: one 1 per row")
