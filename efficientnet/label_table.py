@@ -189,6 +189,9 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str]) -> _
     lower = [h.lower() for h in header]
     files = _Files(path.parent)
     image = _image_column(header, rows, files, path)
+    if files.find(header[image]) is not None:
+        raise DataError(f"{path.name} has no header row: its first row names an image ({header[image]}); add a "
+                        f"first row naming the columns, such as image,label")
 
     split = next((i for i, h in enumerate(lower) if h == SPLIT_COLUMN or h in VALID_COLUMNS), None)
     if split is not None:

@@ -155,6 +155,8 @@ def test_rows_without_an_image_or_a_label_are_named_and_left_out(tmp_path: Path,
     ("no_rows", "label table {tmp}/train.csv has no rows under its header"),
     ("label_column", "--label-column dx: train.csv has no such column (columns: image_id, label)"),
     ("missing", "label table {tmp}/nothing.csv does not exist"),
+    ("no_header", "train.csv has no header row: its first row names an image (0000000); add a first row naming the "
+                  "columns, such as image,label"),
 ])
 def test_bad_tables_are_one_line_errors(tmp_path: Path, digits, case: str, expected: str):
     table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=12)
@@ -177,6 +179,8 @@ def test_bad_tables_are_one_line_errors(tmp_path: Path, digits, case: str, expec
         header, rows = header + ["split"], [r + ["holdout" if i == 3 else "train"] for i, r in enumerate(rows)]
     elif case == "no_rows":
         rows = []
+    elif case == "no_header":
+        header, rows = rows[0], rows[1:]
     write_table(table, header, rows)
     with pytest.raises(DataError) as err:
         if case == "missing":
