@@ -40,7 +40,7 @@ from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .image_check import DAMAGED, image_problems
 from .label_table import LabelTable, is_label_table, read_label_table
-from .layout import VAL_FOLDERS, DataError, class_folders, find_layout
+from .layout import VAL_FOLDERS, DataError, class_folders, find_layout, walk_files
 from .preprocess import HEIF_EXTENSIONS, eval_transform, heif_readable, load_image, normalization, to_rgb
 from .spec import ArchSpec
 
@@ -151,27 +151,13 @@ OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".ne
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The image files under ``folder`` (sub-folders too) and the files in :data:`OTHER_IMAGE_EXTENSIONS`,
-    hidden ones left out. Symbolic links are followed (a class folder may link to where its images are), but not
-    into a folder seen before or one that holds ``folder``: a link to ``..`` gave a class every other class's
-    images, over and over, until the path was too long."""
+    """The image files under ``folder`` (sub-folders too, as :func:`~efficientnet.layout.walk_files` walks them)
+    and the files in :data:`OTHER_IMAGE_EXTENSIONS`."""
     images: list[Path] = []
     others: list[Path] = []
-    start = os.path.realpath(folder)
-    seen = {start}
-    for d, dirs, names in os.walk(folder, followlinks=True):
-        keep = []
-        for name in dirs:
-            real = os.path.realpath(os.path.join(d, name))
-            if name.startswith(".") or real in seen or start.startswith(real + os.sep):
-                continue
-            seen.add(real)
-            keep.append(name)
-        dirs[:] = keep
+    for d, names in walk_files(folder):
         for f in names:
             lower = f.lower()
-            if f.startswith("."):
-                continue
             if lower.endswith(IMG_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
                 images.append(Path(d) / f)
             elif lower.endswith(OTHER_IMAGE_EXTENSIONS + HEIF_EXTENSIONS):

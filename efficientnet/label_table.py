@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import VAL_FOLDERS, DataError
+from .layout import VAL_FOLDERS, DataError, walk_files
 
 __all__ = ["LabelTable", "is_label_table", "read_label_table", "validation_table"]
 
@@ -80,17 +80,9 @@ class _Files:
     def _index(self) -> dict[str, list[str]]:
         if self._by_name is None:
             self._by_name = defaultdict(list)
-            seen = {os.path.realpath(self.folder)}
-            for d, dirs, names in os.walk(self.folder, followlinks=True):
-                keep = []
-                for name in sorted(dirs):
-                    real = os.path.realpath(os.path.join(d, name))
-                    if not name.startswith(".") and real not in seen:
-                        seen.add(real)
-                        keep.append(name)
-                dirs[:] = keep
-                for name in sorted(names):
-                    if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+            for d, names in walk_files(self.folder):
+                for name in names:
+                    if not name.lower().endswith(IMAGE_SUFFIXES):
                         continue
                     path = os.path.join(d, name)
                     self._by_name[name].append(path)

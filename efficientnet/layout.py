@@ -6,10 +6,12 @@ layout before an experiment starts, with the same rules and messages as the tria
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout"]
+__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout", "walk_files"]
 
 TRAIN_FOLDERS = ("train", "training")  # names of the training folder, first found wins
 VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside it, first found wins
@@ -46,6 +48,25 @@ def class_folders(root: Path) -> list[str]:
         raise DataError(f"dataset directory {root} has no class sub-folders; {fix} the images of each class in "
                         f"{root}/<class name>/")
     return classes
+
+
+def walk_files(folder: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, sorted file names)`` for ``folder`` and every folder under it, hidden files and folders left out
+    (macOS's ``._photo.jpg`` copies, ``.ipynb_checkpoints``). Symbolic links are followed (a class folder may link
+    to where its images are), but not into a folder seen before or one that holds ``folder``: a link to ``..`` gave
+    a class every other class's images, over and over, until the path was too long."""
+    start = os.path.realpath(folder)
+    seen = {start}
+    for d, dirs, names in os.walk(folder, followlinks=True):
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(d, name))
+            if name.startswith(".") or real in seen or start.startswith(real + os.sep):
+                continue
+            seen.add(real)
+            keep.append(name)
+        dirs[:] = keep
+        yield d, sorted(name for name in names if not name.startswith("."))
 
 
 def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
