@@ -371,6 +371,7 @@ def load_dataset(
     records = Path(cache_dir or default_cache_dir()).expanduser() / "scans"  # which files PIL can read
     if is_label_table(root):
         table = read_label_table(root, num_classes, label_column)
+        root = table.path
         _warn_left_out(table)
         train_scan, val_scan = scan_label_table(table, records)
         classes = table.classes

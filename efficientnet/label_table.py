@@ -270,7 +270,7 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
     """Read a label CSV (see the module's docstring), and the validation table beside it when it has no split
     column, and find their images; every problem a user can fix is a :class:`~efficientnet.layout.DataError` with
     one line. Files are found, not opened: the trial checks them."""
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()  # messages name the folder images are looked for in
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a CSV file; pass --data with the CSV that lists the labels")
     seen: dict[str, str] = {}
