@@ -147,7 +147,7 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
 
 # ------------------------------------------------------------------------------------------------ scanning
 # images in formats that are not read here (torchvision's ImageFolder takes IMG_EXTENSIONS): named, not ignored
-OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
+OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:

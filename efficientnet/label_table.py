@@ -34,9 +34,10 @@ IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filena
                  "filepath", "id", "id_code", "name")
 SPLIT_COLUMN = "split"
 VALID_COLUMNS = ("is_valid", "is_val", "is_validation")
-# every suffix an image may have here: torchvision's ImageFolder's, HEIC/HEIF, and those named as not read
+# every suffix an image may have here: torchvision's ImageFolder's, HEIC/HEIF, and those named as not read (the data
+# module's, which imports torch; a test keeps the two the same)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".heic", ".heif",
-                  ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg")
+                  ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
 MAX_MISSING_FRACTION = 0.1  # more rows without an image file than this is an error, not a warning
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
 _SPLITS = {**{s: "train" for s in ("train", "training")}, **{s: "val" for s in VAL_FOLDERS},

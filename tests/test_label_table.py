@@ -270,3 +270,24 @@ def test_a_validation_table_beside_the_training_table_gives_the_validation_rows(
         read_label_table(roboflow / "train" / "_classes.csv")
     assert str(err.value) == ("the 0/1 columns of _classes.csv give ant0_jpg.rf.00.png 2 labels; multi-label data "
                               "is not supported: one 1 per row")
+
+
+def test_a_table_names_images_in_formats_not_read_here(tmp_path: Path, digits, caplog):
+    """DICOM scans (medical data) and GIFs a table names are left out with the warning a folder's get; the table's
+    list of image suffixes (torch-free, for the launcher) is the data module's."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from efficientnet.data import OTHER_IMAGE_EXTENSIONS
+    from efficientnet.label_table import IMAGE_SUFFIXES
+    from efficientnet.preprocess import HEIF_EXTENSIONS
+
+    assert sorted(IMAGE_SUFFIXES) == sorted(IMG_EXTENSIONS + HEIF_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)
+    table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=10)
+    (tmp_path / "train_images" / "scan1.dcm").write_bytes(b"\x00" * 128 + b"DICM")
+    (tmp_path / "train_images" / "clip.gif").write_bytes(b"GIF89a")
+    write_table(table, ["image_id", "label"], [[k, v] for k, v in truth.items()] + [["scan1", "1"], ["clip", "0"]])
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
+    assert len(split.train) + len(split.val) == 20
+    assert (f"skipping 1 .dcm, 1 .gif files, e.g. {tmp_path / 'train_images' / 'scan1.dcm'}: formats not read here; "
+            "convert them to JPEG or PNG") in caplog.text
