@@ -417,6 +417,8 @@ def class_balance(cfg: TrialConfig, split: DatasetSplit, weight: torch.Tensor | 
     balanced`` at both ends, or a note on an imbalanced training set ranked by top-1; None when there is none."""
     counts = class_counts(split.train_targets, split.num_classes)
     rare, common = counts.index(min(counts)), counts.index(max(counts))
+    if weight is not None and rare == common:
+        return logging.INFO, f"class weights balanced: 1 for every class (each has {counts[rare]} images)"
     if weight is not None:
         return logging.INFO, (f"class weights balanced: {float(weight[rare]):.3g} for {split.classes[rare]} "
                               f"({counts[rare]} images) to {float(weight[common]):.3g} for {split.classes[common]} "

@@ -163,6 +163,21 @@ def test_balanced_class_weights_weigh_the_loss_and_imbalance_is_pointed_out(imba
     assert losses[0] != losses[1]
 
 
+def test_balanced_class_weights_on_balanced_classes_say_so():
+    from efficientnet.data import DatasetSplit, balanced_class_weights
+    from efficientnet.trainer import class_balance
+    from efficientnet.trial_config import TrialConfig
+
+    split = DatasetSplit(None, None, ["a", "b", "c"], Path("data"), "split", [0, 1, 2] * 5)
+    weight = balanced_class_weights(split.train_targets, 3)
+    assert class_balance(TrialConfig(), split, weight)[1] == ("class weights balanced: 1 for every class (each has "
+                                                             "5 images)")
+    split.train_targets = [0, 1, 1, 2, 2, 2]
+    weight = balanced_class_weights(split.train_targets, 3)
+    assert class_balance(TrialConfig(), split, weight)[1] == "class weights balanced: 2 for a (1 images) to 0.667 " \
+        "for c (3)"
+
+
 def test_balanced_class_weights_match_scikit_learn():
     from sklearn.utils.class_weight import compute_class_weight
 
