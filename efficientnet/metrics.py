@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "confusion_matrix", "macro_precision_recall_f1",
-           "per_class"]
+           "per_class", "most_confused"]
 
 
 @torch.no_grad()
@@ -130,6 +130,17 @@ def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str,
     support = confusion.sum(dim=1).tolist()
     return [{"class": name, **{k: round(float(v[i]), 4) for k, v in ratios.items()}, "support": int(support[i])}
             for i, name in enumerate(classes)]
+
+
+def most_confused(confusion: torch.Tensor, classes: Sequence[str], k: int = 10) -> list[dict[str, int | str]]:
+    """The ``k`` largest mistakes of a confusion matrix (true x predicted), as fastai's ``most_confused``: ``true``,
+    ``predicted`` and ``count`` (validation images), most first, ties in class order; no empty cell."""
+    off = confusion.clone().long()
+    off.fill_diagonal_(0)
+    counts, order = torch.sort(off.flatten(), descending=True, stable=True)
+    n = off.shape[1]
+    return [{"true": classes[i // n], "predicted": classes[i % n], "count": count}
+            for count, i in zip(counts[:k].tolist(), order[:k].tolist()) if count > 0]
 
 
 class TrainMeter:

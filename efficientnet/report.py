@@ -332,6 +332,12 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
         lines += [f"| {c.get('class')} | {c.get('precision', 0):.3f} | {c.get('recall', 0):.3f} | "
                   f"{c.get('f1', 0):.3f} | {c.get('support')} |" for c in own["per_class"]]
         lines.append("")
+    if own and isinstance(own.get("most_confused"), list) and own["most_confused"]:
+        best_doc["most_confused"] = own["most_confused"]
+        lines += [f"## Most confused: trial {best.trial}", "", "Its largest mistakes on the validation images.", "",
+                  "| true class | predicted as | images |", "|---|---|---|"]
+        lines += [f"| {m.get('true')} | {m.get('predicted')} | {m.get('count')} |" for m in own["most_confused"]]
+        lines.append("")
     try:
         best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
     except SpecError:

@@ -31,7 +31,7 @@ from .data import IMBALANCE_RATIO, DatasetSplit, balanced_class_weights, build_d
     default_workers, load_dataset, make_loaders, seed_epoch, set_train_transform, subset_train, train_transform
 from .distributed import Dist
 from .memory import check_room, estimate_training_memory, memory_room, needed_bytes
-from .metrics import EpochMetrics, TrainMeter, per_class
+from .metrics import EpochMetrics, TrainMeter, most_confused, per_class
 from .progressive import Progressive, Stage, mixup_batch, mixup_loss
 from .proposal import Proposal
 from .spec import ArchSpec, resolve_arch
@@ -340,10 +340,12 @@ class Trial:
         if self.dist.is_main:
             result = final_result(self.state, self.spec, self.split.num_classes, self.cfg, self.proposal,
                                   self.first_epoch)
-            classes = per_class(self.state.best_confusion, self.split.classes) \
-                if self.state.best_confusion is not None else None
+            confusion = self.state.best_confusion
+            classes = per_class(confusion, self.split.classes) if confusion is not None else None
+            mistakes = most_confused(confusion, self.split.classes) if confusion is not None else None
             atomic_write_json({**result, "spec": self.spec.to_dict(), "classes": self.split.classes,
-                               **({"per_class": classes} if classes else {}), "history": self.state.history,
+                               **({"per_class": classes, "most_confused": mistakes} if classes else {}),
+                               "history": self.state.history,
                                "proposal": self.proposal.to_parameters(), "config": self.cfg.to_dict(),
                                **({"world_size": self.dist.world_size} if self.dist.enabled else {})},
                               self.out_dir / "result.json")
@@ -351,6 +353,9 @@ class Trial:
                 low = sorted(classes, key=lambda c: (c["recall"], str(c["class"])))[:3]
                 log.info("lowest recall at epoch %d: %s (per class in result.json)", self.state.best_epoch,
                          ", ".join(f"{c['class']} {100 * c['recall']:.1f}% of {c['support']}" for c in low))
+            if mistakes:
+                log.info("most confused at epoch %d: %s", self.state.best_epoch,
+                         ", ".join(f"{m['true']} taken for {m['predicted']} {m['count']}x" for m in mistakes[:3]))
             log.info("final: best %s %.2f%% at epoch %d | params %d | MACs %d%s | %s",
                      EVAL_METRICS[self.cfg.eval_metric], result["default"], result["best_epoch"], result["params"],
                      result["macs"],

@@ -79,3 +79,16 @@ def test_per_class_rows_match_sklearn(seed):
     assert [row["support"] for row in rows] == support.tolist()
     for key, theirs in (("precision", p), ("recall", r), ("f1", f)):
         assert [row[key] for row in rows] == pytest.approx(theirs.tolist(), abs=1e-4)  # rounded to 4 places
+
+
+def test_most_confused_lists_the_largest_mistakes_first():
+    from efficientnet.metrics import most_confused
+
+    confusion = torch.tensor([[9, 3, 0], [1, 7, 3], [0, 5, 2]])  # true x predicted
+    assert most_confused(confusion, ["cat", "dog", "fox"]) == [
+        {"true": "fox", "predicted": "dog", "count": 5},
+        {"true": "cat", "predicted": "dog", "count": 3},  # a tie: in class order
+        {"true": "dog", "predicted": "fox", "count": 3},
+        {"true": "dog", "predicted": "cat", "count": 1}]
+    assert most_confused(confusion, ["cat", "dog", "fox"], k=1) == [{"true": "fox", "predicted": "dog", "count": 5}]
+    assert most_confused(torch.eye(3, dtype=torch.long) * 4, ["cat", "dog", "fox"]) == []

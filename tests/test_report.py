@@ -77,6 +77,12 @@ def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, t
     assert [row["class"] for row in doc["per_class"]] == [str(d) for d in range(10)]
     section = text.split("## Per class")[1].split("\n\n")[1]
     assert len(section.splitlines()) == 2 + 10 and "| 0 | " in section
+    # and its largest mistakes, as its result.json has them
+    mistakes = json.loads(next(t.folder for t in trials if t.id == order[0].id).joinpath("result.json")
+                          .read_text())["most_confused"]
+    assert doc["most_confused"] == mistakes and mistakes
+    section = text.split(f"## Most confused: trial {order[0].id}")[1].split("\n\n")[2]
+    assert section.splitlines()[2:] == [f"| {m['true']} | {m['predicted']} | {m['count']} |" for m in mistakes]
     # the trial's own result names what it trained (with concurrent trials, NNI's trial-jobs parameters may not)
     assert ArchSpec.from_dict(doc["spec"]) == ArchSpec.parse(order[0].final["arch"])
     png = (out / "pareto.png").read_bytes()

@@ -77,7 +77,17 @@ def test_hand_run_learns_digits_above_chance_and_writes_every_output(trained: Pa
     for key in ("f1", "recall", "precision"):
         assert sum(r[key] for r in rows) / len(rows) == pytest.approx(result[key], abs=1e-3)
     assert ckpt["best_confusion"].shape == (10, 10)
-    assert "lowest recall at epoch" in (trained / "log.txt").read_text().splitlines()[-2]
+    # its largest mistakes, from the same matrix: each class's mistakes are at most its images less its hits
+    mistakes = result["most_confused"]
+    assert 1 <= len(mistakes) <= 10 and all(m["true"] != m["predicted"] for m in mistakes)
+    assert [m["count"] for m in mistakes] == sorted((m["count"] for m in mistakes), reverse=True)
+    for m in mistakes:
+        row = next(r for r in rows if r["class"] == m["true"])
+        assert m["count"] <= round(row["support"] * (1 - row["recall"]))
+    log = (trained / "log.txt").read_text().splitlines()
+    assert "lowest recall at epoch" in log[-3] and "most confused at epoch" in log[-2]
+    first = mistakes[0]
+    assert f"{first['true']} taken for {first['predicted']} {first['count']}x" in log[-2]
 
 
 def test_rerunning_a_finished_run_resumes_and_trains_no_further(trained: Path, digits: Path, capsys, tmp_path):
