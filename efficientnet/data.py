@@ -267,7 +267,7 @@ class DatasetSplit:
     val: Dataset
     classes: list[str]
     root: Path
-    layout: str  # "<training folder>/<validation folder>" (train/val, training/validation, ...) or "split"
+    layout: str  # "<training folder>/<validation folder>" (train/val, ...), "split", or "csv: <its columns>"
     train_targets: list[int]
     corrupt: int = 0
     hflip: float = 0.5  # the training transform's flip probability (0 for digits)
@@ -375,7 +375,8 @@ def load_dataset(
         _warn_left_out(table)
         train_scan, val_scan = scan_label_table(table, records)
         classes = table.classes
-        kind = "csv" if table.validation is None else f"csv, {table.validation}"
+        kind = f"csv: images {table.image_column}, labels {table.label_column}" + \
+            (f", validation {table.validation}" if table.validation else "")
     else:
         layout = find_layout(root, num_classes)
         classes = layout.classes

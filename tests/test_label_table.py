@@ -59,7 +59,7 @@ def test_a_kaggle_table_of_ids_and_integer_labels_trains_on_the_named_images(tmp
     table, truth = kaggle(tmp_path, digits)
     split = load_dataset(str(table), SPEC, val_split=0.2, seed=0, cache_dir=tmp_path / "cache")
     assert split.classes == ["2", "7", "10"]  # numerically, not "10" < "2"
-    assert split.layout == "csv" and split.root == table
+    assert split.layout == "csv: images image_id, labels label" and split.root == table
     train, val = labels_by_file(split, "train"), labels_by_file(split, "val")
     assert set(train).isdisjoint(val) and {**train, **val} == truth  # every image, with its own label
     assert sorted(val.values()) == ["10", "10", "2", "2", "7", "7"]  # a stratified 20 %
@@ -86,7 +86,7 @@ def test_split_and_is_valid_columns_give_the_validation_rows(tmp_path: Path, dig
     table = write_table(tmp_path / "labels.csv", ["file", "label", "split"], split_rows)
     with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
         split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
-    assert split.layout == "csv, split column"
+    assert split.layout == "csv: images file, labels label, validation split column"
     val = labels_by_file(split, "val")
     assert sorted(val) == ["cat1", "cat4", "cat7", "dog1", "dog4", "dog7"] and val["dog4"] == "dog"
     assert len(labels_by_file(split, "train")) == 6
@@ -94,7 +94,8 @@ def test_split_and_is_valid_columns_give_the_validation_rows(tmp_path: Path, dig
     fastai = write_table(tmp_path / "fastai.csv", ["name", "label", "is_valid"],
                          [r for r in rows if not r[0].endswith(("2.png", "5.png", "8.png"))])
     split = load_dataset(str(fastai), SPEC, cache_dir=tmp_path / "cache")
-    assert split.layout == "csv, is_valid column" and labels_by_file(split, "val") == val
+    assert split.layout == "csv: images name, labels label, validation is_valid column"
+    assert labels_by_file(split, "val") == val
 
 
 def test_one_column_per_class_and_a_named_label_column(tmp_path: Path, digits):
@@ -204,7 +205,7 @@ def test_a_trial_and_the_data_command_read_a_label_table(tmp_path: Path, digits)
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) | {"root": None} == {
-        "root": None, "layout": "csv", "classes": ["3", "8"], "train": [10, 10], "val": [2, 2],
+        "root": None, "layout": "csv: images image_id, labels label", "classes": ["3", "8"], "train": [10, 10], "val": [2, 2],
         "skipped_unreadable": 0, "imbalance": 1.0}
     out = tmp_path / "run"
     done = subprocess.run(
@@ -212,7 +213,8 @@ def test_a_trial_and_the_data_command_read_a_label_table(tmp_path: Path, digits)
          "--resolution", "32", "--weights", "none", "--epochs", "1", "--batch-size", "8", "--threads", "1",
          "--output-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert f"data {table} (csv): 2 classes, 20 train / 4 val images" in done.stdout + done.stderr
+    assert (f"data {table} (csv: images image_id, labels label): 2 classes, 20 train / 4 val images"
+            in done.stdout + done.stderr)
     result = json.loads((out / "result.json").read_text())
     assert [row["class"] for row in result["per_class"]] == ["3", "8"]
     assert sum(row["support"] for row in result["per_class"]) == 4
@@ -234,7 +236,7 @@ def test_a_validation_table_beside_the_training_table_gives_the_validation_rows(
     write_table(tmp_path / "kaggle" / "val.csv", ["path", "class"], rows["val"] + [rows["train"][0]])
     with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
         split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
-    assert split.layout == "csv, val.csv"
+    assert split.layout == "csv: images path, labels class, validation val.csv"
     assert sorted(labels_by_file(split, "val")) == ["ant6", "ant7", "bee6", "bee7"]
     assert len(labels_by_file(split, "train")) == 12
     assert "train.csv: 1 row(s) repeat an image named before" in caplog.text  # the training image in val.csv
@@ -249,7 +251,8 @@ def test_a_validation_table_beside_the_training_table_gives_the_validation_rows(
                 lines.append(f"{c}{i}_jpg.rf.{k}{i}.png, {1 - k}, {k}")
         (roboflow / part / "_classes.csv").write_text("\n".join(lines) + "\n")
     split = load_dataset(str(roboflow / "train" / "_classes.csv"), SPEC, cache_dir=tmp_path / "cache")
-    assert split.layout == "csv, ../valid/_classes.csv" and split.classes == ["ant", "bee"]
+    assert split.layout == "csv: images filename, labels one-hot, validation ../valid/_classes.csv"
+    assert split.classes == ["ant", "bee"]
     val = labels_by_file(split, "val")
     assert len(val) == 4 and all(stem.startswith(label) for stem, label in val.items())
     assert len(labels_by_file(split, "train")) == 12
