@@ -153,6 +153,18 @@ def _is_one_hot(rows: list[list[str]], columns: list[int]) -> bool:
     return True
 
 
+def _integer_labels(parts: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str]]]:
+    """Labels ``3.0`` as ``3`` when every label is a whole number: pandas writes an integer column with an empty
+    cell as floats."""
+    try:
+        whole = {label: float(label) for part in parts.values() for _, label in part}
+    except ValueError:
+        return parts
+    if not all(v.is_integer() for v in whole.values()):
+        return parts
+    return {name: [(f, str(int(whole[label]))) for f, label in part] for name, part in parts.items()}
+
+
 def _class_order(names: set[str]) -> tuple[str, ...]:
     """Sorted; numerically when every class is an integer (``2`` before ``10``)."""
     try:
@@ -290,7 +302,7 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
         raise DataError(f"{len(missing)} of the {rows} images {path.name} names were not found under "
                         f"{path.parent} (e.g. {missing[0]!r}, column {table.image_column}); put the CSV in the folder "
                         "that holds the images, or fix the names")
-    parts = table.parts
+    parts = _integer_labels(table.parts)
     if not parts["train"]:
         raise DataError(f"{path.name} has no training rows in its {table.split_column} column; mark some rows train")
     if other is not None and not parts["val"]:

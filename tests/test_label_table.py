@@ -125,12 +125,13 @@ def test_one_column_per_class_and_a_named_label_column(tmp_path: Path, digits):
 
 def test_rows_without_an_image_or_a_label_are_named_and_left_out(tmp_path: Path, digits, caplog):
     table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=12)
-    # the first row's image is missing: the image column is still found, by the rows after it
-    rows = [["0000099", "0"]] + [[k, v] for k, v in truth.items()] + [["0000000", "0"], ["0010001", ""]]
+    # the first row's image is missing: the image column is still found, by the rows after it; the labels are
+    # floats, as pandas writes an integer column with an empty cell
+    rows = [["0000099", "0.0"]] + [[k, f"{v}.0"] for k, v in truth.items()] + [["0000000", "0.0"], ["0010001", ""]]
     write_table(table, ["image_id", "label"], rows)
     with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
         split = load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache")
-    assert len(split.train) + len(split.val) == 24
+    assert len(split.train) + len(split.val) == 24 and split.classes == ["0", "1"]
     assert (f"train.csv: 1 row(s) name an image that was not found under {tmp_path} (e.g. '0000099'); they are "
             "left out") in caplog.text
     assert "train.csv: 1 row(s) have no label; they are left out" in caplog.text
