@@ -148,12 +148,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     paths: list[str] = []
+    in_folders: set[str] = set()  # an image of a folder that cannot be read is skipped, one named is an error
     for given in args.images:  # a folder stands for its image files (hidden ones left out), in name order
         if os.path.isdir(given):
             found = image_files(Path(given))
             if not found:
                 raise CLIError(f"folder {given!r} holds no image files (.jpg, .png, ...)")
             paths += [str(p) for p in found]
+            in_folders.update(str(p) for p in found)
         else:
             paths.append(given)
     arch = resolve_arch(args.arch) if args.arch else None
@@ -180,9 +182,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         names = imagenet_categories()
     transform = eval_transform(spec)
     results = []
+    skipped: list[str] = []
     for start in range(0, len(paths), PREDICT_BATCH):
-        batch = paths[start:start + PREDICT_BATCH]
-        x = torch.stack([_predict_input(path, transform) for path in batch])
+        batch, inputs = [], []
+        for path in paths[start:start + PREDICT_BATCH]:
+            try:
+                inputs.append(_predict_input(path, transform))
+                batch.append(path)
+            except CLIError as exc:
+                if path not in in_folders:
+                    raise
+                skipped.append(str(exc))
+        if not batch:
+            continue
+        x = torch.stack(inputs)
         with torch.inference_mode():
             probs = model(x.to(device)).softmax(-1).float().cpu()
         for path, p in zip(batch, probs):
@@ -190,6 +203,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             preds = [{"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(q), 6)}
                      for q, i in zip(top.values, top.indices)]
             results.append({"image": path, "predictions": preds, "probabilities": p})
+    if skipped:
+        print(f"warning: skipped {len(skipped)} image(s) of the folder(s) that cannot be read, e.g. {skipped[0]}",
+              file=sys.stderr)
+    if not results:
+        raise CLIError(f"none of the {len(paths)} images could be read, e.g. {skipped[0]}")
     if args.csv:
         _write_predictions(args.csv, results, names or [str(i) for i in range(num_classes)])
     for r in results:

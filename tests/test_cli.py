@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -131,14 +132,26 @@ def test_bad_input_gives_one_error_line_and_status_2(args, words, capsys, tmp_pa
     assert words in one_error_line(capsys.readouterr().err)
 
 
-def test_unreadable_image_exits_2_from_the_command_line(root, tmp_path):
+def test_an_unreadable_image_is_an_error_and_one_in_a_folder_is_skipped(root, tmp_path, sample_photos):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a JPEG")
     out = run(root, "predict", str(bad))
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
-        f"error: cannot read image {str(bad)!r} (UnidentifiedImageError): is it a JPEG/PNG file?"
-    ]
+        f"error: cannot read image {str(bad)!r} (UnidentifiedImageError): is it a JPEG/PNG file?"]
+    # in a folder of images (a test set), one damaged file is named and the others are predicted
+    shutil.copy(sample_photos["flower"], tmp_path / "flower.jpg")
+    out = run(root, "predict", "--topk", "1", "--json", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert [r["image"] for r in json.loads(out.stdout)] == [str(tmp_path / "flower.jpg")]
+    assert out.stderr.strip().splitlines() == [
+        f"warning: skipped 1 image(s) of the folder(s) that cannot be read, e.g. cannot read image {str(bad)!r} "
+        "(UnidentifiedImageError): is it a JPEG/PNG file?"]
+    (tmp_path / "flower.jpg").unlink()
+    out = run(root, "predict", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        f"error: none of the 1 images could be read, e.g. cannot read image {str(bad)!r} (UnidentifiedImageError): "
+        "is it a JPEG/PNG file?")
 
 
 def test_predict_names_an_image_over_pils_pixel_limit(tmp_path, capsys, monkeypatch):
