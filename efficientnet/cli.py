@@ -304,6 +304,8 @@ def _build_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="dataset folder (ImageFolder: train/ and val/ class folders, or class folders), "
                    "or a CSV of image names and labels")
     p.add_argument("--label-column", help="a label CSV's label column (the trial's --label-column)")
+    p.add_argument("--group-column", help="a label CSV's column of groups, kept whole by the split (the trial's "
+                   "--group-column)")
     p.add_argument("--val-split", type=float, default=0.2, help="validation fraction when splitting (the trial's "
                    "--val-split)")
     p.add_argument("--seed", type=int, default=0, help="the split's seed (the trial's --seed)")
@@ -324,7 +326,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     logger.addHandler(warnings_seen)
     try:
         split = load_dataset(args.data, preset("lite0"), val_split=args.val_split, seed=args.seed,
-                             label_column=args.label_column)
+                             label_column=args.label_column, group_column=args.group_column)
     except DataError as exc:
         raise CLIError(str(exc)) from None
     finally:

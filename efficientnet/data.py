@@ -105,6 +105,28 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     return sorted(train), sorted(val)
 
 
+def stratified_group_split(labels: Sequence[int], groups: Sequence[str], val_fraction: float,
+                           seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split into ``(train indices, val indices)`` that keeps each group (a patient, a lesion, a video) on
+    one side, with each class's share of validation as near ``val_fraction`` as whole groups allow: scikit-learn's
+    ``StratifiedGroupKFold`` with ``round(1 / val_fraction)`` folds, the first held out (so 0.2 holds out a fifth,
+    0.3 a third)."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = max(2, round(1 / val_fraction))
+    if len(set(groups)) < folds:
+        raise DataError(f"only {len(set(groups))} groups: too few to hold out whole groups for a "
+                        f"{100 / folds:.0f} % validation split; add groups, raise --val-split (0.5 needs two "
+                        "groups), or give the validation rows (a split column)")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "the least populated class in y has only 1 members": such a class's group
+        warnings.simplefilter("ignore", UserWarning)  # stays in training, as stratified_split keeps it
+        train, val = next(splitter.split(np.zeros(len(labels)), np.asarray(labels), np.asarray(groups)))
+    return sorted(train.tolist()), sorted(val.tolist())
+
+
 # ------------------------------------------------------------------------------------------------ digits demo
 def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS_SIZE, seed: int = 0) -> Path:
     """Export scikit-learn's digits once as an ImageFolder (``train/`` and ``val/``) and return its root.
@@ -354,11 +376,13 @@ def load_dataset(
     hflip: float | None = None,
     min_scale: float = 0.5,
     label_column: str | None = None,
+    group_column: str | None = None,
 ) -> DatasetSplit:
     """Resolve ``data`` (a directory, a label CSV or ``digits``), validate it and build train/val datasets.
 
     ``hflip`` defaults to 0.5, or 0 for the digits demo (mirrored digits are other digits). ``label_column``
-    names a label CSV's label column when it is not found by its name.
+    names a label CSV's label column when it is not found by its name; ``group_column`` its column of groups
+    (a patient, a lesion), which a held-out validation split keeps whole.
     """
     if data == DIGITS_NAME:
         root = export_digits(cache_dir)
@@ -370,15 +394,17 @@ def load_dataset(
     eval_tf = eval_transform(spec)
     records = Path(cache_dir or default_cache_dir()).expanduser() / "scans"  # which files PIL can read
     if is_label_table(root):
-        table = read_label_table(root, num_classes, label_column)
+        table = read_label_table(root, num_classes, label_column, group_column)
         root = table.path
-        _warn_left_out(table)
+        _warn_table(table)
         train_scan, val_scan = scan_label_table(table, records)
         classes = table.classes
         kind = f"csv: images {table.image_column}, labels {table.label_column}" + \
+            (f", groups {table.group_column}" if table.group_column else "") + \
             (f", validation {table.validation}" if table.validation else "")
+        groups = table.groups
     else:
-        layout = find_layout(root, num_classes)
+        layout, groups = find_layout(root, num_classes), None
         classes = layout.classes
         if layout.val_root is not None:
             train_scan = scan_class_folders(layout.train_root, record_dir=records)
@@ -404,7 +430,11 @@ def load_dataset(
         corrupt = _check_corrupt([train_scan])
         full_train = _image_folder(train_scan, train_tf)
         full_eval = _image_folder(train_scan, eval_tf)
-        train_idx, val_idx = stratified_split(full_train.targets, val_split, seed)
+        if groups is not None:
+            train_idx, val_idx = stratified_group_split(full_train.targets, [groups[p] for p, _ in full_train.samples],
+                                                        val_split, seed)
+        else:
+            train_idx, val_idx = stratified_split(full_train.targets, val_split, seed)
         if not val_idx:
             raise DataError(f"{root} has too few images to hold out a validation split; add images or a val/ folder")
         train_ds = Subset(full_train, train_idx)
@@ -424,12 +454,16 @@ def _warn_unseen(classes: Sequence[str], seen: set[int], what: str, fix: str) ->
                     "macro F1; %s", len(unseen), what, names, fix)
 
 
-def _warn_left_out(table: LabelTable) -> None:
-    """Name the rows of a label CSV that no image comes from."""
+def _warn_table(table: LabelTable) -> None:
+    """Name the rows of a label CSV that no image comes from, and the groups a given split puts on both sides."""
     name = table.path.name
     if table.missing:
         log.warning("warning: %s: %d row(s) name an image that was not found under %s (e.g. %r); they are left out",
                     name, len(table.missing), table.path.parent, table.missing[0])
+    if table.shared_groups:
+        log.warning("warning: %s: %d group(s) of the %s column have images in both training and validation (%s): "
+                    "validation scores will be optimistic; keep each group on one side", name, table.shared_groups,
+                    table.group_column, table.validation)
     for n, why in ((table.unlabelled, f"have no {table.label_column}"),
                    (table.repeated, "repeat an image named before (with the same label)"),
                    (table.test_rows, f"are in the test split ({table.validation})")):

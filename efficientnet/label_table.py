@@ -11,7 +11,7 @@ image's), or columns of 0/1 with exactly one 1 per row; ``--label-column`` names
 (train/val/test) or fastai's ``is_valid`` (true/false) gives the validation rows, and so does a validation table
 beside the training one (``val.csv`` beside ``train.csv``; Roboflow's ``valid/_classes.csv`` beside
 ``train/_classes.csv``). Without either, a seeded, stratified ``--val-split`` of the rows is held out, as for a
-folder of classes.
+folder of classes, and ``--group-column`` keeps the images of one subject (a patient, a lesion) on one side of it.
 
 Only :mod:`csv` and :mod:`pathlib` are used here, so the launcher checks a table before an experiment starts, with
 the same rules and messages as the trial.
@@ -22,8 +22,9 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from .layout import VAL_FOLDERS, DataError, walk_files
 
@@ -62,6 +63,9 @@ class LabelTable:
     test_rows: int = 0  # rows of a test split (left out)
     repeated: int = 0  # rows naming an image an earlier row named (left out)
     validation: str | None = None  # where ``val`` comes from: "split column", "is_valid column", "valid/labels.csv"
+    group_column: str | None = None  # --group-column: rows of one group (a patient, a lesion) belong together
+    groups: Mapping[str, str] | None = field(default=None, compare=False)  # each image's group (its path as key)
+    shared_groups: int = 0  # groups with images on both sides of a given split (a leak)
 
 
 def is_label_table(data: str | os.PathLike) -> bool:
@@ -185,9 +189,10 @@ class _Rows:
     missing: list[str]
     unlabelled: int = 0
     repeated: int = 0
+    groups: dict[str, str] = field(default_factory=dict)  # each file's group, with --group-column
 
 
-def _read_table(path: Path, label_column: str | None, seen: dict[str, str]) -> _Rows:
+def _read_table(path: Path, label_column: str | None, seen: dict[str, str], group_column: str | None = None) -> _Rows:
     """Sort ``path``'s rows into train, val and test; ``seen`` maps the files of rows read before (in this table
     or another of the dataset) to their labels: a repeat is left out, a second label is an error."""
     header, rows = _read_rows(path)
@@ -207,7 +212,13 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str]) -> _
             raise DataError(f"the {header[split]} column of {path.name} holds {', '.join(map(repr, odd[:4]))}; "
                             f"use {use}")
 
-    rest = [i for i in range(len(header)) if i not in (image, split)]
+    group = None
+    if group_column is not None:
+        if group_column.lower() not in lower:
+            raise DataError(f"--group-column {group_column}: {path.name} has no such column (columns: "
+                            f"{', '.join(header)})")
+        group = lower.index(group_column.lower())
+    rest = [i for i in range(len(header)) if i not in (image, split, group)]
     if label_column is not None:
         if label_column.lower() not in lower:
             raise DataError(f"--label-column {label_column}: {path.name} has no such column (columns: "
@@ -251,6 +262,8 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str]) -> _
             out.repeated += 1
             continue
         seen[found] = label
+        if group is not None:
+            out.groups[os.fspath(Path(found))] = row[group] or found  # no group: the image is one of its own
         part = "train"
         if split is not None:
             value = row[split].lower()
@@ -278,20 +291,22 @@ def validation_table(path: Path) -> Path | None:
     return None
 
 
-def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
-                     label_column: str | None = None) -> LabelTable:
+def read_label_table(path: str | os.PathLike, num_classes: int | None = None, label_column: str | None = None,
+                     group_column: str | None = None) -> LabelTable:
     """Read a label CSV (see the module's docstring), and the validation table beside it when it has no split
     column, and find their images; every problem a user can fix is a :class:`~efficientnet.layout.DataError` with
-    one line. Files are found, not opened: the trial checks them."""
+    one line. Files are found, not opened: the trial checks them. ``group_column`` names the column whose rows
+    belong together (a patient, a lesion): the trial holds out whole groups, and a given split that puts a group on
+    both sides is counted in ``shared_groups``."""
     path = Path(path).expanduser().absolute()  # messages name the folder images are looked for in
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a CSV file; pass --data with the CSV that lists the labels")
     seen: dict[str, str] = {}
-    table = _read_table(path, label_column, seen)
+    table = _read_table(path, label_column, seen, group_column)
     tables, validation = [table], f"{table.split_column} column" if table.split_column else None
     other = validation_table(path) if table.split_column is None else None
     if other is not None:
-        val = _read_table(other, label_column, seen)
+        val = _read_table(other, label_column, seen, group_column)
         table.parts["val"] = val.parts["train"] + val.parts["val"]  # its own test rows stay out
         table.parts["test"] += val.parts["test"]
         tables.append(val)
@@ -329,7 +344,12 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None,
     def pairs(part: str) -> tuple[tuple[Path, int], ...]:
         return tuple((Path(f), index[label]) for f, label in parts[part])
 
+    groups = {f: g for t in tables for f, g in t.groups.items()} if group_column is not None else None
+    shared = 0
+    if groups is not None and validation is not None:
+        sides = [{groups[os.fspath(Path(f))] for f, _ in parts[part]} for part in ("train", "val")]
+        shared = len(sides[0] & sides[1])
     return LabelTable(path, table.image_column, table.label_column, classes, pairs("train"),
                       pairs("val") if validation is not None else None, tuple(missing),
                       sum(t.unlabelled for t in tables), len(parts["test"]), sum(t.repeated for t in tables),
-                      validation)
+                      validation, group_column if groups is not None else None, groups, shared)

@@ -223,8 +223,8 @@ def check_trial_command(config, path: Path, num_classes: int | None = None) -> N
                                f"(looked at {data}); give the dataset folder")
             table = is_label_table(data)
             try:
-                classes = read_label_table(data, cfg.num_classes, cfg.label_column).classes if table \
-                    else find_layout(data, cfg.num_classes).classes
+                classes = (read_label_table(data, cfg.num_classes, cfg.label_column, cfg.group_column) if table
+                           else find_layout(data, cfg.num_classes)).classes
             except DataError as exc:
                 raise CLIError(f"{path}: trialCommand: {exc}") from None
             if num_classes is not None and num_classes != len(classes):

@@ -143,6 +143,7 @@ class Trial:
                device: torch.device, handlers: list) -> "Trial":
         split = subset_train(load_dataset(cfg.data, spec, val_split=cfg.val_split, seed=cfg.seed,
                                           num_classes=cfg.num_classes, label_column=cfg.label_column,
+                                          group_column=cfg.group_column,
                                           cache_dir=cfg.download_dir if cfg.data == "digits" else None,
                                           hflip=cfg.hflip, min_scale=cfg.min_scale), cfg.subset, cfg.seed)
         channels_last, dtype = use_channels_last(cfg.channels_last), amp_dtype(device, cfg.amp)

@@ -53,6 +53,7 @@ class TrialConfig:
     # data
     data: str | None = None  # ImageFolder directory, label CSV or "digits"
     label_column: str | None = None  # a label CSV's label column, when not found by its name
+    group_column: str | None = None  # a label CSV's column of groups (a patient, a lesion): validation keeps them whole
     download_dir: str | None = None  # the legacy project's dataset dir for "custom"; also the digits cache
     val_split: float = 0.2
     subset: float = 1.0
@@ -169,6 +170,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "image names and labels, or 'digits'")
     g.add_argument("--label-column", help="a label CSV's label column (default: the one named label, class, "
                    "category or target, the only other column, or one 0/1 column per class)")
+    g.add_argument("--group-column", help="a label CSV's column of groups whose images belong together (a patient, a "
+                   "lesion): the held-out validation split keeps each group whole")
     g.add_argument("--download-dir", help="dataset directory for 'custom'; cache directory for 'digits'")
     g.add_argument("--val-split", type=float, default=d.val_split, help="validation fraction when splitting")
     g.add_argument("--subset", type=float, default=d.subset, help="train on a stratified fraction (proxy)")

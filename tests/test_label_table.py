@@ -295,3 +295,53 @@ def test_a_table_names_images_in_formats_not_read_here(tmp_path: Path, digits, c
     assert len(split.train) + len(split.val) == 20
     assert (f"skipping 1 .dcm, 1 .gif files, e.g. {tmp_path / 'train_images' / 'scan1.dcm'}: formats not read here; "
             "convert them to JPEG or PNG") in caplog.text
+
+
+def test_a_group_column_keeps_each_group_on_one_side_of_the_split(tmp_path: Path, digits, caplog):
+    """HAM10000's metadata: several photos of one lesion. Split row by row, photos of one lesion land in both
+    training and validation, and validation measures recall of a seen lesion; --group-column keeps lesions whole."""
+    images = tmp_path / "HAM10000_images"
+    images.mkdir()
+    rows, lesion_of = [], {}
+    for k, dx in enumerate(("bkl", "mel", "nv")):
+        for lesion in range(10):
+            for photo in range(1 + lesion % 3):  # 1 to 3 photos of each lesion
+                image_id = f"ISIC_{k}{lesion:02d}{photo}"
+                shutil.copy(digits[str(k)][(lesion + photo) % 12], images / f"{image_id}.png")
+                lesion_of[image_id] = f"HAM_{k}{lesion:02d}"
+                rows.append([lesion_of[image_id], image_id, dx, "histo"])
+    table = write_table(tmp_path / "HAM10000_metadata.csv", ["lesion_id", "image_id", "dx", "dx_type"], rows)
+
+    def sides(split) -> tuple[set[str], set[str]]:
+        return tuple({lesion_of[stem] for stem in labels_by_file(split, part)} for part in ("train", "val"))
+
+    plain = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx")
+    assert sides(plain)[0] & sides(plain)[1]  # row by row, lesions leak into validation
+    split = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx",
+                         group_column="lesion_id")
+    train, val = sides(split)
+    assert not train & val and len(train | val) == 30
+    assert split.layout == "csv: images image_id, labels dx, groups lesion_id"
+    assert {split.classes[label] for _, label in dataset_samples(split.val)} == {"bkl", "mel", "nv"}
+    assert 0.1 <= len(split.val) / (len(split.train) + len(split.val)) <= 0.3  # a fifth, in whole lesions
+    again = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx",
+                         group_column="lesion_id")
+    assert labels_by_file(again, "val") == labels_by_file(split, "val")  # seeded: every trial, the same split
+
+    # a split the table gives is checked for lesions on both sides: here each lesion's second photo is validation,
+    # so the 18 lesions of two or three photos leak
+    write_table(table, ["lesion_id", "image_id", "dx", "split"],
+                [r[:3] + ["val" if r[1].endswith("1") else "train"] for r in rows])
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache", label_column="dx", group_column="lesion_id")
+    assert ("HAM10000_metadata.csv: 18 group(s) of the lesion_id column have images in both training and validation "
+            "(split column): validation scores will be optimistic") in caplog.text
+    with pytest.raises(DataError, match="--group-column patient: HAM10000_metadata.csv has no such column"):
+        read_label_table(table, label_column="dx", group_column="patient")
+    few = [r for r in rows if r[0] in ("HAM_000", "HAM_001", "HAM_100", "HAM_101")]
+    write_table(table, ["lesion_id", "image_id", "dx"], few)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(table), SPEC, cache_dir=tmp_path / "cache", label_column="dx", group_column="lesion_id")
+    assert str(err.value) == ("only 4 groups: too few to hold out whole groups for a 20 % validation split; add "
+                              "groups, raise --val-split (0.5 needs two groups), or give the validation rows (a "
+                              "split column)")
