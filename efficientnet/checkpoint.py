@@ -183,14 +183,16 @@ class Start:
 
 def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str | None = None,
                auto_resume: bool = True, legacy_names: bool = False, weights: str = "lite0",
-               continue_from: Path | None = None, schedule_epochs: int | None = None) -> Start:
+               continue_from: Path | None = None, schedule_epochs: int | None = None,
+               classes: Sequence[str] | None = None) -> Start:
     """Decide where a run in ``out_dir`` starts, in this order: the folder's own checkpoint (``auto_resume``), the
     ``resume`` file, else nothing (``weights``, named in messages). Refused, each in one line saying what to do: a
     damaged or foreign own checkpoint, one of another architecture, a ``resume`` that names nothing or a folder,
     and a start that would overwrite an earlier run's ``model_best.pth.tar``. With ``legacy_names`` (under NNI), the
     legacy ``--resume ./model_best.pth.tar`` means the trial's own file, if it has one yet. ``continue_from`` (a
     checkpoint of a shorter run of this architecture on the same ``schedule_epochs``, see
-    :func:`continuation_source`) comes before ``resume``."""
+    :func:`continuation_source`) comes before ``resume``. ``classes``: the data's class names, which the folder's
+    own checkpoint must have been trained on (the same count under other names is other data)."""
     own = out_dir / CHECKPOINT_NAME
     if auto_resume and own.is_file():
         try:
@@ -203,6 +205,13 @@ def plan_start(out_dir: Path, spec: ArchSpec, num_classes: int, *, resume: str |
         if ArchSpec.from_dict(ckpt["spec"]) != spec or ckpt.get("num_classes") != num_classes:
             raise CheckpointError(f"{out_dir} holds a checkpoint of another architecture or class count "
                                   f"({ckpt.get('arch')}, {ckpt.get('num_classes')} classes); use another "
+                                  "--output-dir or pass --no-auto-resume")
+        trained_on = ckpt.get("classes")
+        if classes is not None and trained_on is not None and list(trained_on) != list(classes):
+            gone, new = [c for c in trained_on if c not in classes], [c for c in classes if c not in trained_on]
+            what = f"{', '.join(gone[:3])} in the checkpoint, {', '.join(new[:3])} in the data" if gone or new \
+                else "in another order"
+            raise CheckpointError(f"{out_dir} holds a checkpoint trained on other classes ({what}); use another "
                                   "--output-dir or pass --no-auto-resume")
         return Start(restore=ckpt, path=own)
     if continue_from is not None:

@@ -156,7 +156,8 @@ class Trial:
             tuple(cfg.progressive_dropout), tuple(cfg.progressive_randaug), tuple(cfg.progressive_mixup))
         start = plan_start(out_dir, spec, split.num_classes, resume=cfg.resume, auto_resume=cfg.auto_resume,
                            legacy_names=nni_io.under_nni(), weights=cfg.weights,
-                           continue_from=_continuation(cfg, out_dir), schedule_epochs=_schedule_epochs(cfg))
+                           continue_from=_continuation(cfg, out_dir), schedule_epochs=_schedule_epochs(cfg),
+                           classes=split.classes)
         if cfg.resume and start.path is None:  # the legacy --resume ./model_best.pth.tar, under NNI
             log.info("--resume %s: this trial has none yet in %s; starting from --weights %s", cfg.resume, out_dir,
                      cfg.weights)

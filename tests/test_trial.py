@@ -303,6 +303,17 @@ def test_errors_never_damage_an_earlier_checkpoint(trained: Path, digits: Path, 
     args[args.index("--width") + 1] = "0.5"  # another architecture into the same directory
     code, _, err = run(args, capsys)
     assert code == 2 and "holds a checkpoint of another architecture" in one_error_line(err)
+    # the same class count under other names is other data: it does not resume (nor report the old run as done)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(digits, renamed)
+    for split in ("train", "val"):
+        (renamed / split / "9").rename(renamed / split / "nine")
+    args = digits_args(digits, out, "--epochs", "3")
+    args[args.index("--data") + 1] = renamed
+    code, _, err = run(args, capsys)
+    assert code == 2 and one_error_line(err) == (f"error: {out} holds a checkpoint trained on other classes (9 in the "
+                                                 "checkpoint, nine in the data); use another --output-dir or pass "
+                                                 "--no-auto-resume")
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
