@@ -133,11 +133,22 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 def _image_column(header: list[str], rows: list[list[str]], files: _Files, path: Path) -> int:
     """The column that names files in most of the first 10 rows (a few images may be missing): the usual names
     first, then the columns in order."""
+    shared: list[DataError] = []  # names two files share: an error only if they stand where the images should
+
+    def names_a_file(value: str) -> bool:
+        try:
+            return bool(value) and files.find(value) is not None
+        except DataError as exc:
+            shared.append(exc)
+            return False
+
     named = [i for name in IMAGE_COLUMNS for i, h in enumerate(header) if h.lower() == name]
     sample = rows[:10]
     for i in dict.fromkeys(named + list(range(len(header)))):
-        if 2 * sum(bool(row[i]) and files.find(row[i]) is not None for row in sample) > len(sample):
+        if 2 * sum(names_a_file(row[i]) for row in sample) > len(sample):
             return i
+    if shared:
+        raise shared[0]
     raise DataError(f"no column of {path.name} names image files under {path.parent} (columns: {', '.join(header)}; "
                     f"first row: {', '.join(rows[0])}); put the CSV in the folder that holds the images, with their "
                     "paths or file names relative to it")

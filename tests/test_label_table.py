@@ -345,3 +345,17 @@ def test_a_group_column_keeps_each_group_on_one_side_of_the_split(tmp_path: Path
     assert str(err.value) == ("only 4 groups: too few to hold out whole groups for a 20 % validation split; add "
                               "groups, raise --val-split (0.5 needs two groups), or give the validation rows (a "
                               "split column)")
+
+
+def test_labels_that_are_also_file_names_do_not_stop_the_image_column_being_found(tmp_path: Path, digits):
+    """Grades 1 and 2 before the image's path, in folders of images numbered 1.png, 2.png, ...: the grades name
+    files of two folders, which is not an error while the images' column is looked for."""
+    rows = []
+    for folder, k in (("a", 0), ("b", 1)):
+        (tmp_path / "images" / folder).mkdir(parents=True)
+        for i in range(1, 7):
+            shutil.copy(digits[str(k)][i], tmp_path / "images" / folder / f"{i}.png")
+            rows.append([str(1 + k), f"images/{folder}/{i}.png"])
+    table = read_label_table(write_table(tmp_path / "grades.csv", ["grade", "picture"], rows))
+    assert (table.image_column, table.label_column, table.classes) == ("picture", "grade", ("1", "2"))
+    assert sorted(p.name for p, label in table.train if label == 1) == [f"{i}.png" for i in range(1, 7)]
