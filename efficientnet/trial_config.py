@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .arguments import add_arch_arguments
+from .label_table import is_label_table
 from .proposal import Proposal
 from .spec import ArchSpec, SpecError, resolve_arch, scaled_arch
 
@@ -342,8 +343,12 @@ def parse_config(argv: Sequence[str] | None = None) -> TrialConfig:
 def validate(cfg: TrialConfig) -> None:
     """Range checks with one-line messages."""
     if not cfg.data:
-        raise ConfigError("no dataset given: pass --data DIR (an ImageFolder), --data labels.csv (image names and labels) "
-                          "or --data digits for the demo")
+        raise ConfigError("no dataset given: pass --data DIR (an ImageFolder), --data labels.csv (image names and "
+                          "labels) or --data digits for the demo")
+    for flag, value in (("--label-column", cfg.label_column), ("--group-column", cfg.group_column)):
+        if value and not is_label_table(cfg.data):
+            raise ConfigError(f"{flag} {value} names a column of a label CSV, but --data {cfg.data} is not one; pass "
+                              f"--data labels.csv, or drop {flag}")
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.schedule_epochs is None or cfg.schedule_epochs >= cfg.epochs,
@@ -472,7 +477,7 @@ def output_dir_for(cfg: TrialConfig, spec: ArchSpec, nni_output_dir: str | None)
 
     digest = hashlib.sha1(f"{spec}|{cfg.seed}".encode()).hexdigest()[:8]
     data = Path(str(cfg.data))
-    name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(data.name) if data.suffix.lower() not in (".csv", ".tsv") \
+    name = DIGITS_NAME if cfg.data == DIGITS_NAME else _slug(data.name) if not is_label_table(data) \
         else _slug(f"{data.absolute().parent.name}-{data.stem}")  # train.csv of one dataset, not of another
     return Path("runs") / f"{name}-{digest}"
 

@@ -192,6 +192,17 @@ def test_bad_tables_are_one_line_errors(tmp_path: Path, digits, case: str, expec
     assert "\n" not in str(err.value) and expected.format(tmp=tmp_path) in str(err.value), str(err.value)
 
 
+def test_the_column_flags_need_a_label_table():
+    from efficientnet.trial_config import ConfigError, parse_config
+
+    assert parse_config(["--data", "labels.csv", "--label-column", "dx", "--group-column", "lesion_id"]).group_column \
+        == "lesion_id"
+    with pytest.raises(ConfigError) as err:
+        parse_config(["--data", "my_data", "--group-column", "lesion_id"])
+    assert str(err.value) == ("--group-column lesion_id names a column of a label CSV, but --data my_data is not one; "
+                              "pass --data labels.csv, or drop --group-column")
+
+
 def test_a_folder_of_unlabelled_images_beside_a_table_points_at_the_table(tmp_path: Path, digits):
     table, _ = kaggle(tmp_path, digits, classes=("0", "1"), n=3)
     for data in (tmp_path, tmp_path / "train_images"):
