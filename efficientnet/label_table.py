@@ -97,7 +97,7 @@ class _Files:
     def find(self, value: str) -> str | None:
         """The file ``value`` names, or None; a name that matches two files is an error naming both. (Strings, not
         :class:`~pathlib.Path`: building 10^5 paths took seconds.)"""
-        direct = os.path.join(self._where, value)
+        direct = os.path.join(self._where, value.replace("\\", "/") if os.sep == "/" else value)  # Windows' paths
         if os.path.isfile(direct):
             return direct
         matches = self._index().get(os.path.basename(value.replace("\\", "/")), [])

@@ -370,3 +370,7 @@ def test_labels_that_are_also_file_names_do_not_stop_the_image_column_being_foun
     table = read_label_table(write_table(tmp_path / "grades.csv", ["grade", "picture"], rows))
     assert (table.image_column, table.label_column, table.classes) == ("picture", "grade", ("1", "2"))
     assert sorted(p.name for p, label in table.train if label == 1) == [f"{i}.png" for i in range(1, 7)]
+    # the same table written on Windows: its paths' backslashes are folders, not a name two files share
+    windows = read_label_table(write_table(tmp_path / "windows.csv", ["grade", "picture"],
+                                           [[g, p.replace("/", "\\")] for g, p in rows]))
+    assert windows.train == table.train
