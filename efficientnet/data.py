@@ -460,6 +460,11 @@ def _warn_table(table: LabelTable) -> None:
     if table.missing:
         log.warning("warning: %s: %d row(s) name an image that was not found under %s (e.g. %r); they are left out",
                     name, len(table.missing), table.path.parent, table.missing[0])
+    if table.group_hints and table.validation is None:
+        column = table.group_hints[0]
+        log.warning("warning: %s: its %s column gives several images one value: if they show one subject (a "
+                    "patient, a lesion), pass --group-column %s, so that validation holds out subjects the model has "
+                    "not seen", name, column, column)
     if table.shared_groups:
         log.warning("warning: %s: %d group(s) of the %s column have images in both training and validation (%s): "
                     "validation scores will be optimistic; keep each group on one side", name, table.shared_groups,

@@ -39,6 +39,9 @@ VALID_COLUMNS = ("is_valid", "is_val", "is_validation")
 # module's, which imports torch; a test keeps the two the same)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".heic", ".heif",
                   ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
+# words of a column that may tie several images to one subject (see LabelTable.group_hints)
+GROUP_WORDS = ("patient", "subject", "lesion", "person", "individual", "case", "study", "series", "video", "group",
+               "animal", "specimen", "plant", "site")
 MAX_MISSING_FRACTION = 0.1  # more rows without an image file than this is an error, not a warning
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
 _SPLITS = {**{s: "train" for s in ("train", "training")}, **{s: "val" for s in VAL_FOLDERS},
@@ -66,6 +69,7 @@ class LabelTable:
     group_column: str | None = None  # --group-column: rows of one group (a patient, a lesion) belong together
     groups: Mapping[str, str] | None = field(default=None, compare=False)  # each image's group (its path as key)
     shared_groups: int = 0  # groups with images on both sides of a given split (a leak)
+    group_hints: tuple[str, ...] = ()  # columns named like a subject whose values repeat: --group-column candidates
 
 
 def is_label_table(data: str | os.PathLike) -> bool:
@@ -201,6 +205,7 @@ class _Rows:
     unlabelled: int = 0
     repeated: int = 0
     groups: dict[str, str] = field(default_factory=dict)  # each file's group, with --group-column
+    group_hints: list[str] = field(default_factory=list)  # see LabelTable.group_hints
 
 
 def _read_table(path: Path, label_column: str | None, seen: dict[str, str], group_column: str | None = None) -> _Rows:
@@ -257,6 +262,9 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str], grou
 
     out = _Rows(header[image], "one-hot" if len(labels) > 1 else header[labels[0]],
                 header[split] if split is not None else None, {"train": [], "val": [], "test": []}, len(rows), [])
+    if group is None:  # a column such as lesion_id or patient_id with a value several rows share
+        out.group_hints = [header[i] for i in rest if i not in labels and any(w in lower[i] for w in GROUP_WORDS)
+                           and len({row[i] for row in rows if row[i]}) < sum(1 for row in rows if row[i])]
     for row in rows:
         label = label_of(row)
         if not label:
@@ -363,4 +371,5 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None, la
     return LabelTable(path, table.image_column, table.label_column, classes, pairs("train"),
                       pairs("val") if validation is not None else None, tuple(missing),
                       sum(t.unlabelled for t in tables), len(parts["test"]), sum(t.repeated for t in tables),
-                      validation, group_column if groups is not None else None, groups, shared)
+                      validation, group_column if groups is not None else None, groups, shared,
+                      tuple(table.group_hints))

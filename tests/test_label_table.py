@@ -326,13 +326,19 @@ def test_a_group_column_keeps_each_group_on_one_side_of_the_split(tmp_path: Path
     def sides(split) -> tuple[set[str], set[str]]:
         return tuple({lesion_of[stem] for stem in labels_by_file(split, part)} for part in ("train", "val"))
 
-    plain = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx")
-    assert sides(plain)[0] & sides(plain)[1]  # row by row, lesions leak into validation
-    split = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx",
-                         group_column="lesion_id")
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        plain = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx")
+    assert sides(plain)[0] & sides(plain)[1]  # row by row, lesions leak into validation, and the log says what to do
+    assert ("HAM10000_metadata.csv: its lesion_id column gives several images one value: if they show one subject "
+            "(a patient, a lesion), pass --group-column lesion_id") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        split = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx",
+                             group_column="lesion_id")
     train, val = sides(split)
     assert not train & val and len(train | val) == 30
     assert split.layout == "csv: images image_id, labels dx, groups lesion_id"
+    assert "--group-column" not in caplog.text  # no hint once it is given
     assert {split.classes[label] for _, label in dataset_samples(split.val)} == {"bkl", "mel", "nv"}
     assert 0.1 <= len(split.val) / (len(split.train) + len(split.val)) <= 0.3  # a fifth, in whole lesions
     again = load_dataset(str(table), SPEC, seed=1, cache_dir=tmp_path / "cache", label_column="dx",
