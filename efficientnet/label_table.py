@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,11 @@ VALID_COLUMNS = ("is_valid", "is_val", "is_validation")
 # module's, which imports torch; a test keeps the two the same)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".heic", ".heif",
                   ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
-# words of a column that may tie several images to one subject (see LabelTable.group_hints)
-GROUP_WORDS = ("patient", "subject", "lesion", "person", "individual", "case", "study", "series", "video", "group",
-               "animal", "specimen", "plant", "site")
+# a column that may tie several images to one subject (see LabelTable.group_hints): one of these words alone, or
+# before an id (patient_id, lesion_id, StudyInstanceUID; not plant_type or anatom_site)
+GROUP_WORDS = {"patient", "subject", "lesion", "person", "individual", "case", "study", "series", "video", "group",
+               "animal", "specimen", "plant"}
+_ID_WORDS = {"id", "uid", "name", "no", "number", "code"}
 MAX_MISSING_FRACTION = 0.1  # more rows without an image file than this is an error, not a warning
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f", ""}
 _SPLITS = {**{s: "train" for s in ("train", "training")}, **{s: "val" for s in VAL_FOLDERS},
@@ -184,6 +187,12 @@ def _integer_labels(parts: dict[str, list[tuple[str, str]]]) -> dict[str, list[t
     return {name: [(f, str(int(whole[label]))) for f, label in part] for name, part in parts.items()}
 
 
+def _names_a_subject(column: str) -> bool:
+    """Whether a column's name says it ties images to a subject: ``patient_id``, ``lesion_id``, ``subject``."""
+    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", column)]
+    return any(w in GROUP_WORDS for w in words) and (len(words) == 1 or words[-1] in _ID_WORDS)
+
+
 def _class_order(names: set[str]) -> tuple[str, ...]:
     """Sorted; numerically when every class is an integer (``2`` before ``10``)."""
     try:
@@ -263,7 +272,7 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str], grou
     out = _Rows(header[image], "one-hot" if len(labels) > 1 else header[labels[0]],
                 header[split] if split is not None else None, {"train": [], "val": [], "test": []}, len(rows), [])
     if group is None:  # a column such as lesion_id or patient_id with a value several rows share
-        out.group_hints = [header[i] for i in rest if i not in labels and any(w in lower[i] for w in GROUP_WORDS)
+        out.group_hints = [header[i] for i in rest if i not in labels and _names_a_subject(header[i])
                            and len({row[i] for row in rows if row[i]}) < sum(1 for row in rows if row[i])]
     for row in rows:
         label = label_of(row)

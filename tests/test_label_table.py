@@ -380,3 +380,11 @@ def test_labels_that_are_also_file_names_do_not_stop_the_image_column_being_foun
     windows = read_label_table(write_table(tmp_path / "windows.csv", ["grade", "picture"],
                                            [[g, p.replace("/", "\\")] for g, p in rows]))
     assert windows.train == table.train
+
+
+def test_only_a_column_named_for_a_subject_is_suggested_as_groups(tmp_path: Path, digits):
+    table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=6)
+    rows = [[k, v, f"p{i // 2}", "leaf", "ward 3", f"StudyUID{i // 3}"] for i, (k, v) in enumerate(truth.items())]
+    write_table(table, ["image_id", "label", "PatientID", "plant_type", "anatom_site", "StudyInstanceUID"], rows)
+    assert read_label_table(table).group_hints == ("PatientID", "StudyInstanceUID")
+    assert read_label_table(table, group_column="PatientID").group_hints == ()
