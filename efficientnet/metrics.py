@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "confusion_matrix", "macro_precision_recall_f1",
-           "per_class", "most_confused"]
+           "macro_seen", "per_class", "most_confused"]
 
 
 @torch.no_grad()
@@ -121,6 +121,14 @@ def macro_precision_recall_f1(preds: torch.Tensor, targets: torch.Tensor, num_cl
 
 def _macro(confusion: torch.Tensor) -> dict[str, float]:
     return {name: float(values.mean()) for name, values in _ratios(confusion).items()}
+
+
+def macro_seen(confusion: torch.Tensor) -> dict[str, float]:
+    """Macro ``precision``, ``recall`` and ``f1`` (0-1) over the classes that are a true or a predicted class of
+    ``confusion`` (scikit-learn's default ``labels``): a class a test set lacks and the model never predicts does
+    not count as 0, as it does in :func:`macro_precision_recall_f1`."""
+    seen = (confusion.sum(dim=0) + confusion.sum(dim=1)) > 0
+    return {name: float(values[seen].mean()) if bool(seen.any()) else 0.0 for name, values in _ratios(confusion).items()}
 
 
 def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, float | int | str]]:

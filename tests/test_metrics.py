@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
-from efficientnet.metrics import EpochMetrics, macro_precision_recall_f1
+from efficientnet.metrics import EpochMetrics, confusion_matrix, macro_precision_recall_f1, macro_seen
 
 
 def sklearn_macro(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -92,3 +92,16 @@ def test_most_confused_lists_the_largest_mistakes_first():
         {"true": "dog", "predicted": "cat", "count": 1}]
     assert most_confused(confusion, ["cat", "dog", "fox"], k=1) == [{"true": "fox", "predicted": "dog", "count": 5}]
     assert most_confused(torch.eye(3, dtype=torch.long) * 4, ["cat", "dog", "fox"]) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_over_the_classes_seen_matches_sklearns_default_labels(seed):
+    """A test set without some of the model's classes: those the model never predicts do not count as 0, as
+    scikit-learn's default ``labels`` (the classes of the truth and the predictions) leaves them out."""
+    rng = np.random.default_rng(seed)
+    targets = torch.from_numpy(rng.choice([1, 4, 5], size=60))
+    preds = torch.where(torch.from_numpy(rng.random(60) < 0.7), targets, torch.from_numpy(rng.choice([1, 4, 7], 60)))
+    ours = macro_seen(confusion_matrix(preds, targets, 10))
+    p, r, f, _ = precision_recall_fscore_support(targets.numpy(), preds.numpy(), average="macro", zero_division=0)
+    assert ours == pytest.approx({"precision": p, "recall": r, "f1": f})
+    assert ours["recall"] > macro_precision_recall_f1(preds, targets, 10)["recall"]  # all 10 classes: absent ones 0
