@@ -1,9 +1,9 @@
-"""Command line: ``python -m efficientnet {profile,latency-table,data,predict,export,create,resume,view,report}``.
+"""Command line: ``python -m efficientnet COMMAND ...``, for the commands listed below.
 
 Each subcommand is an argument builder and one function ``cmd_<name>(args) -> int``, listed in one table
 (:func:`_commands`: ``profile``, ``latency-table``, ``data`` and ``export`` here, ``predict`` in
-:mod:`efficientnet.predict`, ``create``/``resume``/``view`` in :mod:`efficientnet.launcher`, ``report`` in
-:mod:`efficientnet.report`). Errors the user can fix are raised as
+:mod:`efficientnet.predict`, ``evaluate`` in :mod:`efficientnet.evaluate`, ``create``/``resume``/``view`` in
+:mod:`efficientnet.launcher`, ``report`` in :mod:`efficientnet.report`). Errors the user can fix are raised as
 :class:`CLIError` (or the package's ``SpecError``/``WeightsError``) and printed as one line on stderr with exit 2.
 """
 
@@ -202,7 +202,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int],
                                     str]]:
     """Every subcommand: its argument builder, the function that runs it, and its one-line help."""
-    from . import launcher, predict, report
+    from . import evaluate, launcher, predict, report
 
     return {
         "profile": (_build_profile, cmd_profile, "params, MACs, model size and peak memory of an architecture"),
@@ -210,8 +210,10 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
                           "space on this device, for the profile --latency-table and the tuner's latency_table"),
         "data": (_build_data, cmd_data, "read a dataset folder as a trial will: layout, classes, images per class "
                  "and what is left out"),
-        "predict": (predict.build, predict.cmd_predict, "classify images with a trained checkpoint or pretrained ImageNet "
-                    "weights"),
+        "predict": (predict.build, predict.cmd_predict, "classify images with a trained checkpoint or pretrained "
+                    "ImageNet weights"),
+        "evaluate": (evaluate.build, evaluate.cmd_evaluate, "score a trained checkpoint on held-out labelled "
+                     "images: top-1, top-5, F1, each class and the largest mistakes"),
         "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
                    "preprocessing"),
         "create": (launcher.build_create, launcher.cmd_create, "check an experiment config, then start it with "
@@ -228,8 +230,8 @@ def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="python -m efficientnet",
-        description="EfficientNet architecture search on NNI: profile architectures, measure latency tables, predict "
-                    "and export, and start, resume, view or report experiments.",
+        description="EfficientNet architecture search on NNI: profile architectures, measure latency tables, predict, "
+                    "evaluate and export, and start, resume, view or report experiments.",
         epilog="python -m efficientnet COMMAND --help lists a command's options.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (build, run, help_text) in _commands().items():

@@ -39,8 +39,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
 from .image_check import DAMAGED, image_problems
-from .label_table import LabelTable, is_label_table, read_label_table
-from .layout import VAL_FOLDERS, DataError, class_folders, find_layout, walk_files
+from .label_table import LabelTable, TestTable, is_label_table, read_label_table, read_test_table
+from .layout import VAL_FOLDERS, DataError, class_folders, find_layout, find_test_folder, walk_files
 from .preprocess import HEIF_EXTENSIONS, eval_transform, heif_readable, load_image, normalization, to_rgb
 from .spec import ArchSpec
 
@@ -57,6 +57,8 @@ __all__ = [
     "class_counts",
     "scan_class_folders",
     "load_dataset",
+    "TestSet",
+    "load_test_set",
     "train_transform",
     "make_loaders",
     "default_workers",
@@ -254,23 +256,33 @@ def _readable(root: Path, classes: Sequence[str], found: dict[str, list[Path]], 
 def scan_label_table(table: LabelTable, record_dir: Path | None = None) -> tuple[ClassFolders, ClassFolders | None]:
     """Check the images a label CSV lists, as :func:`scan_class_folders` checks a folder's: the training rows'
     and the validation rows' (None without a split column). A class with no training image is an error."""
-    readable = IMG_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
     every = [p for part in (table.train, table.val or ()) for p, _ in part]
-    problems = image_problems(table.path, [p for p in every if p.suffix.lower() in readable], record_dir)
+    problems = image_problems(table.path, [p for p in every if p.suffix.lower() in _readable_suffixes()], record_dir)
 
     def scan(pairs: Sequence[tuple[Path, int]], fix: str | None) -> ClassFolders:
-        found: dict[str, list[Path]] = {c: [] for c in table.classes}
-        others = []
-        for p, label in pairs:
-            if p.suffix.lower() in readable:
-                found[table.classes[label]].append(p)
-            else:
-                others.append(p)
-        return _readable(table.path.parent, table.classes, found, others, problems,
-                         lambda c: f"label {c!r} of {table.path.name}", fix)
+        return _scan_pairs(table.path, table.classes, pairs, problems, fix)
 
-    fix = "replace them, or remove the label's rows"
-    return scan(table.train, fix), None if table.val is None else scan(table.val, None)
+    return scan(table.train, "replace them, or remove the label's rows"), \
+        None if table.val is None else scan(table.val, None)
+
+
+def _readable_suffixes() -> tuple[str, ...]:
+    return IMG_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
+
+
+def _scan_pairs(table: Path, classes: Sequence[str], pairs: Sequence[tuple[Path, int]], problems: dict[Path, str],
+                fix: str | None) -> ClassFolders:
+    """The ``(image, class index)`` pairs of the label CSV ``table`` as a scan: images in formats not read here and
+    the files in ``problems`` set aside (a label left without images is an error saying ``fix``, unless None)."""
+    found: dict[str, list[Path]] = {c: [] for c in classes}
+    others = []
+    readable = _readable_suffixes()
+    for p, label in pairs:
+        if p.suffix.lower() in readable:
+            found[classes[label]].append(p)
+        else:
+            others.append(p)
+    return _readable(table.parent, classes, found, others, problems, lambda c: f"label {c!r} of {table.name}", fix)
 
 
 def _unreadable(problems: Sequence[str]) -> str:
@@ -454,12 +466,22 @@ def _warn_unseen(classes: Sequence[str], seen: set[int], what: str, fix: str) ->
                     "macro F1; %s", len(unseen), what, names, fix)
 
 
-def _warn_table(table: LabelTable) -> None:
-    """Name the rows of a label CSV that no image comes from, and the groups a given split puts on both sides."""
+def _warn_rows(table: LabelTable | TestTable) -> None:
+    """Name the rows of a label CSV that no image comes from: missing files, no label, repeats."""
     name = table.path.name
     if table.missing:
         log.warning("warning: %s: %d row(s) name an image that was not found under %s (e.g. %r); they are left out",
                     name, len(table.missing), table.path.parent, table.missing[0])
+    for n, why in ((table.unlabelled, f"have no {table.label_column}"),
+                   (table.repeated, "repeat an image named before (with the same label)")):
+        if n:
+            log.warning("warning: %s: %d row(s) %s; they are left out", name, n, why)
+
+
+def _warn_table(table: LabelTable) -> None:
+    """Name the rows of a label CSV that are left out, and the groups a given split puts on both sides."""
+    name = table.path.name
+    _warn_rows(table)
     if table.group_hints and table.validation is None:
         column = table.group_hints[0]
         log.warning("warning: %s: its %s column gives several images one value: if they show one subject (a "
@@ -469,11 +491,65 @@ def _warn_table(table: LabelTable) -> None:
         log.warning("warning: %s: %d group(s) of the %s column have images in both training and validation (%s): "
                     "validation scores will be optimistic; keep each group on one side", name, table.shared_groups,
                     table.group_column, table.validation)
-    for n, why in ((table.unlabelled, f"have no {table.label_column}"),
-                   (table.repeated, "repeat an image named before (with the same label)"),
-                   (table.test_rows, f"are in the test split ({table.validation})")):
-        if n:
-            log.warning("warning: %s: %d row(s) %s; they are left out", name, n, why)
+    if table.test_rows:
+        log.warning("warning: %s: %d row(s) are in the test split (%s); they are left out (python -m efficientnet "
+                    "evaluate CHECKPOINT %s scores a trained model on them)", name, table.test_rows, table.validation,
+                    table.path)
+
+
+@dataclass
+class TestSet:
+    """Held-out labelled images to evaluate a trained model on, labelled with the model's class indices."""
+
+    dataset: Dataset  # (image, class index) with the model's evaluation transform
+    root: Path
+    layout: str  # "test/", "class folders" or "csv: <its columns and rows>"
+    classes: list[str]  # the model's classes
+    corrupt: int = 0
+
+
+def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_column: str | None = None,
+                  cache_dir: str | os.PathLike | None = None) -> TestSet:
+    """The images of ``data`` to evaluate a model of ``classes`` on: a dataset folder's ``test/``, a folder of class
+    folders, or a label CSV's test rows (every row without a split column); read and checked as a trial's are.
+    A class the model does not know is an error; a class of the model without a test image is a warning."""
+    root = Path(data).expanduser()
+    records = Path(cache_dir or default_cache_dir()).expanduser() / "scans"
+    index = {c: i for i, c in enumerate(classes)}
+    if is_label_table(root):
+        table = read_test_table(root, label_column)
+        found = [label for _, label in table.pairs]
+        _check_known(found, classes, f"{table.path.name} has labels", "leave their rows out")
+        _warn_rows(table)
+        pairs = [(p, index[label]) for p, label in table.pairs]
+        problems = image_problems(table.path, [p for p, _ in pairs if p.suffix.lower() in _readable_suffixes()],
+                                  records)
+        scan = _scan_pairs(table.path, classes, pairs, problems, None)
+        root, kind = table.path, f"csv: images {table.image_column}, labels {table.label_column}, {table.rows}"
+    else:
+        folder, kind = find_test_folder(root)
+        folders = scan_class_folders(folder, record_dir=records)
+        _check_known(folders.classes, classes, f"{folder} has class folders", "leave them out")
+        scan = ClassFolders(folder, list(classes), {c: folders.files.get(c, []) for c in classes}, folders.corrupt,
+                            folders.oversized, folders.other_formats)
+        root = folder
+    corrupt = _check_corrupt([scan])
+    if not scan.num_images:
+        raise DataError(f"{root} has no readable test images; add JPEG or PNG images")
+    absent = [c for c in classes if not scan.files[c]]
+    if absent:
+        log.warning("warning: %d of the model's %d classes have no test image (%s): their recall is not measured",
+                    len(absent), len(classes), ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""))
+    return TestSet(CheckedImageFolder(scan, eval_transform(spec)), root, kind, list(classes), corrupt)
+
+
+def _check_known(found: Sequence[str], classes: Sequence[str], what: str, fix: str) -> None:
+    """A test class the model was not trained on is an error naming it."""
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        known = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        raise DataError(f"{what} the model was not trained on ({', '.join(unknown[:5])}; it knows {known}); "
+                        f"evaluate a model trained on them, or {fix}")
 
 
 def class_counts(targets: Sequence[int], num_classes: int) -> list[int]:

@@ -26,7 +26,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,6 +78,7 @@ class LoadedCheckpoint:
     num_classes: int
     class_names: list[str] | None
     source: dict[str, Any]  # where it came from: path, epoch, best accuracy when recorded
+    settings: dict[str, Any] = field(default_factory=dict)  # the trial's settings (its flags), when recorded
 
 
 @dataclass
@@ -158,16 +159,19 @@ def read_source(path: str | os.PathLike, arch: ArchSpec | None = None) -> Loaded
     if "_fc.weight" not in state:
         raise ExportError(f"checkpoint {text!r} has no classifier weights (_fc.weight): not an EfficientNet?")
     num_classes = int(state["_fc.weight"].shape[0])
-    names = None
+    names, settings = None, {}
     if isinstance(obj, Mapping):
         names = _class_names(obj, num_classes)
+        if isinstance(obj.get("args"), Mapping):
+            settings = dict(obj["args"])
         for key in ("epoch", "best_score", "best_top1", "best_epoch", "best_acc1", "acc1"):
             value = obj.get(key)
             if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
                 source[key] = float(value) if not isinstance(value, int) else value
         if isinstance(obj.get("eval_metric"), str):  # what best_score measures
             source["eval_metric"] = obj["eval_metric"]
-    return LoadedCheckpoint(state=state, spec=spec, num_classes=num_classes, class_names=names, source=source)
+    return LoadedCheckpoint(state=state, spec=spec, num_classes=num_classes, class_names=names, source=source,
+                            settings=settings)
 
 
 def model_for_export(spec: ArchSpec, num_classes: int, state: Mapping[str, torch.Tensor] | None = None) -> SpecEfficientNet:

@@ -29,7 +29,7 @@ from typing import Mapping
 
 from .layout import VAL_FOLDERS, DataError, walk_files
 
-__all__ = ["LabelTable", "is_label_table", "read_label_table", "validation_table"]
+__all__ = ["LabelTable", "TestTable", "is_label_table", "read_label_table", "read_test_table", "validation_table"]
 
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target")
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filename", "file_name", "file", "path",
@@ -382,3 +382,45 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None, la
                       sum(t.unlabelled for t in tables), len(parts["test"]), sum(t.repeated for t in tables),
                       validation, group_column if groups is not None else None, groups, shared,
                       tuple(table.group_hints))
+
+
+@dataclass(frozen=True)
+class TestTable:
+    """The labelled images of a label CSV to evaluate a model on: ``(image file, label)`` pairs of its test rows,
+    or of every row when it has no split column (``rows`` says which)."""
+
+    path: Path
+    image_column: str
+    label_column: str
+    rows: str  # "test rows of its split column" or "every row"
+    pairs: tuple[tuple[Path, str], ...]
+    missing: tuple[str, ...] = ()
+    unlabelled: int = 0
+    repeated: int = 0
+    other_rows: int = 0  # training and validation rows (left out)
+
+
+def read_test_table(path: str | os.PathLike, label_column: str | None = None) -> TestTable:
+    """Read the test images of a label CSV (the module's docstring says how its columns are found): the rows its
+    ``split`` column marks test, or every row of a table without a split column (a ``test.csv``). Problems the user
+    can fix are one-line :class:`~efficientnet.layout.DataError` s."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a CSV file; pass the CSV that lists the test images' labels")
+    table = _read_table(path, label_column, {})
+    if table.split_column is None:
+        rows, pairs, other = "every row", table.parts["train"], 0
+    else:
+        rows, pairs = f"test rows of its {table.split_column} column", table.parts["test"]
+        other = len(table.parts["train"]) + len(table.parts["val"])
+        if not pairs:
+            raise DataError(f"{path.name} has no test rows in its {table.split_column} column; mark the held-out "
+                            "rows test, or pass a CSV that lists only the test images")
+    if len(table.missing) > MAX_MISSING_FRACTION * table.rows:
+        raise DataError(f"{len(table.missing)} of the {table.rows} images {path.name} names were not found under "
+                        f"{path.parent} (e.g. {table.missing[0]!r}, column {table.image_column}); put the CSV in the "
+                        "folder that holds the images, or fix the names")
+    labelled = _integer_labels({"test": pairs})["test"]
+    return TestTable(path, table.image_column, table.label_column, rows,
+                     tuple((Path(f), label) for f, label in labelled), tuple(table.missing), table.unlabelled,
+                     table.repeated, other)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout", "walk_files"]
+__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout", "find_test_folder", "walk_files"]
 
 TRAIN_FOLDERS = ("train", "training")  # names of the training folder, first found wins
 VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside it, first found wins
+TEST_FOLDERS = ("test", "testing")  # names of a held-out test folder, first found wins
 # names that say "a split of the dataset", not "a class": train/, test_set/, ...
 _SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "test", "testing", "dev", "eval"}
 
@@ -110,6 +111,27 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
         raise DataError(f"--num-classes is {num_classes} but {train_root} has {len(classes)} class folders "
                         f"({names}); fix --num-classes or the dataset")
     return DatasetLayout(root, train_root, val_root, tuple(classes), unused)
+
+
+def find_test_folder(root: Path) -> tuple[Path, str]:
+    """The class folders to evaluate a model on, and how they were found: ``root``'s ``test/`` folder when it has
+    one (``"test/"``), else ``root`` itself when its sub-folders are classes (``"class folders"``). A dataset of
+    ``train/`` and ``val/`` without a ``test/`` is an error naming the folder to pass instead."""
+    if not root.is_dir():
+        raise DataError(f"test data {root} does not exist; pass a folder with one sub-folder per class (or a "
+                        "dataset folder with test/), or a label CSV")
+    test = next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+    if test is not None:
+        class_folders(test)
+        return test, f"{test.name}/"
+    splits = [root / name for name in TRAIN_FOLDERS + VAL_FOLDERS if (root / name).is_dir()]
+    if splits:
+        shown = ", ".join(f"{p.name}/" for p in splits)
+        val = next((p for p in splits if p.name in VAL_FOLDERS), splits[-1])
+        raise DataError(f"dataset {root} has {shown} but no test/ folder of held-out images; add one, or pass {val} "
+                        "to evaluate on those images")
+    class_folders(root)
+    return root, "class folders"
 
 
 def _label_table_beside(*folders: Path) -> Path | None:

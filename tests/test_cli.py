@@ -24,7 +24,7 @@ def run(root, *args: str) -> subprocess.CompletedProcess:
 def test_help_names_every_command_in_plain_text(root):
     proc = run(root, "--help")
     assert proc.returncode == 0, proc.stderr
-    for command in ("profile", "latency-table", "data", "predict", "export", "create", "resume", "view", "report"):
+    for command in ("profile", "latency-table", "data", "predict", "evaluate", "export", "create", "resume", "view", "report"):
         assert command in proc.stdout
     assert "``" not in proc.stdout and "COMMAND --help" in proc.stdout  # no docstring markup; where to look next
 

@@ -1,0 +1,186 @@
+"""``python -m efficientnet evaluate CHECKPOINT DATA``: a trained model's scores on held-out labelled images.
+
+The search ranks architectures by their validation score, which the search itself has looked at many times; a test
+set that no trial has seen says what the chosen model will do. ``DATA`` is a dataset folder with a ``test/``
+folder, a folder of class folders, or a label CSV (its ``split`` column's test rows, or every row of a table
+without one). The images are read and checked as a trial reads its validation images, with the model's own
+evaluation transform, and scored with the trial's metrics: top-1, top-5, macro precision, recall and F1, each
+class's row, and the largest mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .arguments import CLIError
+
+__all__ = ["Evaluation", "build", "cmd_evaluate", "evaluate_checkpoint"]
+
+MAX_CLASS_ROWS = 30  # classes printed; --json gives every one
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A checkpoint's scores on a test set. ``metrics``: ``loss``, ``top1``, ``top5`` (5 or more classes; percent),
+    ``precision``, ``recall`` and ``f1`` (0-1, macro over the classes the test set has or the model predicted, as
+    scikit-learn's defaults give them); ``validation``: the checkpoint's own best validation record."""
+
+    checkpoint: str
+    data: str
+    layout: str
+    arch: str
+    images: int
+    classes: list[str]
+    metrics: dict[str, float]
+    per_class: list[dict[str, Any]]
+    most_confused: list[dict[str, Any]]
+    confusion: list[list[int]]
+    skipped: int
+    seconds: float
+    validation: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None = None, batch_size: int = 64,
+                        device: str = "auto", workers: int | None = None, amp: str = "auto",
+                        arch: str | None = None, keep_probabilities: bool = False):
+    """Score ``checkpoint`` (a trial's ``model_best.pth.tar``, or weights with ``arch``) on the test images of
+    ``data``; return the :class:`Evaluation`, each image's ``(path, true class index)`` and, with
+    ``keep_probabilities``, each image's class probabilities (a CPU tensor, else None). Problems the user can fix
+    raise :class:`CLIError` (one line)."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from .data import DataError, default_workers, load_test_set
+    from .datacache import dataset_samples
+    from .export import ExportError, model_for_export, read_source
+    from .metrics import EpochMetrics, macro_seen, most_confused, per_class
+    from .predict import imagenet_categories
+    from .spec import resolve_arch
+    from .training import TrainingError, amp_dtype, evaluate, prepare_model, resolve_device
+
+    started = time.perf_counter()
+    try:
+        ckpt = read_source(checkpoint, resolve_arch(arch) if arch else None)
+    except ExportError as exc:
+        raise CLIError(str(exc)) from None
+    names = ckpt.class_names or (imagenet_categories() if ckpt.num_classes == 1000 else None)
+    if names is None:
+        raise CLIError(f"checkpoint {checkpoint!r} records no class names, so its outputs cannot be matched to the "
+                       "test labels; evaluate a trial's model_best.pth.tar")
+    try:
+        test = load_test_set(data, ckpt.spec, names, label_column=label_column or ckpt.settings.get("label_column"))
+        dev, warning = resolve_device(device)
+    except (DataError, TrainingError) as exc:
+        raise CLIError(str(exc)) from None
+    if warning:
+        print(warning, file=sys.stderr)
+    model = prepare_model(model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state), dev, bn_momentum=None)
+    workers = default_workers(dev) if workers is None else workers
+    loader = DataLoader(test.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=dev.type == "cuda")
+
+    class Scores(EpochMetrics):  # the trial's metrics, and each image's probabilities for --csv
+        def __init__(self) -> None:
+            super().__init__(len(names))
+            self.probabilities: list[torch.Tensor] = []
+
+        def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
+            super().update(logits, targets, loss)
+            if keep_probabilities:
+                self.probabilities.append(logits.float().softmax(-1).cpu())
+
+    scores = evaluate(model, loader, nn.CrossEntropyLoss(), Scores(), dtype=amp_dtype(dev, amp))
+    confusion = scores.confusion()
+    metrics = {**scores.compute(), **macro_seen(confusion)}
+    validation = {k: ckpt.source[k] for k in ("eval_metric", "best_score", "best_epoch") if k in ckpt.source}
+    result = Evaluation(checkpoint, data, test.layout, str(ckpt.spec), scores.count, list(names),
+                        {k: round(v, 6) for k, v in metrics.items()}, per_class(confusion, names),
+                        most_confused(confusion, names), confusion.tolist(), test.corrupt,
+                        round(time.perf_counter() - started, 2), validation)
+    probabilities = torch.cat(scores.probabilities) if keep_probabilities else None
+    return result, dataset_samples(test.dataset), probabilities
+
+
+def build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a trial's model_best.pth.tar (or checkpoint.pth.tar)")
+    p.add_argument("data", metavar="DATA", help="held-out labelled images: a dataset folder with test/, a folder of "
+                   "class folders, or a label CSV (its test rows, or every row when it has no split column)")
+    p.add_argument("--label-column", help="a label CSV's label column (default: the trial's, else found by name)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, help="image-loading processes (default: as a trial's: none on the CPU)")
+    p.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="autocast, as the trial's --amp (default %(default)s: bf16/fp16 on CUDA, off on the CPU)")
+    p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
+    p.add_argument("--csv", metavar="FILE", help="also write a CSV: each image's path, true class, predicted class "
+                   "and probability, and its probability of every class")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Print the checkpoint's scores on the test images (and write ``--csv``)."""
+    from .predict import write_predictions
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise CLIError(f"--workers must be 0 or more, got {args.workers}")
+    warnings_seen = logging.StreamHandler(sys.stderr)  # the data's warnings (skipped files, rows left out, ...)
+    logger = logging.getLogger("efficientnet.trial")
+    logger.addHandler(warnings_seen)
+    try:
+        result, samples, probabilities = evaluate_checkpoint(
+            args.checkpoint, args.data, label_column=args.label_column, batch_size=args.batch_size,
+            device=args.device, workers=args.workers, amp=args.amp, arch=args.arch,
+            keep_probabilities=bool(args.csv))
+    finally:
+        logger.removeHandler(warnings_seen)
+    if args.csv:
+        rows = []
+        for (path, target), p in zip(samples, probabilities):
+            best = int(p.argmax())
+            rows.append({"image": path, "true": result.classes[target], "predictions": [
+                {"class_id": best, "name": result.classes[best], "probability": round(float(p[best]), 6)}]})
+        write_predictions(args.csv, rows, probabilities, result.classes)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print("\n".join(summary(result)))
+    return 0
+
+
+def summary(result: Evaluation) -> list[str]:
+    """The text report: the scores, the checkpoint's validation score beside them, each class, the mistakes."""
+    m = result.metrics
+    lines = [f"evaluate {result.checkpoint} on {result.data} ({result.layout}): {result.images} images, "
+             f"{len(result.classes)} classes, {result.seconds:.1f} s",
+             f"test top-1 {m['top1']:.2f} %" + (f", top-5 {m['top5']:.2f} %" if "top5" in m else "")
+             + f", macro F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}), "
+             f"loss {m['loss']:.4f}"]
+    val = result.validation
+    if "best_score" in val:  # in percent, F1 and recall too
+        lines.append(f"the checkpoint's best validation {val.get('eval_metric', 'top1')}: {val['best_score']:.2f} %"
+                     + (f" (epoch {val['best_epoch']})" if "best_epoch" in val else ""))
+    rows = [r for r in result.per_class if r["support"] or r["precision"]]  # classes tested or predicted
+    note = ""
+    if len(rows) > MAX_CLASS_ROWS:
+        note = f" (the {MAX_CLASS_ROWS} lowest F1 of {len(rows)}; --json gives all)"
+        rows = sorted(rows, key=lambda r: r["f1"])[:MAX_CLASS_ROWS]
+    width = max(5, *(len(r["class"]) for r in rows))
+    lines += ["", f"  {'class':<{width}}  precision  recall     f1  images{note}"]
+    lines += [f"  {r['class']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:6d}"
+              for r in rows]
+    if result.most_confused:
+        lines += ["", "most confused (true -> predicted: images):"]
+        lines += [f"  {c['true']} -> {c['predicted']}: {c['count']}" for c in result.most_confused]
+    return lines

@@ -1,0 +1,185 @@
+"""``python -m efficientnet evaluate``: a trained checkpoint scored on held-out images, real training and real files.
+
+The checkpoint is a real 1-epoch trial on the digits demo (in this process); scores are checked against the trial's
+own validation record and against scikit-learn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sklearn.metrics import precision_recall_fscore_support
+
+import main_efficientnet
+from efficientnet.cli import main
+from efficientnet.data import export_digits
+from trial_process import one_error_line
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--arch", "lite0", "--width", "0.25", "--resolution", "32", "--weights", "lite0", "--epochs", "1",
+        "--threads", "1", "--no-latency"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def trained(digits: Path, tmp_path_factory) -> Path:
+    """A trial's folder: 1 epoch on the digits demo (train/ and val/, classes 0-9)."""
+    out = tmp_path_factory.mktemp("run")
+    assert main_efficientnet.main(["--data", str(digits), "--output-dir", str(out), *TINY]) == 0
+    return out
+
+
+def evaluate(capsys, *args) -> tuple[int, str, str]:
+    code = main(["evaluate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_the_validation_images_give_the_trials_own_scores(trained: Path, digits: Path, capsys, tmp_path: Path):
+    """Evaluated on the images it validated on, the checkpoint scores what the trial recorded: the same model, the
+    same evaluation transform, the same metrics."""
+    ckpt = trained / "model_best.pth.tar"
+    code, out, err = evaluate(capsys, ckpt, digits / "val", "--json", "--csv", tmp_path / "out" / "p.csv")
+    assert code == 0, err
+    got = json.loads(out)
+    result = json.loads((trained / "result.json").read_text())  # the best epoch's validation scores
+    assert got["images"] == sum(r["support"] for r in result["per_class"]) == 359
+    assert got["layout"] == "class folders" and got["classes"] == [str(i) for i in range(10)]
+    for key in ("top1", "top5", "precision", "recall", "f1", "loss"):
+        assert got["metrics"][key] == pytest.approx(result[key], abs=1e-5), key
+    assert got["per_class"] == result["per_class"] and got["most_confused"] == result["most_confused"]
+    assert got["validation"] == {"eval_metric": "top1", "best_score": pytest.approx(result["top1"]),
+                                 "best_epoch": 1}
+    # --csv: each image, its folder's class, the predicted class (the most probable), and every probability
+    rows = read_csv(tmp_path / "out" / "p.csv")
+    assert rows[0] == ["image", "true", "label", "probability", *got["classes"]] and len(rows) == 360
+    for row in rows[1:]:
+        probabilities = [float(v) for v in row[4:]]
+        assert row[1] == Path(row[0]).parent.name and row[2] == str(probabilities.index(max(probabilities)))
+    correct = sum(r[1] == r[2] for r in rows[1:])
+    assert 100 * correct / 359 == pytest.approx(got["metrics"]["top1"])
+    # the text report: the scores, the trial's own beside them, each class, the mistakes
+    code, out, err = evaluate(capsys, ckpt, digits / "val")
+    assert code == 0, err
+    assert "359 images, 10 classes" in out and f"test top-1 {got['metrics']['top1']:.2f} %" in out
+    assert f"the checkpoint's best validation top1: {result['top1']:.2f} % (epoch 1)" in out
+    assert "most confused (true -> predicted: images):" in out and out.count("\n  ") >= 10
+
+
+def test_a_test_folder_beside_train_and_val_is_found_and_absent_classes_do_not_count(
+        trained: Path, digits: Path, capsys, tmp_path: Path, caplog):
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        shutil.copytree(digits / split / "0", root / split / "0")
+    for c in ("3", "5", "8"):  # three of the model's ten classes
+        shutil.copytree(digits / "val" / c, root / "test" / c)
+    with caplog.at_level(logging.WARNING, logger="efficientnet.trial"):
+        code, out, err = evaluate(capsys, trained / "model_best.pth.tar", root, "--json", "--csv", tmp_path / "p.csv")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["layout"] == "test/" and got["images"] == sum(1 for _ in (root / "test").rglob("*.png")) == 108
+    assert "7 of the model's 10 classes have no test image (0, 1, 2, 4, 6, ...)" in err
+    rows = read_csv(tmp_path / "p.csv")[1:]
+    assert {Path(r[0]).parent.parent.name for r in rows} == {"test"}
+    truth, predicted = [r[1] for r in rows], [r[2] for r in rows]
+    precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="macro", zero_division=0)
+    assert got["metrics"]["precision"] == pytest.approx(precision, abs=1e-6)
+    assert got["metrics"]["recall"] == pytest.approx(recall, abs=1e-6)
+    assert got["metrics"]["f1"] == pytest.approx(f1, abs=1e-6)
+    assert {r["class"]: r["support"] for r in got["per_class"]}["0"] == 0
+    # train/ and val/ without test/: the folder to pass instead
+    shutil.rmtree(root / "test")
+    code, out, err = evaluate(capsys, trained / "model_best.pth.tar", root)
+    assert code == 2 and one_error_line(err) == (
+        f"error: dataset {root} has train/, val/ but no test/ folder of held-out images; add one, or pass "
+        f"{root / 'val'} to evaluate on those images")
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: Path, capsys, tmp_path: Path):
+    """A model trained on a CSV (``--label-column digit``) is scored on the table's test rows, the label column
+    taken from its checkpoint; a table without a split column is a test set of its own."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for c in ("1", "4", "7"):
+        for i, src in enumerate(sorted((digits / "train" / c).iterdir())[:15]):
+            shutil.copy(src, tmp_path / "img" / f"{c}_{i}.png")
+            rows.append([f"img/{c}_{i}.png", f"{c}.0", f"scan{i % 4}", ["train", "train", "val", "test", "test"][i % 5]])
+    table = write_table(tmp_path / "labels.csv", ["file", "digit", "source", "split"], rows)
+    out = tmp_path / "run"
+    assert main_efficientnet.main(["--data", str(table), "--label-column", "digit", "--output-dir", str(out),
+                                   "--batch-size", "8", *TINY]) == 0
+    capsys.readouterr()  # the trial's output
+    ckpt = out / "model_best.pth.tar"
+    code, text, err = evaluate(capsys, ckpt, table, "--json", "--csv", tmp_path / "p.csv")
+    assert code == 0, err
+    got = json.loads(text)
+    assert got["layout"] == "csv: images file, labels digit, test rows of its split column"
+    assert got["classes"] == ["1", "4", "7"] and got["images"] == 18  # 6 test rows of each label
+    assert sorted(Path(r[0]).name for r in read_csv(tmp_path / "p.csv")[1:]) == sorted(
+        Path(r[0]).name for r in rows if r[3] == "test")
+    # a test.csv of its own (no split column): every row; labels "4.0" are the model's class "4"
+    test = write_table(tmp_path / "test.csv", ["file", "digit"], [r[:2] for r in rows if r[3] == "test"])
+    code, text, err = evaluate(capsys, ckpt, test, "--json")
+    assert code == 0, err
+    again = json.loads(text)
+    assert again["layout"] == "csv: images file, labels digit, every row" and again["metrics"] == got["metrics"]
+    # what cannot be scored: one line each, naming the fix
+    cases = [
+        (write_table(tmp_path / "odd.csv", ["file", "digit"], [[rows[0][0], "9"], [rows[1][0], "1"]]), (),
+         "odd.csv has labels the model was not trained on (9; it knows 1, 4, 7); evaluate a model trained on them, "
+         "or leave their rows out"),
+        (write_table(tmp_path / "notest.csv", ["file", "digit", "split"], [r[:2] + ["train"] for r in rows]), (),
+         "notest.csv has no test rows in its split column; mark the held-out rows test, or pass a CSV that lists "
+         "only the test images"),
+        (table, ("--label-column", "label"), "--label-column label: labels.csv has no such column (columns: file, "
+         "digit, source, split)"),
+    ]
+    for data, extra, message in cases:
+        code, text, err = evaluate(capsys, ckpt, data, *extra)
+        assert code == 2 and one_error_line(err) == f"error: {message}"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.pth.tar", "{digits}/val"], "checkpoint 'missing.pth.tar' does not exist"),
+    (["{ckpt}", "{tmp}/nowhere"], "test data {tmp}/nowhere does not exist"),
+    (["{ckpt}", "{digits}/val", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["lite0", "{digits}/val"], "{digits}/val has class folders the model was not trained on (0, 1, 2, 3, 4; it "
+     "knows tench, goldfish, great white shark, tiger shark, hammerhead, electric ray, ...)"),
+])
+def test_bad_input_is_one_error_line(args, words, trained: Path, digits: Path, tmp_path: Path, capsys):
+    fill = {"digits": digits, "ckpt": trained / "model_best.pth.tar", "tmp": tmp_path}
+    code, _, err = evaluate(capsys, *(a.format(**fill) for a in args))
+    assert code == 2 and words.format(**fill) in one_error_line(err)
+
+
+def test_the_command_runs_as_a_process(trained: Path, digits: Path, tmp_path: Path):
+    sub = tmp_path / "test"
+    shutil.copytree(digits / "val" / "2", sub / "2")
+    (sub / "2" / "broken.png").write_bytes(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "efficientnet", "evaluate", str(trained / "model_best.pth.tar"),
+                           str(sub)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: skipping 1 unreadable image file(s) of 36" in proc.stderr
+    assert f"on {sub} (class folders): 35 images, 10 classes" in proc.stdout
