@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -280,6 +281,22 @@ def trial_result(trial: Trial) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
+def _model_of(trial: Trial, result: dict[str, Any] | None) -> tuple[Path, str] | None:
+    """The trial's ``model_best.pth.tar`` when it is on this machine, and the test data to evaluate it on: the
+    trial's dataset when that holds test images (a ``test/`` folder, a CSV's test rows), else ``TEST_DATA``."""
+    from .checkpoint import BEST_NAME
+    from .label_table import is_label_table
+    from .layout import TEST_FOLDERS
+
+    if trial.folder is None or not (trial.folder / BEST_NAME).is_file():
+        return None
+    config = result.get("config") if result else None
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, str) and (is_label_table(data) or any((Path(data) / d).is_dir() for d in TEST_FOLDERS)):
+        return trial.folder / BEST_NAME, shlex.quote(data)
+    return trial.folder / BEST_NAME, "TEST_DATA"
+
+
 def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 10,
                  presets: Sequence[str] = ("b0", "b1", "b2", "b3"), num_classes: int = 1000,
                  preset_latency: bool = True) -> str:
@@ -338,6 +355,13 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
                   "| true class | predicted as | images |", "|---|---|---|"]
         lines += [f"| {m.get('true')} | {m.get('predicted')} | {m.get('count')} |" for m in own["most_confused"]]
         lines.append("")
+    model = _model_of(next(t for t in trials if t.id == best.trial), own)
+    if model is not None:
+        checkpoint, data = model
+        best_doc["checkpoint"] = str(checkpoint)
+        lines += [f"## The model of trial {best.trial}", "", "Score it on images no trial has seen, then export it:", "",
+                  "```bash", f"python -m efficientnet evaluate {shlex.quote(str(checkpoint))} {data}",
+                  f"python -m efficientnet export {shlex.quote(str(checkpoint))}", "```", ""]
     try:
         best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
     except SpecError:

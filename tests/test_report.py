@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from efficientnet.cli import main
+from efficientnet.data import export_digits
 from efficientnet.nni_db import read_trials
 from efficientnet.nni_rest import Trial
 from efficientnet.spec import ArchSpec
@@ -83,6 +84,15 @@ def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, t
     assert doc["most_confused"] == mistakes and mistakes
     section = text.split(f"## Most confused: trial {order[0].id}")[1].split("\n\n")[2]
     assert section.splitlines()[2:] == [f"| {m['true']} | {m['predicted']} | {m['count']} |" for m in mistakes]
+    # where its model is, and the commands that score and export it; scored on the images it validated on, it
+    # gives the score the trial reported
+    folder = next(t.folder for t in trials if t.id == order[0].id)
+    checkpoint = Path(doc["checkpoint"])
+    assert checkpoint == folder / "model_best.pth.tar" and checkpoint.is_file()
+    assert f"python -m efficientnet evaluate {checkpoint} TEST_DATA\npython -m efficientnet export {checkpoint}" in text
+    assert main(["evaluate", str(checkpoint), str(export_digits() / "val"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["metrics"]["top1"] == pytest.approx(json.loads((folder / "result.json").read_text())["top1"])
     # the trial's own result names what it trained (with concurrent trials, NNI's trial-jobs parameters may not)
     assert ArchSpec.from_dict(doc["spec"]) == ArchSpec.parse(order[0].final["arch"])
     png = (out / "pareto.png").read_bytes()
