@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .arguments import CLIError, add_arch_arguments, arch_from_args
@@ -162,7 +163,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Read a dataset folder as a trial will: its layout, classes, images per class, and what is left out."""
     import logging
 
-    from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, load_dataset
+    from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, image_files, load_dataset
     from .spec import preset
 
     if not 0 < args.val_split < 1:
@@ -181,10 +182,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     train = class_counts(split.train_targets, split.num_classes)
     val = class_counts([label for _, label in dataset_samples(split.val)], split.num_classes)
     ratio = max(train) / max(min(train), 1)
+    test = _test_folder(args.data)
     if args.json:
         print(json.dumps({"root": str(split.root), "layout": split.layout, "classes": split.classes,
                           "train": train, "val": val, "skipped_unreadable": split.corrupt,
-                          "imbalance": round(ratio, 2)}, indent=2))
+                          "imbalance": round(ratio, 2), "test": test and len(image_files(test))}, indent=2))
         return 0
     print(f"data {split.root} ({split.layout}): {split.num_classes} classes, {sum(train)} train / {sum(val)} val "
           "images")
@@ -196,7 +198,21 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"imbalanced: the largest class has {ratio:.1f}x the training images of the smallest; add "
               "--eval-metric f1 --class-weights balanced to the trial command")
     print(f"in the tuner's classArgs: num_classes: {split.num_classes}")
+    if test is not None:
+        print(f"{test.name}/: {len(image_files(test))} images no trial reads; after the search, python -m efficientnet "
+              f"evaluate CHECKPOINT {args.data} scores a model on them")
     return 0
+
+
+def _test_folder(data: str) -> Path | None:
+    """A dataset folder's ``test/`` (which trials never read), or None."""
+    from .label_table import is_label_table
+    from .layout import TEST_FOLDERS
+
+    root = Path(data).expanduser()
+    if is_label_table(data):
+        return None
+    return next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
 
 
 def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int],

@@ -186,5 +186,12 @@ def test_data_reads_a_dataset_as_a_trial_will(tmp_path, capsys):
     assert [line.split() for line in lines[1:4]] == [["class", "train", "val"], ["common", "12", "3"], ["rare", "2", "1"]]
     assert "imbalanced: the largest class has 6.0x the training images" in out
     assert "in the tuner's classArgs: num_classes: 2" in out and "skipping 1 .avif files" in err
+    assert "images no trial reads" not in out
+    shutil.copytree(tmp_path / "valid", tmp_path / "test")  # held out for evaluate: named, never read by trials
+    assert main(["data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"data {tmp_path} (train/valid): 2 classes, 14 train / 4 val images"
+    assert out.splitlines()[-1] == (f"test/: 4 images no trial reads; after the search, python -m efficientnet "
+                                    f"evaluate CHECKPOINT {tmp_path} scores a model on them")
     assert main(["data", str(tmp_path / "train" / "rare")]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("error: dataset directory ")
