@@ -163,7 +163,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Read a dataset folder as a trial will: its layout, classes, images per class, and what is left out."""
     import logging
 
-    from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, image_files, load_dataset
+    from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, load_dataset
+    from .scan import image_files
     from .spec import preset
 
     if not 0 < args.val_split < 1:

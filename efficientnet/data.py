@@ -6,7 +6,8 @@ A dataset is a directory in torchvision's ``ImageFolder`` layout, either already
 
 or as one folder of class sub-folders (``DIR/<class>/*.jpg``) that is split into train and validation here,
 stratified by class and seeded, so every trial of an experiment sees the same split. A CSV file of image names
-and labels (``--data train.csv``, :mod:`efficientnet.label_table`) serves as well.
+and labels (``--data train.csv``, :mod:`efficientnet.label_table`) serves as well. The image files are found and
+checked by :mod:`efficientnet.scan`.
 
 ``--data digits`` is the offline demo: scikit-learn's real 8x8 handwritten digits (1,797 images, 10 classes)
 upscaled and exported once as PNGs to an ``ImageFolder`` cache. The export goes to a temporary directory that is
@@ -23,10 +24,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,14 +34,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
-from .image_check import DAMAGED, image_problems
 from .label_table import LabelTable, TestTable, is_label_table, read_label_table, read_test_table
-from .layout import VAL_FOLDERS, DataError, class_folders, find_layout, find_test_folder, walk_files
-from .preprocess import HEIF_EXTENSIONS, eval_transform, heif_readable, load_image, normalization, to_rgb
+from .layout import VAL_FOLDERS, DataError, find_layout, find_test_folder
+from .preprocess import eval_transform, load_image, normalization, to_rgb
+from .scan import ClassFolders, check_skipped, scan_class_folders, scan_label_table, scan_test_pairs
 from .spec import ArchSpec
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "stratified_split",
     "balanced_class_weights",
     "class_counts",
-    "scan_class_folders",
     "load_dataset",
     "TestSet",
     "load_test_set",
@@ -72,7 +70,6 @@ log = logging.getLogger("efficientnet.trial")
 DIGITS_NAME = "digits"
 DIGITS_SIZE = 32
 DIGITS_VAL_FRACTION = 0.2
-MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not a warning
 IMBALANCE_RATIO = 5  # a training set whose largest class has this many times the images of its smallest is imbalanced
 
 
@@ -169,129 +166,6 @@ def export_digits(cache_dir: str | os.PathLike | None = None, size: int = DIGITS
     return root
 
 
-# ------------------------------------------------------------------------------------------------ scanning
-# images in formats that are not read here (torchvision's ImageFolder takes IMG_EXTENSIONS): named, not ignored
-OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
-
-
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The image files under ``folder`` (sub-folders too, as :func:`~efficientnet.layout.walk_files` walks them)
-    and the files in :data:`OTHER_IMAGE_EXTENSIONS`."""
-    images: list[Path] = []
-    others: list[Path] = []
-    for d, names in walk_files(folder):
-        for f in names:
-            lower = f.lower()
-            if lower.endswith(IMG_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
-                images.append(Path(d) / f)
-            elif lower.endswith(OTHER_IMAGE_EXTENSIONS + HEIF_EXTENSIONS):
-                others.append(Path(d) / f)
-    return sorted(images), sorted(others)
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (sub-folders too), hidden ones left out: macOS's ``._photo.jpg`` copies
-    (not images), and folders such as ``.ipynb_checkpoints`` (copies of images)."""
-    return _walk(folder)[0]
-
-
-def _formats(paths: Sequence[Path]) -> str:
-    """``"12 .heic, 2 .gif"``: how many files of each extension."""
-    return ", ".join(f"{n} {ext}" for ext, n in Counter(p.suffix.lower() for p in paths).most_common())
-
-
-@dataclass
-class ClassFolders:
-    """What :func:`scan_class_folders` found: class names and image files, with unreadable files set aside."""
-
-    root: Path
-    classes: list[str]
-    files: dict[str, list[Path]]
-    corrupt: list[Path] = field(default_factory=list)
-    oversized: dict[Path, str] = field(default_factory=dict)  # readable, but over PIL's pixel limit: why
-    other_formats: list[Path] = field(default_factory=list)  # images in formats not read here (.heic, ...)
-
-    @property
-    def num_images(self) -> int:
-        return sum(len(v) for v in self.files.values())
-
-
-def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None = None) -> ClassFolders:
-    """Check one ImageFolder directory: class folders exist, each holds images that PIL can read (``verify``;
-    remembered in ``record_dir`` while the files do not change, see :mod:`efficientnet.image_check`); list them."""
-    classes = class_folders(root)
-    found: dict[str, list[Path]] = {}
-    others: list[Path] = []
-    for c in classes:
-        found[c], other = _walk(root / c)
-        others += other
-        if not found[c]:
-            held = f" (it holds {_formats(other)} files, which are not read here: convert them to JPEG or PNG)" \
-                if other else ""
-            raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...){held}; "
-                            "add images or remove the folder")
-    every = [p for c in classes for p in found[c]]
-    problems = image_problems(root, every, record_dir) if verify else {}
-    return _readable(root, classes, found, others, problems, lambda c: f"class folder {root / c}",
-                     "replace them or remove the folder")
-
-
-def _readable(root: Path, classes: Sequence[str], found: dict[str, list[Path]], others: list[Path],
-              problems: dict[Path, str], name: Callable[[str], str], fix: str | None) -> ClassFolders:
-    """``found`` without the files in ``problems``; a class left without images is an error (``name(c)`` and
-    ``fix`` say which and what to do) unless ``fix`` is None."""
-    every = [p for c in classes for p in found[c]]
-    corrupt = [p for p in every if problems.get(p) == DAMAGED]
-    oversized = {p: why for p in every if (why := problems.get(p)) not in (None, DAMAGED)}
-    files: dict[str, list[Path]] = {}
-    for c in classes:
-        files[c] = [p for p in found[c] if p not in problems]
-        if not files[c] and fix is not None:
-            held = [problems[p] for p in found[c]]
-            why = _unreadable(held) if held else "its files are in formats not read here: convert them to JPEG or PNG"
-            raise DataError(f"{name(c)} has no readable images ({why}); {fix}")
-    return ClassFolders(root, list(classes), files, corrupt, oversized, others)
-
-
-def scan_label_table(table: LabelTable, record_dir: Path | None = None) -> tuple[ClassFolders, ClassFolders | None]:
-    """Check the images a label CSV lists, as :func:`scan_class_folders` checks a folder's: the training rows'
-    and the validation rows' (None without a split column). A class with no training image is an error."""
-    every = [p for part in (table.train, table.val or ()) for p, _ in part]
-    problems = image_problems(table.path, [p for p in every if p.suffix.lower() in _readable_suffixes()], record_dir)
-
-    def scan(pairs: Sequence[tuple[Path, int]], fix: str | None) -> ClassFolders:
-        return _scan_pairs(table.path, table.classes, pairs, problems, fix)
-
-    return scan(table.train, "replace them, or remove the label's rows"), \
-        None if table.val is None else scan(table.val, None)
-
-
-def _readable_suffixes() -> tuple[str, ...]:
-    return IMG_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
-
-
-def _scan_pairs(table: Path, classes: Sequence[str], pairs: Sequence[tuple[Path, int]], problems: dict[Path, str],
-                fix: str | None) -> ClassFolders:
-    """The ``(image, class index)`` pairs of the label CSV ``table`` as a scan: images in formats not read here and
-    the files in ``problems`` set aside (a label left without images is an error saying ``fix``, unless None)."""
-    found: dict[str, list[Path]] = {c: [] for c in classes}
-    others = []
-    readable = _readable_suffixes()
-    for p, label in pairs:
-        if p.suffix.lower() in readable:
-            found[classes[label]].append(p)
-        else:
-            others.append(p)
-    return _readable(table.parent, classes, found, others, problems, lambda c: f"label {c!r} of {table.name}", fix)
-
-
-def _unreadable(problems: Sequence[str]) -> str:
-    damaged = sum(why == DAMAGED for why in problems)
-    big = len(problems) - damaged
-    return ", ".join(f"{n} {what}" for n, what in ((damaged, "damaged files"),
-                                                   (big, "image(s) over PIL's pixel limit")) if n)
-
-
 # ------------------------------------------------------------------------------------------------ datasets
 @dataclass
 class DatasetSplit:
@@ -354,29 +228,6 @@ def _image_folder(scan: ClassFolders, transform) -> ImageFolder:
     return CheckedImageFolder(scan, transform)
 
 
-def _check_corrupt(scans: Sequence[ClassFolders]) -> int:
-    others = [p for s in scans for p in s.other_formats]
-    if others:
-        log.warning("warning: skipping %s files, e.g. %s: formats not read here; convert them to JPEG or PNG to "
-                    "train on them%s", _formats(others), others[0],
-                    " (HEIC: or pip install pillow-heif)" if any(p.suffix.lower() in HEIF_EXTENSIONS for p in others)
-                    else "")
-    big = {p: why for s in scans for p, why in s.oversized.items()}
-    if big:
-        path, why = next(iter(big.items()))
-        log.warning("warning: skipping %d image(s) too large to decode safely, e.g. %s (%s); downscale them to "
-                    "train on them", len(big), path, why)
-    bad = [p for s in scans for p in s.corrupt]
-    total = sum(s.num_images for s in scans) + len(bad)
-    if bad and len(bad) > MAX_CORRUPT_FRACTION * total:
-        raise DataError(f"{len(bad)} of {total} image files cannot be read (e.g. {bad[0]}); "
-                        "the dataset looks damaged: re-copy it")
-    if bad:
-        shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
-        log.warning("warning: skipping %d unreadable image file(s) of %d: %s", len(bad), total, shown)
-    return len(bad)
-
-
 def load_dataset(
     data: str,
     spec: ArchSpec,
@@ -433,13 +284,13 @@ def load_dataset(
             train_scan, val_scan = scan_class_folders(root, record_dir=records), None
             kind = "split"
     if val_scan is not None:
-        corrupt = _check_corrupt([train_scan, val_scan])
+        corrupt = check_skipped([train_scan, val_scan])
         train_ds: Dataset = _image_folder(train_scan, train_tf)
         val_ds: Dataset = _image_folder(val_scan, eval_tf)
         train_targets = list(train_ds.targets)
         _warn_unseen(classes, set(val_ds.targets), "have no validation image", "add some")
     else:
-        corrupt = _check_corrupt([train_scan])
+        corrupt = check_skipped([train_scan])
         full_train = _image_folder(train_scan, train_tf)
         full_eval = _image_folder(train_scan, eval_tf)
         if groups is not None:
@@ -518,13 +369,10 @@ def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_co
     index = {c: i for i, c in enumerate(classes)}
     if is_label_table(root):
         table = read_test_table(root, label_column)
-        found = [label for _, label in table.pairs]
-        _check_known(found, classes, f"{table.path.name} has labels", "leave their rows out")
+        _check_known([label for _, label in table.pairs], classes, f"{table.path.name} has labels",
+                     "leave their rows out")
         _warn_rows(table)
-        pairs = [(p, index[label]) for p, label in table.pairs]
-        problems = image_problems(table.path, [p for p, _ in pairs if p.suffix.lower() in _readable_suffixes()],
-                                  records)
-        scan = _scan_pairs(table.path, classes, pairs, problems, None)
+        scan = scan_test_pairs(table.path, classes, [(p, index[label]) for p, label in table.pairs], records)
         root, kind = table.path, f"csv: images {table.image_column}, labels {table.label_column}, {table.rows}"
     else:
         folder, kind = find_test_folder(root)
@@ -533,7 +381,7 @@ def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_co
         scan = ClassFolders(folder, list(classes), {c: folders.files.get(c, []) for c in classes}, folders.corrupt,
                             folders.oversized, folders.other_formats)
         root = folder
-    corrupt = _check_corrupt([scan])
+    corrupt = check_skipped([scan])
     if not scan.num_images:
         raise DataError(f"{root} has no readable test images; add JPEG or PNG images")
     absent = [c for c in classes if not scan.files[c]]

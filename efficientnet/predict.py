@@ -42,8 +42,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """The top-k classes of each image: the checkpoint's own, or ImageNet's for pretrained weights."""
     import torch
 
-    from .data import image_files
     from .preprocess import eval_transform
+    from .scan import image_files
     from .training import TrainingError, resolve_device
     from .weights import build_model, load_weights
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders, scan_class_folders,
+from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders,
                                stratified_sample, stratified_split, subset_train)
+from efficientnet.scan import scan_class_folders
 from efficientnet.spec import preset
 
 SPEC = preset("lite0").replace(width=0.15, resolution=32)

@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import CheckedImageFolder, ClassFolders, build_data_cache, export_digits, load_dataset, \
-    seed_epoch, train_transform
+from efficientnet.data import CheckedImageFolder, build_data_cache, export_digits, load_dataset, seed_epoch, \
+    train_transform
 from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
                                     decode_images, same_device)
 from efficientnet.preprocess import eval_transform, load_image, normalization, to_rgb
+from efficientnet.scan import ClassFolders
 from efficientnet.spec import preset
 
 TINY = preset("lite0").replace(width=0.15, resolution=32)

@@ -292,7 +292,7 @@ def test_a_table_names_images_in_formats_not_read_here(tmp_path: Path, digits, c
     list of image suffixes (torch-free, for the launcher) is the data module's."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from efficientnet.data import OTHER_IMAGE_EXTENSIONS
+    from efficientnet.scan import OTHER_IMAGE_EXTENSIONS
     from efficientnet.label_table import IMAGE_SUFFIXES
     from efficientnet.preprocess import HEIF_EXTENSIONS
 
