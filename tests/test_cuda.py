@@ -1,5 +1,5 @@
 """The GPU path on a real CUDA device: trials with mixed precision and channels_last, kill and resume, progressive
-learning, export and prediction, the data cache in GPU memory, and data-parallel training on NCCL.
+learning, export, prediction and evaluation, the data cache in GPU memory, and data-parallel training on NCCL.
 
 Every test here is marked ``cuda``: on a machine without a CUDA GPU they are skipped and reported as skipped.
 Tiny models (width 0.25, 32 px digits) keep each test to seconds on a GPU.
@@ -96,6 +96,18 @@ def test_export_from_a_cuda_checkpoint_and_predict_on_cuda(digits: Path, tmp_pat
     assert [p["class_id"] for p in predictions["cuda"]][:1] == [p["class_id"] for p in predictions["cpu"]][:1]
     for a, b in zip(predictions["cuda"], predictions["cpu"]):
         assert abs(a["probability"] - b["probability"]) < 1e-3
+
+
+def test_evaluate_on_cuda_gives_the_trials_validation_scores(digits: Path, tmp_path: Path, capsys):
+    """A CUDA trial's checkpoint scored on its validation images by ``evaluate`` on the GPU (autocast, loader
+    worker processes reading the images) gives the trial's scores, up to the rounding of a batch shape or two."""
+    _, _, result = trial(digits, tmp_path / "run", capsys, "--epochs", "2", "--data-cache", "off", "-j", "2")
+    assert cli_main(["evaluate", str(tmp_path / "run" / "model_best.pth.tar"), str(digits / "val"), "--device",
+                     "cuda", "--workers", "2", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["images"] == 359
+    assert abs(got["metrics"]["top1"] - result["top1"]) <= 100 * 2 / 359 + 1e-9, (got["metrics"], result)
+    assert abs(got["metrics"]["loss"] - result["loss"]) < 0.02
 
 
 def test_data_cache_on_the_gpu_serves_what_the_ram_cache_serves(digits: Path, tmp_path: Path):
