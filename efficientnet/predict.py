@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .arguments import CLIError
 from .spec import resolve_arch
@@ -16,7 +16,7 @@ from .spec import resolve_arch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["build", "cmd_predict", "imagenet_categories", "predict_input", "write_predictions"]
+__all__ = ["build", "cmd_predict", "imagenet_categories", "predict_input", "write_output", "write_predictions"]
 
 
 def build(p: argparse.ArgumentParser) -> None:
@@ -152,8 +152,6 @@ def write_predictions(path: str, results: Sequence[dict], probabilities: Sequenc
     import csv
     import io
 
-    from .atomic_files import OutputError, atomic_write_text
-
     out = io.StringIO()
     writer = csv.writer(out)
     truth = ["true"] if results and "true" in results[0] else []
@@ -162,10 +160,19 @@ def write_predictions(path: str, results: Sequence[dict], probabilities: Sequenc
         best = r["predictions"][0]
         writer.writerow([r["image"], *(r[t] for t in truth), best["name"] if best["name"] is not None
                          else best["class_id"], best["probability"], *(f"{float(q):.6g}" for q in p)])
+    text = out.getvalue()
+    write_output("--csv", path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_output(flag: str, path: str, write: Callable[[Path], object]) -> None:
+    """Write the file a command's ``flag`` names (``write`` fills a temporary file, moved into place atomically);
+    a path that cannot be written is one :class:`CLIError` line naming the flag, and an earlier file stays."""
+    from .atomic_files import OutputError, atomic_write
+
     above = next((p for p in Path(path).parents if p.exists()), None)
     if above is not None and not above.is_dir():
-        raise CLIError(f"cannot write --csv {path}: {above} is a file, not a folder; give another path")
+        raise CLIError(f"cannot write {flag} {path}: {above} is a file, not a folder; give another path")
     try:
-        atomic_write_text(out.getvalue(), path)
+        atomic_write(path, write)
     except OutputError as exc:
-        raise CLIError(f"cannot write --csv {path} ({exc.why}); give a file path on a writable disk") from None
+        raise CLIError(f"cannot write {flag} {path} ({exc.why}); give a file path on a writable disk") from None
