@@ -23,6 +23,7 @@ from .arguments import CLIError
 __all__ = ["Evaluation", "build", "cmd_evaluate", "evaluate_checkpoint"]
 
 MAX_CLASS_ROWS = 30  # classes printed; --json gives every one
+MAX_PLOT_CLASSES = 30  # classes drawn by --plot; beyond, those of the largest mistakes
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,14 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
     p.add_argument("--csv", metavar="FILE", help="also write a CSV: each image's path, true class, predicted class "
                    "and probability, and its probability of every class")
+    p.add_argument("--plot", metavar="FILE", help="also draw the confusion matrix (rows: true classes, normalised to "
+                   "each class's images) as a PNG")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the checkpoint's scores on the test images (and write ``--csv``)."""
-    from .predict import write_predictions
+    from .predict import write_output, write_predictions
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -152,11 +155,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rows.append({"image": path, "true": result.classes[target], "predictions": [
                 {"class_id": best, "name": result.classes[best], "probability": round(float(p[best]), 6)}]})
         write_predictions(args.csv, rows, probabilities, result.classes)
+    if args.plot:
+        figure = confusion_figure(result)
+        try:
+            write_output("--plot", args.plot, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print("\n".join(summary(result)))
     return 0
+
+
+def confusion_figure(result: Evaluation):
+    """The confusion matrix as a matplotlib figure (scikit-learn's ``ConfusionMatrixDisplay``): rows are the true
+    classes, each normalised to its test images (so the diagonal is each class's recall), over the classes tested or
+    predicted; with more than :data:`MAX_PLOT_CLASSES` of them, over the classes of the largest mistakes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    matrix = np.array(result.confusion, dtype=float)
+    keep = [i for i in range(len(result.classes)) if matrix[i].sum() or matrix[:, i].sum()]
+    title = f"{result.images} test images"
+    if len(keep) > MAX_PLOT_CLASSES:
+        index = {c: i for i, c in enumerate(result.classes)}
+        keep = sorted({index[m[k]] for m in result.most_confused for k in ("true", "predicted")})
+        title += f": the {len(keep)} classes of the {len(result.most_confused)} largest mistakes"
+    sub = matrix[np.ix_(keep, keep)]
+    rows = sub.sum(axis=1, keepdims=True)
+    recall = np.divide(sub, rows, out=np.zeros_like(sub), where=rows > 0)
+    side = min(24.0, max(5.0, 0.45 * len(keep) + 2.5))
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
+    ConfusionMatrixDisplay(recall, display_labels=[result.classes[i] for i in keep]).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation="vertical", values_format=".2f",
+        include_values=len(keep) <= 20)
+    ax.set_title(f"{title} (rows: true class, normalised)")
+    return fig
 
 
 def summary(result: Evaluation) -> list[str]:

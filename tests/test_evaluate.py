@@ -15,11 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
 import main_efficientnet
 from efficientnet.cli import main
 from efficientnet.data import export_digits
+from efficientnet import evaluate as evaluate_module
+from efficientnet.evaluate import confusion_figure, evaluate_checkpoint
 from trial_process import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,9 +77,11 @@ def test_the_validation_images_give_the_trials_own_scores(trained: Path, digits:
         assert row[1] == Path(row[0]).parent.name and row[2] == str(probabilities.index(max(probabilities)))
     correct = sum(r[1] == r[2] for r in rows[1:])
     assert 100 * correct / 359 == pytest.approx(got["metrics"]["top1"])
-    # the text report: the scores, the trial's own beside them, each class, the mistakes
-    code, out, err = evaluate(capsys, ckpt, digits / "val")
+    # the text report: the scores, the trial's own beside them, each class, the mistakes; --plot draws them
+    code, out, err = evaluate(capsys, ckpt, digits / "val", "--plot", tmp_path / "cm.png")
     assert code == 0, err
+    with Image.open(tmp_path / "cm.png") as img:
+        assert img.format == "PNG" and min(img.size) > 400 and len(img.convert("RGB").getcolors(1 << 20)) > 50
     assert "359 images, 10 classes" in out and f"test top-1 {got['metrics']['top1']:.2f} %" in out
     assert f"the checkpoint's best validation top1: {result['top1']:.2f} % (epoch 1)" in out
     assert "most confused (true -> predicted: images):" in out and out.count("\n  ") >= 10
@@ -165,6 +170,8 @@ def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: P
     (["missing.pth.tar", "{digits}/val"], "checkpoint 'missing.pth.tar' does not exist"),
     (["{ckpt}", "{tmp}/nowhere"], "test data {tmp}/nowhere does not exist"),
     (["{ckpt}", "{digits}/val", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["{ckpt}", "{digits}/val", "--plot", "{ckpt}/cm.png"], "cannot write --plot {ckpt}/cm.png: {ckpt} is a file, not "
+     "a folder; give another path"),
     (["lite0", "{digits}/val"], "{digits}/val has class folders the model was not trained on (0, 1, 2, 3, 4; it "
      "knows tench, goldfish, great white shark, tiger shark, hammerhead, electric ray, ...)"),
 ])
@@ -183,3 +190,23 @@ def test_the_command_runs_as_a_process(trained: Path, digits: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert "warning: skipping 1 unreadable image file(s) of 36" in proc.stderr
     assert f"on {sub} (class folders): 35 images, 10 classes" in proc.stdout
+
+
+def test_pretrained_imagenet_weights_are_scored_by_their_class_names_and_plotted_by_their_largest_mistakes(
+        digits: Path, tmp_path: Path, monkeypatch):
+    """ImageNet's 1,000 classes (the bundled Lite0): folders named by ImageNet classes are scored against them, and
+    the plot of a model that predicts more classes than a plot can show keeps to those of its largest mistakes."""
+    monkeypatch.setattr(evaluate_module, "MAX_PLOT_CLASSES", 8)
+    for name, digit in (("tench", "0"), ("goldfish", "1")):
+        shutil.copytree(digits / "val" / digit, tmp_path / "data" / name)
+    result, samples, _ = evaluate_checkpoint("lite0", str(tmp_path / "data"))
+    assert len(result.classes) == 1000 and result.images == len(samples) == 72
+    assert {result.classes[target] for _, target in samples} == {"tench", "goldfish"}
+    predicted = sum(1 for j in range(1000) if any(row[j] for row in result.confusion))
+    assert predicted > 8  # digits look like anything but fish to an ImageNet model
+    figure = confusion_figure(result)
+    shown = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    mistaken = {m[k] for m in result.most_confused for k in ("true", "predicted")}
+    assert set(shown) == mistaken and len(shown) < predicted
+    assert figure.axes[0].get_title().startswith(f"72 test images: the {len(shown)} classes of the 10 largest")
+    figure.clf()
