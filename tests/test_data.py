@@ -14,6 +14,7 @@ from PIL import Image
 
 from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders,
                                stratified_sample, stratified_split, subset_train)
+from efficientnet.image_check import _relative
 from efficientnet.scan import scan_class_folders
 from efficientnet.spec import preset
 
@@ -269,6 +270,19 @@ def test_the_scan_is_remembered_while_the_files_do_not_change(tmp_path: Path):
     (root / "b" / "img5.png").unlink()  # a file fewer: checked again
     scan = scan_class_folders(root, record_dir=records)
     assert scan.corrupt == [victim] and scan.num_images == 10 and len(list(records.iterdir())) == 1
+
+
+@pytest.mark.parametrize("root, files", [
+    ("/data/set", ["/data/set/c0/1.png", "/data/set/a.png", "/data/x.png", "/other/y.png"]),
+    ("set", ["set/c0/1.png", "set/./c1/b.png", "set//c2/c.png", "x.png"]),
+    ("set/", ["set/c0/1.png"]),
+    (".", ["a.png", "./b/c.png"]),
+    ("/x/train.csv", ["/x/img/a.png", "/x/a.png"]),  # a label table's record: paths relative to the CSV file
+])
+def test_the_scan_records_paths_relative_to_the_root_as_relpath_does(root: str, files: list[str]):
+    """The record's names (its digest) are computed once per folder; they must stay what :func:`os.path.relpath`
+    gives, or every record written before would be checked again."""
+    assert _relative(Path(root), [Path(f) for f in files]) == [os.path.relpath(f, root) for f in files]
 
 
 def test_split_folders_are_not_taken_for_classes(tmp_path: Path):
