@@ -30,7 +30,9 @@ MAX_PLOT_CLASSES = 30  # classes drawn by --plot; beyond, those of the largest m
 class Evaluation:
     """A checkpoint's scores on a test set. ``metrics``: ``loss``, ``top1``, ``top5`` (5 or more classes; percent),
     ``precision``, ``recall`` and ``f1`` (0-1, macro over the classes the test set has or the model predicted, as
-    scikit-learn's defaults give them); ``validation``: the checkpoint's own best validation record."""
+    scikit-learn's defaults give them), ``auc`` and ``average_precision`` (:func:`ranking_metrics`) and
+    ``calibration_error`` (:func:`calibration_error`); ``per_class`` adds each class's ``auc`` and ``ap``;
+    ``validation``: the checkpoint's own best validation record."""
 
     checkpoint: str
     data: str
@@ -52,11 +54,10 @@ class Evaluation:
 
 def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None = None, batch_size: int = 64,
                         device: str = "auto", workers: int | None = None, amp: str = "auto",
-                        arch: str | None = None, keep_probabilities: bool = False):
+                        arch: str | None = None):
     """Score ``checkpoint`` (a trial's ``model_best.pth.tar``, or weights with ``arch``) on the test images of
-    ``data``; return the :class:`Evaluation`, each image's ``(path, true class index)`` and, with
-    ``keep_probabilities``, each image's class probabilities (a CPU tensor, else None). Problems the user can fix
-    raise :class:`CLIError` (one line)."""
+    ``data``; return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
+    probabilities (a CPU tensor). Problems the user can fix raise :class:`CLIError` (one line)."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
@@ -90,26 +91,63 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
     loader = DataLoader(test.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=dev.type == "cuda")
 
-    class Scores(EpochMetrics):  # the trial's metrics, and each image's probabilities for --csv
+    class Scores(EpochMetrics):  # the trial's metrics, and each image's probabilities
         def __init__(self) -> None:
             super().__init__(len(names))
             self.probabilities: list[torch.Tensor] = []
 
         def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
             super().update(logits, targets, loss)
-            if keep_probabilities:
-                self.probabilities.append(logits.float().softmax(-1).cpu())
+            self.probabilities.append(logits.float().softmax(-1).cpu())
 
     scores = evaluate(model, loader, nn.CrossEntropyLoss(), Scores(), dtype=amp_dtype(dev, amp))
+    samples = dataset_samples(test.dataset)
+    probabilities = torch.cat(scores.probabilities)
+    targets = [target for _, target in samples]
     confusion = scores.confusion()
-    metrics = {**scores.compute(), **macro_seen(confusion)}
+    ranking, by_class = ranking_metrics(probabilities.numpy(), targets)
+    metrics = {**scores.compute(), **macro_seen(confusion), **ranking,
+               "calibration_error": calibration_error(probabilities.numpy(), targets)}
+    rows = [{**row, **by_class.get(i, {})} for i, row in enumerate(per_class(confusion, names))]
     validation = {k: ckpt.source[k] for k in ("eval_metric", "best_score", "best_epoch") if k in ckpt.source}
     result = Evaluation(checkpoint, data, test.layout, str(ckpt.spec), scores.count, list(names),
-                        {k: round(v, 6) for k, v in metrics.items()}, per_class(confusion, names),
-                        most_confused(confusion, names), confusion.tolist(), test.corrupt,
-                        round(time.perf_counter() - started, 2), validation)
-    probabilities = torch.cat(scores.probabilities) if keep_probabilities else None
-    return result, dataset_samples(test.dataset), probabilities
+                        {k: round(v, 6) for k, v in metrics.items()}, rows, most_confused(confusion, names),
+                        confusion.tolist(), test.corrupt, round(time.perf_counter() - started, 2), validation)
+    return result, samples, probabilities
+
+
+def ranking_metrics(probabilities, targets) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """How well each class's probability ranks its images above the others: scikit-learn's ROC AUC and average
+    precision of each class against the rest, for the classes with test images and other images beside them; and
+    their means, ``auc`` and ``average_precision`` (macro one-vs-rest: for two classes, the AUC of either). Returns
+    the means (none without such a class) and each class's ``auc``/``ap`` by index."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(targets)
+    scores = {int(c): (roc_auc_score(y == c, probabilities[:, c]), average_precision_score(y == c, probabilities[:, c]))
+              for c in np.unique(y) if not (y == c).all()}
+    if not scores:
+        return {}, {}
+    means = np.mean(list(scores.values()), axis=0)
+    return ({"auc": float(means[0]), "average_precision": float(means[1])},
+            {c: {"auc": round(float(auc), 4), "ap": round(float(ap), 4)} for c, (auc, ap) in scores.items()})
+
+
+def calibration_error(probabilities, targets, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al., 2017): the images binned by their top-1 probability into ``bins``
+    equal-width bins, and the gap between each bin's accuracy and its mean probability, weighted by its images.
+    0 is a model whose 80 %-sure answers are right 80 % of the time."""
+    import numpy as np
+
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(targets)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in np.unique(which):
+        inside = which == b
+        gap += abs(correct[inside].mean() - confidence[inside].mean()) * inside.sum()
+    return float(gap / len(confidence))
 
 
 def build(p: argparse.ArgumentParser) -> None:
@@ -144,8 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         result, samples, probabilities = evaluate_checkpoint(
             args.checkpoint, args.data, label_column=args.label_column, batch_size=args.batch_size,
-            device=args.device, workers=args.workers, amp=args.amp, arch=args.arch,
-            keep_probabilities=bool(args.csv))
+            device=args.device, workers=args.workers, amp=args.amp, arch=args.arch)
     finally:
         logger.removeHandler(warnings_seen)
     if args.csv:
@@ -208,6 +245,9 @@ def summary(result: Evaluation) -> list[str]:
              f"test top-1 {m['top1']:.2f} %" + (f", top-5 {m['top5']:.2f} %" if "top5" in m else "")
              + f", macro F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}), "
              f"loss {m['loss']:.4f}"]
+    if "auc" in m:
+        lines.append(f"ROC AUC {m['auc']:.3f}, average precision {m['average_precision']:.3f} (each class against the "
+                     f"rest, macro), calibration error {m['calibration_error']:.3f} (ECE, 15 bins)")
     val = result.validation
     if "best_score" in val:  # in percent, F1 and recall too
         lines.append(f"the checkpoint's best validation {val.get('eval_metric', 'top1')}: {val['best_score']:.2f} %"
@@ -218,9 +258,9 @@ def summary(result: Evaluation) -> list[str]:
         note = f" (the {MAX_CLASS_ROWS} lowest F1 of {len(rows)}; --json gives all)"
         rows = sorted(rows, key=lambda r: r["f1"])[:MAX_CLASS_ROWS]
     width = max(5, *(len(r["class"]) for r in rows))
-    lines += ["", f"  {'class':<{width}}  precision  recall     f1  images{note}"]
-    lines += [f"  {r['class']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:6d}"
-              for r in rows]
+    lines += ["", f"  {'class':<{width}}  precision  recall     f1    auc  images{note}"]
+    lines += [f"  {r['class']:<{width}}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  "
+              + (f"{r['auc']:5.3f}" if "auc" in r else "    -") + f"  {r['support']:6d}" for r in rows]
     if result.most_confused:
         lines += ["", "most confused (true -> predicted: images):"]
         lines += [f"  {c['true']} -> {c['predicted']}: {c['count']}" for c in result.most_confused]

@@ -14,15 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 import main_efficientnet
 from efficientnet.cli import main
 from efficientnet.data import export_digits
 from efficientnet import evaluate as evaluate_module
-from efficientnet.evaluate import confusion_figure, evaluate_checkpoint
+from efficientnet.evaluate import calibration_error, confusion_figure, evaluate_checkpoint, ranking_metrics
 from trial_process import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,8 @@ def test_the_validation_images_give_the_trials_own_scores(trained: Path, digits:
     assert got["layout"] == "class folders" and got["classes"] == [str(i) for i in range(10)]
     for key in ("top1", "top5", "precision", "recall", "f1", "loss"):
         assert got["metrics"][key] == pytest.approx(result[key], abs=1e-5), key
-    assert got["per_class"] == result["per_class"] and got["most_confused"] == result["most_confused"]
+    assert [{k: v for k, v in row.items() if k not in ("auc", "ap")} for row in got["per_class"]] == \
+        result["per_class"] and got["most_confused"] == result["most_confused"]
     assert got["validation"] == {"eval_metric": "top1", "best_score": pytest.approx(result["top1"]),
                                  "best_epoch": 1}
     # --csv: each image, its folder's class, the predicted class (the most probable), and every probability
@@ -77,6 +79,15 @@ def test_the_validation_images_give_the_trials_own_scores(trained: Path, digits:
         assert row[1] == Path(row[0]).parent.name and row[2] == str(probabilities.index(max(probabilities)))
     correct = sum(r[1] == r[2] for r in rows[1:])
     assert 100 * correct / 359 == pytest.approx(got["metrics"]["top1"])
+    # how the probabilities rank the images, as scikit-learn scores them from the same probabilities
+    truth = [int(r[1]) for r in rows[1:]]
+    probabilities = np.array([[float(v) for v in r[4:]] for r in rows[1:]])
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # the CSV's 6 digits
+    assert got["metrics"]["auc"] == pytest.approx(
+        roc_auc_score(truth, probabilities, multi_class="ovr", average="macro"), abs=1e-4)
+    assert got["metrics"]["average_precision"] == pytest.approx(np.mean(
+        [average_precision_score(np.array(truth) == c, probabilities[:, c]) for c in range(10)]), abs=1e-4)
+    assert 0 < got["metrics"]["calibration_error"] < 1 and all("auc" in row for row in got["per_class"])
     # the text report: the scores, the trial's own beside them, each class, the mistakes; --plot draws them
     code, out, err = evaluate(capsys, ckpt, digits / "val", "--plot", tmp_path / "cm.png")
     assert code == 0, err
@@ -210,3 +221,14 @@ def test_pretrained_imagenet_weights_are_scored_by_their_class_names_and_plotted
     assert set(shown) == mistaken and len(shown) < predicted
     assert figure.axes[0].get_title().startswith(f"72 test images: the {len(shown)} classes of the 10 largest")
     figure.clf()
+
+
+def test_calibration_error_and_ranking_by_hand():
+    """ECE: two images 90 % sure (one right), two 60 % sure (both right): |0.5 - 0.9| / 2 + |1 - 0.6| / 2 = 0.4.
+    A class that every test image has, or none, has no ROC AUC."""
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
+    assert calibration_error(p, [0, 1, 1, 0]) == pytest.approx(0.4)
+    assert calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), [0, 1]) == 0.0
+    means, by_class = ranking_metrics(p, [0, 1, 1, 0])
+    assert means["auc"] == pytest.approx(roc_auc_score([0, 1, 1, 0], p[:, 1])) and set(by_class) == {0, 1}
+    assert ranking_metrics(p, [1, 1, 1, 1]) == ({}, {})
