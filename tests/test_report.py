@@ -138,7 +138,9 @@ def test_report_of_a_stopped_experiment_reads_nni_database_read_only(finished, t
                      str(tmp_path / "copy"), "--presets", ""]) == 0
     finally:
         away.rename(exp.workdir / exp.id)
-    assert capsys.readouterr().out == text.replace(str(tmp_path), str(tmp_path / "copy"))
+    # the same report, its files in the other output folder and its best model in the copied experiment folder
+    assert capsys.readouterr().out == text.replace(str(tmp_path), str(tmp_path / "copy")).replace(
+        str(exp.workdir / exp.id), str(copied / exp.id))
 
 
 def test_bad_input_is_one_error_line(tmp_path, capsys):
