@@ -119,8 +119,9 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
 def ranking_metrics(probabilities, targets) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
     """How well each class's probability ranks its images above the others: scikit-learn's ROC AUC and average
     precision of each class against the rest, for the classes with test images and other images beside them; and
-    their means, ``auc`` and ``average_precision`` (macro one-vs-rest: for two classes, the AUC of either). Returns
-    the means (none without such a class) and each class's ``auc``/``ap`` by index."""
+    their means, ``auc`` and ``average_precision`` (macro one-vs-rest; for two classes, the second class's, as
+    scikit-learn's binary scores). Returns the means (none without such a class) and each class's ``auc``/``ap``
+    by index."""
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -130,6 +131,8 @@ def ranking_metrics(probabilities, targets) -> tuple[dict[str, float], dict[int,
     if not scores:
         return {}, {}
     means = np.mean(list(scores.values()), axis=0)
+    if probabilities.shape[1] == 2 and 1 in scores:  # two classes: the second one's, as scikit-learn's binary score
+        means = scores[1]
     return ({"auc": float(means[0]), "average_precision": float(means[1])},
             {c: {"auc": round(float(auc), 4), "ap": round(float(ap), 4)} for c, (auc, ap) in scores.items()})
 
@@ -249,8 +252,12 @@ def summary(result: Evaluation) -> list[str]:
         lines.append(f"ROC AUC {m['auc']:.3f}, average precision {m['average_precision']:.3f} (each class against the "
                      f"rest, macro), calibration error {m['calibration_error']:.3f} (ECE, 15 bins)")
     val = result.validation
-    if "best_score" in val:  # in percent, F1 and recall too
-        lines.append(f"the checkpoint's best validation {val.get('eval_metric', 'top1')}: {val['best_score']:.2f} %"
+    if "best_score" in val:  # in percent, F1, recall and AUC too
+        from .trial_config import EVAL_METRICS
+
+        metric = val.get("eval_metric", "top1")
+        score = f"{val['best_score']:.2f} %" if metric == "top1" else f"{val['best_score'] / 100:.3f}"
+        lines.append(f"the checkpoint's best validation {EVAL_METRICS.get(metric, metric)}: {score}"
                      + (f" (epoch {val['best_epoch']})" if "best_epoch" in val else ""))
     rows = [r for r in result.per_class if r["support"] or r["precision"]]  # classes tested or predicted
     note = ""

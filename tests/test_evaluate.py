@@ -94,7 +94,7 @@ def test_the_validation_images_give_the_trials_own_scores(trained: Path, digits:
     with Image.open(tmp_path / "cm.png") as img:
         assert img.format == "PNG" and min(img.size) > 400 and len(img.convert("RGB").getcolors(1 << 20)) > 50
     assert "359 images, 10 classes" in out and f"test top-1 {got['metrics']['top1']:.2f} %" in out
-    assert f"the checkpoint's best validation top1: {result['top1']:.2f} % (epoch 1)" in out
+    assert f"the checkpoint's best validation top-1: {result['top1']:.2f} % (epoch 1)" in out
     assert "most confused (true -> predicted: images):" in out and out.count("\n  ") >= 10
 
 
