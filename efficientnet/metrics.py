@@ -1,4 +1,5 @@
-"""Classification metrics of one epoch: loss, top-1/top-5 accuracy (percent) and macro precision/recall/F1."""
+"""Classification metrics of one epoch: loss, top-1/top-5 accuracy (percent), macro precision/recall/F1, and the
+macro ROC AUC."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "confusion_matrix", "macro_precision_recall_f1",
-           "macro_seen", "per_class", "most_confused"]
+__all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "auc_scores", "confusion_matrix", "macro_auc",
+           "macro_precision_recall_f1", "macro_seen", "per_class", "most_confused"]
 
 
 @torch.no_grad()
@@ -30,12 +31,14 @@ class EpochMetrics:
     torch because importing scikit-learn cost every trial about a second of its first epoch.
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, ranking: bool = False) -> None:
         self.num_classes = num_classes
+        self.ranking = ranking  # keep each image's probabilities for ``auc`` (memory: images x classes floats)
         self.count = 0
         self._sums: torch.Tensor | None = None  # [loss * n, top-1 correct, top-5 correct] on the logits' device
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._probabilities: list[torch.Tensor] = []
         self._confusion: torch.Tensor | None = None  # made by confusion(), until the next update
 
     @torch.no_grad()
@@ -51,31 +54,36 @@ class EpochMetrics:
         self.count += n
         self._preds.append(top[:, 0])
         self._targets.append(targets)
+        if self.ranking:
+            self._probabilities.append(logits.float().softmax(dim=1))
         self._confusion = None
 
     def cpu(self) -> "EpochMetrics":
         """This accumulator with its tensors on the CPU (e.g. to gather it from other ranks)."""
-        out = EpochMetrics(self.num_classes)
+        out = EpochMetrics(self.num_classes, self.ranking)
         out.count = self.count
         out._sums = None if self._sums is None else self._sums.cpu()
-        out._preds = [torch.cat(self._preds).cpu()] if self._preds else []
-        out._targets = [torch.cat(self._targets).cpu()] if self._targets else []
+        for name in ("_preds", "_targets", "_probabilities"):
+            parts = getattr(self, name)
+            setattr(out, name, [torch.cat(parts).cpu()] if parts else [])
         return out
 
     @classmethod
     def merged(cls, parts: Sequence["EpochMetrics"]) -> "EpochMetrics":
         """One accumulator holding every batch of ``parts`` (e.g. the validation shards of all ranks), on the CPU."""
-        out = cls(parts[0].num_classes)
+        out = cls(parts[0].num_classes, parts[0].ranking)
         for p in (part.cpu() for part in parts):
             out.count += p.count
             if p._sums is not None:
                 out._sums = p._sums if out._sums is None else out._sums + p._sums
             out._preds += p._preds
             out._targets += p._targets
+            out._probabilities += p._probabilities
         return out
 
     def compute(self) -> dict[str, float]:
-        """``loss``, ``top1``, ``top5`` (>= 5 classes), ``precision``, ``recall``, ``f1`` (0-1, macro)."""
+        """``loss``, ``top1``, ``top5`` (>= 5 classes), ``precision``, ``recall``, ``f1`` (0-1, macro), and with
+        ``ranking`` ``auc`` (0-1, :func:`macro_auc`)."""
         if not self.count:
             return {}
         loss_sum, top1_sum, top5_sum = self._sums.tolist()
@@ -83,6 +91,8 @@ class EpochMetrics:
         if self.num_classes >= 5:
             out["top5"] = 100.0 * top5_sum / self.count
         out.update(_macro(self.confusion()))
+        if self.ranking:
+            out["auc"] = macro_auc(torch.cat(self._probabilities).cpu(), torch.cat(self._targets).cpu())
         return out
 
     def confusion(self) -> torch.Tensor:
@@ -128,7 +138,32 @@ def macro_seen(confusion: torch.Tensor) -> dict[str, float]:
     ``confusion`` (scikit-learn's default ``labels``): a class a test set lacks and the model never predicts does
     not count as 0, as it does in :func:`macro_precision_recall_f1`."""
     seen = (confusion.sum(dim=0) + confusion.sum(dim=1)) > 0
-    return {name: float(values[seen].mean()) if bool(seen.any()) else 0.0 for name, values in _ratios(confusion).items()}
+    return {name: float(values[seen].mean()) if bool(seen.any()) else 0.0
+            for name, values in _ratios(confusion).items()}
+
+
+def auc_scores(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """The ROC AUC of ``scores`` for the ``positive`` (bool) images against the others: the chance that a positive
+    image scores above a negative one, ties counting half (Mann-Whitney's U over the two counts; scikit-learn's
+    ``roc_auc_score`` gives the same, ``tests/test_metrics.py`` checks)."""
+    _, inverse, counts = torch.unique(scores.double(), return_inverse=True, return_counts=True)
+    ranks = counts.cumsum(0).double() - (counts.double() - 1) / 2  # average rank of each distinct value, from 1
+    n_pos = int(positive.sum())
+    n_neg = positive.numel() - n_pos
+    u = float(ranks[inverse][positive].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def macro_auc(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
+    """Macro one-vs-rest ROC AUC, as scikit-learn's ``roc_auc_score`` gives it: the mean of :func:`auc_scores` of
+    each class's probability, over the classes with images of their own and others beside them; for two classes,
+    the second class's AUC. 0.5 when no class can be ranked."""
+    if probabilities.shape[1] == 2:
+        positive = targets == 1
+        return auc_scores(probabilities[:, 1], positive) if 0 < int(positive.sum()) < targets.numel() else 0.5
+    aucs = [auc_scores(probabilities[:, c], targets == c) for c in torch.unique(targets).tolist()
+            if 0 < int((targets == c).sum()) < targets.numel()]
+    return sum(aucs) / len(aucs) if aucs else 0.5
 
 
 def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, float | int | str]]:

@@ -290,7 +290,8 @@ class Trial:
         matrix."""
         distributed.sync_buffers(self.model, self.dist)  # every rank validates with rank 0's BatchNorm statistics
         metrics = evaluate(self.model, progress_bar(self.loaders[1], "val", self.bars), nn.CrossEntropyLoss(),
-                           EpochMetrics(self.split.num_classes), dtype=self.dtype, channels_last=self.channels_last,
+                           EpochMetrics(self.split.num_classes, ranking=self.cfg.eval_metric == "auc"),
+                           dtype=self.dtype, channels_last=self.channels_last,
                            batch_shape=validation_batch_shape(self.cfg, self.device))
         if self.dist.enabled:
             metrics = EpochMetrics.merged(distributed.all_gather_object(metrics.cpu(), self.dist))
@@ -318,7 +319,8 @@ class Trial:
                 log.info(epoch_line(record, self.cfg.epochs, state.best_score, state.best_epoch,
                                     "" if self.cfg.eval_metric == "top1" else self.cfg.eval_metric))
                 self.scalars.write(record)
-                nni_io.report({"default": score, **{k: v for k, v in val.items() if k in ("loss", "top5", "f1")},
+                nni_io.report({"default": score, **{k: v for k, v in val.items()
+                                                    if k in ("loss", "top5", "f1", "auc")},
                                "epoch": state.epoch})  # the epoch: what a continuation of this trial has left
         distributed.barrier(self.dist)  # nobody runs ahead of the checkpoint (a kill resumes every rank alike)
 
@@ -404,7 +406,7 @@ def final_result(state: TrainState, spec: ArchSpec, num_classes: int, cfg: Trial
     best = state.history[state.best_epoch - 1]
     prof = profile(spec, num_classes=num_classes, latency=cfg.latency)
     result: dict[str, Any] = {"default": eval_score(best, cfg.eval_metric), "top1": best["val_top1"]}
-    for key in ("top5", "f1", "precision", "recall", "loss"):
+    for key in ("top5", "f1", "precision", "recall", "auc", "loss"):
         if f"val_{key}" in best:
             result[key] = best[f"val_{key}"]
     result.update(params=prof.params, macs=prof.macs)

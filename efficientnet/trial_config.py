@@ -40,7 +40,7 @@ DEFAULT_LR = {"sgd": 0.05, "adamw": 0.003, "rmsprop": 0.002}
 
 # the validation metric that picks the best epoch (model_best.pth.tar) and is NNI's ``default``: top-1 accuracy, or
 # macro F1 or macro recall (balanced accuracy) for imbalanced classes, both in percent; the log's name of each
-EVAL_METRICS = {"top1": "top-1", "f1": "macro F1", "recall": "macro recall"}
+EVAL_METRICS = {"top1": "top-1", "f1": "macro F1", "recall": "macro recall", "auc": "macro ROC AUC"}
 
 
 class ConfigError(ValueError):
@@ -216,7 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=d.seed)
     o.add_argument("--eval-metric", choices=list(EVAL_METRICS), default=d.eval_metric,
                    help="validation metric that picks the best epoch and is NNI's default metric: top-1 accuracy, "
-                   "or macro F1 or macro recall (balanced accuracy) x 100, for imbalanced classes")
+                   "or macro F1, macro recall (balanced accuracy) or macro one-vs-rest ROC AUC x 100, for imbalanced "
+                   "classes")
     o.add_argument("--class-weights", choices=["none", "balanced"], default=d.class_weights,
                    help="weight the training loss by inverse class frequency (balanced), so that rare classes count "
                    "as much as common ones")

@@ -61,7 +61,10 @@ def epoch_line(r: dict[str, float], epochs: int, best_score: float, best_epoch: 
              f"train_top1 {r['train_top1']:.2f}", f"val_loss {r['val_loss']:.4f}", f"val_top1 {r['val_top1']:.2f}"]
     if "val_top5" in r:
         parts.append(f"val_top5 {r['val_top5']:.2f}")
-    parts += [f"val_f1 {r['val_f1']:.4f}", f"lr {r['lr']:.5f}", f"time {r['time_s']:.1f}s",
+    parts.append(f"val_f1 {r['val_f1']:.4f}")
+    if "val_auc" in r:
+        parts.append(f"val_auc {r['val_auc']:.4f}")
+    parts += [f"lr {r['lr']:.5f}", f"time {r['time_s']:.1f}s",
               f"best {metric + ' ' if metric else ''}{best_score:.2f}@{best_epoch}"]
     if "stage" in r:
         parts.append(f"stage {int(r['stage'])} {int(r['train_res'])}px")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from efficientnet.metrics import EpochMetrics, confusion_matrix, macro_precision_recall_f1, macro_seen
+from efficientnet.metrics import EpochMetrics, confusion_matrix, macro_auc, macro_precision_recall_f1, macro_seen
 
 
 def sklearn_macro(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -54,6 +54,29 @@ def test_epoch_metrics_over_batches_and_ranks():
     assert out["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
     assert {k: out[k] for k in ("precision", "recall", "f1")} == pytest.approx(
         sklearn_macro(top[:, 0], targets, 10), abs=1e-12)
+    # with ranking (--eval-metric auc): the macro ROC AUC, the same over the ranks' shares
+    whole, parts = EpochMetrics(10, ranking=True), [EpochMetrics(10, ranking=True), EpochMetrics(10, ranking=True)]
+    for i, start in enumerate(range(0, 90, 30)):
+        batch = slice(start, start + 30)
+        whole.update(logits[batch], targets[batch], 0.0)
+        parts[i % 2].update(logits[batch], targets[batch], 0.0)
+    auc = roc_auc_score(targets.numpy(), logits.softmax(1).numpy(), multi_class="ovr", average="macro")
+    assert whole.compute()["auc"] == pytest.approx(auc) and EpochMetrics.merged(parts).compute()["auc"] == pytest.approx(auc)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_roc_auc_matches_sklearn_with_ties_and_absent_classes(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, num_classes = [6, 40, 200, 333, 50, 90, 17, 120][seed], [2, 3, 5, 10, 2, 4, 6, 12][seed]
+    probabilities = torch.randn(n, num_classes, generator=g).round(decimals=1).softmax(1)  # many ties
+    targets = torch.randint(0, num_classes - (seed % 2), (n,), generator=g)  # odd seeds: the last class absent
+    present = [c for c in range(num_classes) if 0 < int((targets == c).sum()) < n]
+    if num_classes == 2:  # scikit-learn's binary score: the second class's
+        want = roc_auc_score(targets.numpy(), probabilities[:, 1].numpy()) if len(present) == 2 else 0.5
+    else:
+        want = np.mean([roc_auc_score((targets == c).numpy(), probabilities[:, c].numpy()) for c in present])
+    assert macro_auc(probabilities, targets) == pytest.approx(want, abs=1e-12)
+    assert macro_auc(probabilities, torch.zeros(n, dtype=torch.long)) == 0.5  # one class only: no ranking
 
 
 @pytest.mark.parametrize("seed", range(3))

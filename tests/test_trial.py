@@ -110,20 +110,24 @@ def test_resume_of_the_same_spec_continues_training(trained: Path, digits: Path,
     assert not (trained / "result.json").read_text() == (tmp_path / "result.json").read_text()
 
 
-def test_the_eval_metric_picks_the_best_epoch_and_is_the_default(digits: Path, capsys, tmp_path):
-    """``--eval-metric f1`` (for imbalanced classes): the best epoch, ``model_best.pth.tar`` and NNI's ``default``
-    follow macro F1 in percent, and the log names it."""
-    code, stdout, _ = run(digits_args(digits, tmp_path, "--epochs", "2", "--subset", "0.3", "--eval-metric", "f1"),
+@pytest.mark.parametrize("metric, name", [("f1", "macro F1"), ("auc", "macro ROC AUC")])
+def test_the_eval_metric_picks_the_best_epoch_and_is_the_default(digits: Path, capsys, tmp_path, metric, name):
+    """``--eval-metric f1`` or ``auc`` (for imbalanced classes): the best epoch, ``model_best.pth.tar`` and NNI's
+    ``default`` follow macro F1 (or ROC AUC) in percent, and the log names it."""
+    code, stdout, _ = run(digits_args(digits, tmp_path, "--epochs", "2", "--subset", "0.3", "--eval-metric", metric),
                           capsys)
     assert code == 0
     result = json.loads((tmp_path / "result.json").read_text())
     history = result["history"]
-    best = max(history, key=lambda h: (h["val_f1"], -h["epoch"]))
-    assert result["eval_metric"] == "f1" and result["best_epoch"] == best["epoch"]
-    assert result["default"] == pytest.approx(100 * best["val_f1"]) and result["top1"] == best["val_top1"]
+    key = f"val_{metric}"
+    best = max(history, key=lambda h: (h[key], -h["epoch"]))
+    assert result["eval_metric"] == metric and result["best_epoch"] == best["epoch"]
+    assert result["default"] == pytest.approx(100 * best[key]) and result["top1"] == best["val_top1"]
+    assert result[metric] == best[key] and 0 < best[key] <= 1
     assert load_checkpoint(tmp_path / BEST_NAME)["epoch"] == best["epoch"]
-    assert f"| best f1 {100 * best['val_f1']:.2f}@{best['epoch']}" in stdout
-    assert f"final: best macro F1 {100 * best['val_f1']:.2f}% at epoch {best['epoch']}" in stdout
+    assert f"| best {metric} {100 * best[key]:.2f}@{best['epoch']}" in stdout
+    assert f"final: best {name} {100 * best[key]:.2f}% at epoch {best['epoch']}" in stdout
+    assert ("val_auc" in history[0]) == (metric == "auc")  # probabilities are kept only when AUC ranks the epochs
 
 
 def test_resuming_with_another_eval_metric_picks_the_best_epoch_by_it(trained: Path, digits: Path, capsys,
