@@ -4,8 +4,9 @@ The search ranks architectures by their validation score, which the search itsel
 set that no trial has seen says what the chosen model will do. ``DATA`` is a dataset folder with a ``test/``
 folder, a folder of class folders, or a label CSV (its ``split`` column's test rows, or every row of a table
 without one). The images are read and checked as a trial reads its validation images, with the model's own
-evaluation transform, and scored with the trial's metrics: top-1, top-5, macro precision, recall and F1, each
-class's row, and the largest mistakes.
+evaluation transform, and scored with the trial's metrics (top-1, top-5, macro precision, recall and F1, each
+class's row, the largest mistakes) and with what the probabilities say: ROC AUC and average precision, and how well
+they are calibrated. ``--plot`` draws the confusion matrix.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arguments import CLIError
 
-__all__ = ["Evaluation", "build", "cmd_evaluate", "evaluate_checkpoint"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Evaluation", "build", "calibration_error", "cmd_evaluate", "confusion_figure", "evaluate_checkpoint",
+           "ranking_metrics", "summary"]
 
 MAX_CLASS_ROWS = 30  # classes printed; --json gives every one
 MAX_PLOT_CLASSES = 30  # classes drawn by --plot; beyond, those of the largest mistakes
@@ -54,7 +59,7 @@ class Evaluation:
 
 def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None = None, batch_size: int = 64,
                         device: str = "auto", workers: int | None = None, amp: str = "auto",
-                        arch: str | None = None):
+                        arch: str | None = None) -> tuple[Evaluation, list[tuple[str, int]], torch.Tensor]:
     """Score ``checkpoint`` (a trial's ``model_best.pth.tar``, or weights with ``arch``) on the test images of
     ``data``; return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
     probabilities (a CPU tensor). Problems the user can fix raise :class:`CLIError` (one line)."""
