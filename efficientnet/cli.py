@@ -164,7 +164,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     import logging
 
     from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, load_dataset
-    from .scan import image_files
+    from .scan import identical_files, image_files
     from .spec import preset
 
     if not 0 < args.val_split < 1:
@@ -184,10 +184,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     val = class_counts([label for _, label in dataset_samples(split.val)], split.num_classes)
     ratio = max(train) / max(min(train), 1)
     test = _test_folder(args.data)
+    sides = {"train": [(p, split.classes[c]) for p, c in dataset_samples(split.train)],
+             "val": [(p, split.classes[c]) for p, c in dataset_samples(split.val)],
+             **({"test": [(str(p), p.relative_to(test).parts[0]) for p in image_files(test)]} if test else {}),
+             **_table_test_rows(args)}
+    copies = identical_files(sides)
     if args.json:
         print(json.dumps({"root": str(split.root), "layout": split.layout, "classes": split.classes,
                           "train": train, "val": val, "skipped_unreadable": split.corrupt,
-                          "imbalance": round(ratio, 2), "test": test and len(image_files(test))}, indent=2))
+                          "imbalance": round(ratio, 2), "test": test and len(image_files(test)),
+                          "identical": {f"{a}-{b}": len(v) for (a, b), v in copies.items()}}, indent=2))
         return 0
     print(f"data {split.root} ({split.layout}): {split.num_classes} classes, {sum(train)} train / {sum(val)} val "
           "images")
@@ -202,7 +208,27 @@ def cmd_data(args: argparse.Namespace) -> int:
     if test is not None:
         print(f"{test.name}/: {len(image_files(test))} images no trial reads; after the search, python -m efficientnet "
               f"evaluate CHECKPOINT {args.data} scores a model on them")
+    for (later, earlier), pairs in copies.items():
+        path, copy, _ = pairs[0]
+        relabelled = sum(differ for *_, differ in pairs)
+        print(f"leak: {len(pairs)} {later} image(s) are byte-for-byte copies of {earlier} images (e.g. {path} = "
+              f"{copy}){f', {relabelled} of them with another label' if relabelled else ''}: the {later} scores will "
+              f"be optimistic; remove the copies from one side")
     return 0
+
+
+def _table_test_rows(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
+    """``{"test": (image, label) pairs}`` of a label CSV's rows marked test, or nothing."""
+    from .label_table import is_label_table, read_test_table
+    from .layout import DataError
+
+    if not is_label_table(args.data):
+        return {}
+    try:
+        table = read_test_table(args.data, args.label_column)
+    except DataError:
+        return {}
+    return {"test": [(str(p), label) for p, label in table.pairs]} if table.rows.startswith("test rows") else {}
 
 
 def _test_folder(data: str) -> Path | None:

@@ -7,11 +7,13 @@ looks damaged) raises :class:`~efficientnet.layout.DataError` with one line nami
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -20,8 +22,8 @@ from .label_table import LabelTable
 from .layout import DataError, class_folders, walk_files
 from .preprocess import HEIF_EXTENSIONS, heif_readable
 
-__all__ = ["ClassFolders", "MAX_CORRUPT_FRACTION", "OTHER_IMAGE_EXTENSIONS", "check_skipped", "image_files",
-           "scan_class_folders", "scan_label_table", "scan_test_pairs"]
+__all__ = ["ClassFolders", "MAX_CORRUPT_FRACTION", "OTHER_IMAGE_EXTENSIONS", "check_skipped", "identical_files",
+           "image_files", "scan_class_folders", "scan_label_table", "scan_test_pairs"]
 
 log = logging.getLogger("efficientnet.trial")
 
@@ -185,3 +187,38 @@ def check_skipped(scans: Sequence[ClassFolders]) -> int:
         shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
         log.warning("warning: skipping %d unreadable image file(s) of %d: %s", len(bad), total, shown)
     return len(bad)
+
+
+def identical_files(sides: Mapping[str, Sequence[tuple[str, str]]]
+                    ) -> dict[tuple[str, str], list[tuple[str, str, bool]]]:
+    """Images of two sides of a dataset (``train``, ``val``, ``test``: ``(path, label)`` each) with the same bytes,
+    which make the later side's scores optimistic. Returns, for each pair of sides ``(later, earlier)`` in the
+    order given, ``(its file, the earlier side's copy, whether their labels differ)``. Files are compared by size
+    first and only sizes found on two sides are read (SHA-1), so a dataset without copies costs one stat a file."""
+    by_size: dict[int, list[tuple[int, str, str]]] = {}
+    for rank, files in enumerate(sides.values()):
+        for path, label in files:
+            try:
+                by_size.setdefault(os.stat(path).st_size, []).append((rank, path, label))
+            except OSError:
+                continue
+    first: dict[tuple[bytes, int], tuple[str, str]] = {}  # (digest, side) -> its first file with those bytes
+    for same_size in by_size.values():
+        if len({rank for rank, _, _ in same_size}) < 2:
+            continue
+        for rank, path, label in same_size:
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha1(f.read()).digest()
+            except OSError:
+                continue
+            first.setdefault((digest, rank), (path, label))
+    names = list(sides)
+    found: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+    for (digest, rank), (path, label) in sorted(first.items(), key=lambda item: (item[0][1], item[1][0])):
+        for earlier in range(rank):
+            copy = first.get((digest, earlier))
+            if copy is not None:
+                found.setdefault((names[rank], names[earlier]), []).append((path, copy[0], label != copy[1]))
+                break
+    return found

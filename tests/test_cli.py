@@ -188,10 +188,22 @@ def test_data_reads_a_dataset_as_a_trial_will(tmp_path, capsys):
     assert "in the tuner's classArgs: num_classes: 2" in out and "skipping 1 .avif files" in err
     assert "images no trial reads" not in out
     shutil.copytree(tmp_path / "valid", tmp_path / "test")  # held out for evaluate: named, never read by trials
+    (tmp_path / "test" / "rare" / "0.png").unlink()
     assert main(["data", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == f"data {tmp_path} (train/valid): 2 classes, 14 train / 4 val images"
-    assert out.splitlines()[-1] == (f"test/: 4 images no trial reads; after the search, python -m efficientnet "
-                                    f"evaluate CHECKPOINT {tmp_path} scores a model on them")
+    assert (f"test/: 3 images no trial reads; after the search, python -m efficientnet evaluate CHECKPOINT {tmp_path} "
+            "scores a model on them") in out
+    # images on two sides (a copy in val, one in test under another label): a leak the scores would hide
+    copy, original = tmp_path / "test" / "common" / "0.png", tmp_path / "valid" / "common" / "0.png"
+    assert out.splitlines()[-1] == (f"leak: 3 test image(s) are byte-for-byte copies of val images (e.g. {copy} = "
+                                    f"{original}): the test scores will be optimistic; remove the copies from one side")
+    shutil.copy(tmp_path / "train" / "common" / "5.png", tmp_path / "valid" / "rare" / "copy.png")
+    assert main(["data", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["identical"] == {"val-train": 1, "test-val": 3}
+    assert main(["data", str(tmp_path)]) == 0
+    copy, original = tmp_path / "valid" / "rare" / "copy.png", tmp_path / "train" / "common" / "5.png"
+    assert (f"leak: 1 val image(s) are byte-for-byte copies of train images (e.g. {copy} = {original}), 1 of them "
+            "with another label: the val scores will be optimistic") in capsys.readouterr().out
     assert main(["data", str(tmp_path / "train" / "rare")]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("error: dataset directory ")

@@ -388,3 +388,24 @@ def test_only_a_column_named_for_a_subject_is_suggested_as_groups(tmp_path: Path
     write_table(table, ["image_id", "label", "PatientID", "plant_type", "anatom_site", "StudyInstanceUID"], rows)
     assert read_label_table(table).group_hints == ("PatientID", "StudyInstanceUID")
     assert read_label_table(table, group_column="PatientID").group_hints == ()
+
+
+def test_the_data_command_names_test_rows_that_copy_training_images(tmp_path: Path, digits, capsys):
+    """A table's test rows whose images are byte copies of training images (the same photo saved twice) would
+    make ``evaluate`` optimistic: the ``data`` command names them."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for c in ("3", "8"):
+        for i, src in enumerate(digits[c][:10]):
+            shutil.copy(src, tmp_path / "img" / f"{c}_{i}.png")
+            rows.append([f"img/{c}_{i}.png", c, "train" if i < 8 else "val"])
+    shutil.copy(digits["3"][0], tmp_path / "img" / "again.png")  # the first training image, once more
+    rows.append(["img/again.png", "3", "test"])
+    table = write_table(tmp_path / "labels.csv", ["image", "label", "split"], rows)
+    from efficientnet.cli import main
+
+    assert main(["data", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (f"leak: 1 test image(s) are byte-for-byte copies of train images (e.g. "
+                                    f"{tmp_path / 'img' / 'again.png'} = {tmp_path / 'img' / '3_0.png'}): the test "
+                                    "scores will be optimistic; remove the copies from one side")
