@@ -202,6 +202,7 @@ def identical_files(sides: Mapping[str, Sequence[tuple[str, str]]]
                 by_size.setdefault(os.stat(path).st_size, []).append((rank, path, label))
             except OSError:
                 continue
+    hashed: list[tuple[bytes, int, str, str]] = []
     first: dict[tuple[bytes, int], tuple[str, str]] = {}  # (digest, side) -> its first file with those bytes
     for same_size in by_size.values():
         if len({rank for rank, _, _ in same_size}) < 2:
@@ -212,13 +213,13 @@ def identical_files(sides: Mapping[str, Sequence[tuple[str, str]]]
                     digest = hashlib.sha1(f.read()).digest()
             except OSError:
                 continue
+            hashed.append((digest, rank, path, label))
             first.setdefault((digest, rank), (path, label))
     names = list(sides)
     found: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
-    for (digest, rank), (path, label) in sorted(first.items(), key=lambda item: (item[0][1], item[1][0])):
-        for earlier in range(rank):
-            copy = first.get((digest, earlier))
-            if copy is not None:
-                found.setdefault((names[rank], names[earlier]), []).append((path, copy[0], label != copy[1]))
-                break
+    for digest, rank, path, label in sorted(hashed, key=lambda h: (h[1], h[2])):
+        earlier = next((e for e in range(rank) if (digest, e) in first), None)
+        if earlier is not None:
+            copy, copy_label = first[digest, earlier]
+            found.setdefault((names[rank], names[earlier]), []).append((path, copy, label != copy_label))
     return found

@@ -15,7 +15,7 @@ from PIL import Image
 from efficientnet.data import (DataError, export_digits, load_dataset, make_loaders,
                                stratified_sample, stratified_split, subset_train)
 from efficientnet.image_check import _relative
-from efficientnet.scan import scan_class_folders
+from efficientnet.scan import identical_files, scan_class_folders
 from efficientnet.spec import preset
 
 SPEC = preset("lite0").replace(width=0.15, resolution=32)
@@ -360,3 +360,20 @@ def test_a_symbolic_link_loop_does_not_hand_a_class_other_images(tmp_path: Path)
                      for path, _ in split.train.dataset.samples)
     assert samples == [*(f"a/img{i}.png" for i in range(4)), "a/more/img0.png", "a/more/img1.png",
                        *(f"b/img{i}.png" for i in range(4))]
+
+
+def test_identical_files_counts_every_copy_on_a_later_side(tmp_path: Path):
+    """Each file of a later side whose bytes an earlier side has is named once, against the first side that has
+    them; files of equal size but other bytes are not copies."""
+    def file(name: str, data: bytes) -> str:
+        (tmp_path / name).write_bytes(data)
+        return str(tmp_path / name)
+
+    train = [(file("a", b"AAAA"), "x"), (file("b", b"BBBB"), "y"), (file("c", b"CCCCCC"), "x")]
+    val = [(file("v1", b"AAAA"), "x"), (file("v2", b"AAAA"), "y"), (file("v3", b"DDDD"), "x")]
+    test = [(file("t1", b"AAAA"), "x"), (file("t2", b"DDDD"), "x"), (file("t3", b"CCCCCD"), "x")]
+    found = identical_files({"train": train, "val": val, "test": test})
+    assert found == {("val", "train"): [(val[0][0], train[0][0], False), (val[1][0], train[0][0], True)],
+                     ("test", "train"): [(test[0][0], train[0][0], False)],
+                     ("test", "val"): [(test[1][0], val[2][0], False)]}
+    assert identical_files({"train": train, "val": [val[2]]}) == {}
