@@ -74,6 +74,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
     from .predict import imagenet_categories
     from .spec import resolve_arch
     from .training import TrainingError, amp_dtype, evaluate, prepare_model, resolve_device
+    from .trial_log import progress_bar
 
     started = time.perf_counter()
     try:
@@ -105,7 +106,8 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
             super().update(logits, targets, loss)
             self.probabilities.append(logits.float().softmax(-1).cpu())
 
-    scores = evaluate(model, loader, nn.CrossEntropyLoss(), Scores(), dtype=amp_dtype(dev, amp))
+    batches = progress_bar(loader, "evaluate", sys.stderr.isatty())  # a bar by hand on a terminal, none in a pipe
+    scores = evaluate(model, batches, nn.CrossEntropyLoss(), Scores(), dtype=amp_dtype(dev, amp))
     samples = dataset_samples(test.dataset)
     probabilities = torch.cat(scores.probabilities)
     targets = [target for _, target in samples]
