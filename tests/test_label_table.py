@@ -218,7 +218,7 @@ def test_a_trial_and_the_data_command_read_a_label_table(tmp_path: Path, digits)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) | {"root": None} == {
         "root": None, "layout": "csv: images image_id, labels label", "classes": ["3", "8"], "train": [10, 10], "val": [2, 2],
-        "skipped_unreadable": 0, "imbalance": 1.0, "test": None}
+        "skipped_unreadable": 0, "imbalance": 1.0, "test": None, "identical": {}}
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "main_efficientnet.py", "--data", str(table), "--arch", "lite0", "--width", "0.15",
