@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .layout import VAL_FOLDERS, DataError, walk_files
+from .layout import IMAGE_SUFFIXES, VAL_FOLDERS, DataError, walk_files
 
 __all__ = ["LabelTable", "TestTable", "is_label_table", "read_label_table", "read_test_table", "validation_table"]
 
@@ -36,10 +36,6 @@ IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filena
                  "filepath", "id", "id_code", "name")
 SPLIT_COLUMN = "split"
 VALID_COLUMNS = ("is_valid", "is_val", "is_validation")
-# every suffix an image may have here: torchvision's ImageFolder's, HEIC/HEIF, and those named as not read (the data
-# module's, which imports torch; a test keeps the two the same)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".heic", ".heif",
-                  ".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
 # a column that may tie several images to one subject (see LabelTable.group_hints): one of these words alone, or
 # before an id (patient_id, lesion_id, StudyInstanceUID; not plant_type or anatom_site)
 GROUP_WORDS = {"patient", "subject", "lesion", "person", "individual", "case", "study", "series", "video", "group",

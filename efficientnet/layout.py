@@ -11,11 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["DataError", "DatasetLayout", "VAL_FOLDERS", "class_folders", "find_layout", "find_test_folder", "walk_files"]
+__all__ = ["DataError", "DatasetLayout", "HEIF_EXTENSIONS", "IMAGE_SUFFIXES", "OTHER_IMAGE_EXTENSIONS", "READ_EXTENSIONS",
+           "VAL_FOLDERS", "class_folders", "find_layout", "find_test_folder", "walk_files"]
 
 TRAIN_FOLDERS = ("train", "training")  # names of the training folder, first found wins
 VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside it, first found wins
 TEST_FOLDERS = ("test", "testing")  # names of a held-out test folder, first found wins
+# image files by suffix: those torchvision's ImageFolder reads (its IMG_EXTENSIONS, restated so that nothing here
+# imports torchvision; a test keeps the two equal), iPhone photos (read once pillow-heif is installed), and formats
+# not read here (named in a warning, not ignored)
+READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+HEIF_EXTENSIONS = (".heic", ".heif")
+OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
+IMAGE_SUFFIXES = READ_EXTENSIONS + HEIF_EXTENSIONS + OTHER_IMAGE_EXTENSIONS
 # names that say "a split of the dataset", not "a class": train/, test_set/, ...
 _SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "test", "testing", "dev", "eval"}
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 from torchvision import transforms
 
+from .layout import HEIF_EXTENSIONS
 from .spec import ArchSpec
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD", "normalization", "eval_transform",
@@ -49,7 +50,6 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-HEIF_EXTENSIONS = (".heic", ".heif")  # iPhone photos: read when pillow-heif is installed (pip install pillow-heif)
 _heif: list[bool] = []  # whether pillow-heif's opener is registered with PIL, once known
 
 

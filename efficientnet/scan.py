@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from .image_check import DAMAGED, image_problems
 from .label_table import LabelTable
-from .layout import DataError, class_folders, walk_files
-from .preprocess import HEIF_EXTENSIONS, heif_readable
+from .layout import HEIF_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, READ_EXTENSIONS, DataError, class_folders, walk_files
+from .preprocess import heif_readable
 
 __all__ = ["ClassFolders", "MAX_CORRUPT_FRACTION", "OTHER_IMAGE_EXTENSIONS", "check_skipped", "identical_files",
            "image_files", "scan_class_folders", "scan_label_table", "scan_test_pairs"]
@@ -28,8 +26,6 @@ __all__ = ["ClassFolders", "MAX_CORRUPT_FRACTION", "OTHER_IMAGE_EXTENSIONS", "ch
 log = logging.getLogger("efficientnet.trial")
 
 MAX_CORRUPT_FRACTION = 0.1  # more unreadable images than this is an error, not a warning
-# images in formats that are not read here (torchvision's ImageFolder takes IMG_EXTENSIONS): named, not ignored
-OTHER_IMAGE_EXTENSIONS = (".avif", ".gif", ".jfif", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".svg", ".dcm")
 
 
 def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -41,7 +37,7 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
         base = Path(d)  # one parse per folder, not per file: 10^5 files took 0.6 s of parsing
         for f in names:
             lower = f.lower()
-            if lower.endswith(IMG_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
+            if lower.endswith(READ_EXTENSIONS) or (lower.endswith(HEIF_EXTENSIONS) and heif_readable()):
                 images.append(base / f)
             elif lower.endswith(OTHER_IMAGE_EXTENSIONS + HEIF_EXTENSIONS):
                 others.append(base / f)
@@ -87,7 +83,7 @@ def scan_class_folders(root: Path, verify: bool = True, record_dir: Path | None 
         if not found[c]:
             held = f" (it holds {_formats(other)} files, which are not read here: convert them to JPEG or PNG)" \
                 if other else ""
-            raise DataError(f"class folder {root / c} has no images ({', '.join(IMG_EXTENSIONS[:4])}, ...){held}; "
+            raise DataError(f"class folder {root / c} has no images ({', '.join(READ_EXTENSIONS[:4])}, ...){held}; "
                             "add images or remove the folder")
     every = [p for c in classes for p in found[c]]
     problems = image_problems(root, every, record_dir) if verify else {}
@@ -138,7 +134,7 @@ def _problems(table: Path, files: Sequence[Path], record_dir: Path | None) -> di
 
 
 def _readable_suffixes() -> tuple[str, ...]:
-    return IMG_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
+    return READ_EXTENSIONS + (HEIF_EXTENSIONS if heif_readable() else ())
 
 
 def _scan_pairs(table: Path, classes: Sequence[str], pairs: Sequence[tuple[Path, int]], problems: dict[Path, str],

@@ -288,15 +288,13 @@ def test_a_validation_table_beside_the_training_table_gives_the_validation_rows(
 
 
 def test_a_table_names_images_in_formats_not_read_here(tmp_path: Path, digits, caplog):
-    """DICOM scans (medical data) and GIFs a table names are left out with the warning a folder's get; the table's
-    list of image suffixes (torch-free, for the launcher) is the data module's."""
+    """DICOM scans (medical data) and GIFs a table names are left out with the warning a folder's get; the suffixes
+    read (restated in the torch-free layout module, for the launcher) are torchvision's ImageFolder's."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from efficientnet.scan import OTHER_IMAGE_EXTENSIONS
-    from efficientnet.label_table import IMAGE_SUFFIXES
-    from efficientnet.preprocess import HEIF_EXTENSIONS
+    from efficientnet.layout import READ_EXTENSIONS
 
-    assert sorted(IMAGE_SUFFIXES) == sorted(IMG_EXTENSIONS + HEIF_EXTENSIONS + OTHER_IMAGE_EXTENSIONS)
+    assert READ_EXTENSIONS == IMG_EXTENSIONS
     table, truth = kaggle(tmp_path, digits, classes=("0", "1"), n=10)
     (tmp_path / "train_images" / "scan1.dcm").write_bytes(b"\x00" * 128 + b"DICM")
     (tmp_path / "train_images" / "clip.gif").write_bytes(b"GIF89a")
