@@ -381,7 +381,7 @@ def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_co
         scan = ClassFolders(folder, list(classes), {c: folders.files.get(c, []) for c in classes}, folders.corrupt,
                             folders.oversized, folders.other_formats)
         root = folder
-    corrupt = check_skipped([scan])
+    corrupt = check_skipped([scan], "score them")
     if not scan.num_images:
         raise DataError(f"{root} has no readable test images; add JPEG or PNG images")
     absent = [c for c in classes if not scan.files[c]]

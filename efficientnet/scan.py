@@ -160,20 +160,21 @@ def _unreadable(problems: Sequence[str]) -> str:
 
 
 
-def check_skipped(scans: Sequence[ClassFolders]) -> int:
+def check_skipped(scans: Sequence[ClassFolders], use: str = "train on them") -> int:
     """Warn about the files ``scans`` set aside (formats not read here, images over PIL's pixel limit, damaged
-    files) and return how many are damaged; more than :data:`MAX_CORRUPT_FRACTION` of them is an error."""
+    files; the fixes say what they are for: ``use``) and return how many are damaged; more than
+    :data:`MAX_CORRUPT_FRACTION` of them is an error."""
     others = [p for s in scans for p in s.other_formats]
     if others:
         log.warning("warning: skipping %s files, e.g. %s: formats not read here; convert them to JPEG or PNG to "
-                    "train on them%s", _formats(others), others[0],
+                    "%s%s", _formats(others), others[0], use,
                     " (HEIC: or pip install pillow-heif)" if any(p.suffix.lower() in HEIF_EXTENSIONS for p in others)
                     else "")
     big = {p: why for s in scans for p, why in s.oversized.items()}
     if big:
         path, why = next(iter(big.items()))
-        log.warning("warning: skipping %d image(s) too large to decode safely, e.g. %s (%s); downscale them to "
-                    "train on them", len(big), path, why)
+        log.warning("warning: skipping %d image(s) too large to decode safely, e.g. %s (%s); downscale them to %s",
+                    len(big), path, why, use)
     bad = [p for s in scans for p in s.corrupt]
     total = sum(s.num_images for s in scans) + len(bad)
     if bad and len(bad) > MAX_CORRUPT_FRACTION * total:
