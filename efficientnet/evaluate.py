@@ -180,10 +180,13 @@ def build(p: argparse.ArgumentParser) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the checkpoint's scores on the test images (and write ``--csv``)."""
-    from .predict import write_output, write_predictions
+    from .predict import check_output, write_output, write_predictions
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path:
+            check_output(flag, path)  # before the work, not after it
     if args.workers is not None and args.workers < 0:
         raise CLIError(f"--workers must be 0 or more, got {args.workers}")
     warnings_seen = logging.StreamHandler(sys.stderr)  # the data's warnings (skipped files, rows left out, ...)

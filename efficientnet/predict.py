@@ -16,7 +16,8 @@ from .spec import resolve_arch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["build", "cmd_predict", "imagenet_categories", "predict_input", "write_output", "write_predictions"]
+__all__ = ["build", "check_output", "cmd_predict", "imagenet_categories", "predict_input", "write_output",
+           "write_predictions"]
 
 
 def build(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
+    if args.csv:
+        check_output("--csv", args.csv)
     paths: list[str] = []
     in_folders: set[str] = set()  # an image of a folder that cannot be read is skipped, one named is an error
     for given in args.images:  # a folder stands for its image files (hidden ones left out), in name order
@@ -164,14 +167,21 @@ def write_predictions(path: str, results: Sequence[dict], probabilities: Sequenc
     write_output("--csv", path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def check_output(flag: str, path: str) -> None:
+    """Refuse, before any work, an output path that cannot be a file: one under a file, or a folder."""
+    above = next((p for p in Path(path).parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CLIError(f"cannot write {flag} {path}: {above} is a file, not a folder; give another path")
+    if Path(path).is_dir():
+        raise CLIError(f"cannot write {flag} {path}: it is a folder; give a file path")
+
+
 def write_output(flag: str, path: str, write: Callable[[Path], object]) -> None:
     """Write the file a command's ``flag`` names (``write`` fills a temporary file, moved into place atomically);
     a path that cannot be written is one :class:`CLIError` line naming the flag, and an earlier file stays."""
     from .atomic_files import OutputError, atomic_write
 
-    above = next((p for p in Path(path).parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise CLIError(f"cannot write {flag} {path}: {above} is a file, not a folder; give another path")
+    check_output(flag, path)
     try:
         atomic_write(path, write)
     except OutputError as exc:

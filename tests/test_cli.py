@@ -108,7 +108,7 @@ def test_predict_a_folder_with_a_trained_checkpoint_names_its_classes(root, tmp_
         "give another path")
     out = run(root, "predict", "--csv", str(tmp_path / "out"), str(data / "flower"))  # a folder, not a file
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write --csv {tmp_path / 'out'} (is a directory); give a file path on a writable disk")
+        f"error: cannot write --csv {tmp_path / 'out'}: it is a folder; give a file path")
     assert table.is_file()  # nothing written before is lost
     (tmp_path / "empty").mkdir()
     out = run(root, "predict", str(tmp_path / "empty"))

@@ -183,6 +183,7 @@ def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: P
     (["{ckpt}", "{digits}/val", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["{ckpt}", "{digits}/val", "--plot", "{ckpt}/cm.png"], "cannot write --plot {ckpt}/cm.png: {ckpt} is a file, not "
      "a folder; give another path"),
+    (["{ckpt}", "{digits}/val", "--csv", "{tmp}"], "cannot write --csv {tmp}: it is a folder; give a file path"),
     (["lite0", "{digits}/val"], "{digits}/val has class folders the model was not trained on (0, 1, 2, 3, 4; it "
      "knows tench, goldfish, great white shark, tiger shark, hammerhead, electric ray, ...)"),
 ])
