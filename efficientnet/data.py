@@ -57,6 +57,7 @@ __all__ = [
     "load_dataset",
     "TestSet",
     "load_test_set",
+    "load_validation_set",
     "train_transform",
     "make_loaders",
     "default_workers",
@@ -389,6 +390,21 @@ def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_co
         log.warning("warning: %d of the model's %d classes have no test image (%s): their recall is not measured",
                     len(absent), len(classes), ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""))
     return TestSet(CheckedImageFolder(scan, eval_transform(spec)), root, kind, list(classes), corrupt)
+
+
+def load_validation_set(data: str, spec: ArchSpec, classes: Sequence[str], settings: dict) -> TestSet:
+    """The validation images a trial of ``settings`` (its flags, as its checkpoint records them) scored, to score a
+    model of ``classes`` on again: the same dataset ``data``, split with the same ``--val-split``, ``--seed`` and
+    columns. A dataset whose classes are no longer the model's is an error."""
+    split = load_dataset(data, spec, val_split=settings.get("val_split") or 0.2, seed=settings.get("seed") or 0,
+                         label_column=settings.get("label_column"), group_column=settings.get("group_column"),
+                         cache_dir=settings.get("download_dir") if data == DIGITS_NAME else None)
+    if list(split.classes) != list(classes):
+        changed = sorted(set(split.classes) ^ set(classes)) or ["their order"]
+        raise DataError(f"{data} no longer has the classes the model was trained on (they differ in "
+                        f"{', '.join(changed[:5])}); pass the test images as DATA instead")
+    return TestSet(split.val, split.root, f"the trial's validation split: {split.layout}", list(classes),
+                   split.corrupt)
 
 
 def _check_known(found: Sequence[str], classes: Sequence[str], what: str, fix: str) -> None:

@@ -6,7 +6,9 @@ folder, a folder of class folders, or a label CSV (its ``split`` column's test r
 without one). The images are read and checked as a trial reads its validation images, with the model's own
 evaluation transform, and scored with the trial's metrics (top-1, top-5, macro precision, recall and F1, each
 class's row, the largest mistakes) and with what the probabilities say: ROC AUC and average precision, and how well
-they are calibrated. ``--plot`` draws the confusion matrix.
+they are calibrated, and the images it was surest of and wrong about. ``--plot`` draws the confusion matrix.
+``--split val`` scores the trial's own validation images instead, split again as the trial split them, to look at
+its mistakes.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class Evaluation:
     ``precision``, ``recall`` and ``f1`` (0-1, macro over the classes the test set has or the model predicted, as
     scikit-learn's defaults give them), ``auc`` and ``average_precision`` (:func:`ranking_metrics`) and
     ``calibration_error`` (:func:`calibration_error`); ``per_class`` adds each class's ``auc`` and ``ap``;
-    ``validation``: the checkpoint's own best validation record."""
+    ``most_wrong``: :func:`most_wrong`; ``validation``: the checkpoint's own best validation record."""
 
     checkpoint: str
     data: str
+    split: str  # "test", or "val": the trial's own validation images
     layout: str
     arch: str
     images: int
@@ -48,6 +51,7 @@ class Evaluation:
     metrics: dict[str, float]
     per_class: list[dict[str, Any]]
     most_confused: list[dict[str, Any]]
+    most_wrong: list[dict[str, Any]]
     confusion: list[list[int]]
     skipped: int
     seconds: float
@@ -57,17 +61,18 @@ class Evaluation:
         return asdict(self)
 
 
-def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None = None, batch_size: int = 64,
-                        device: str = "auto", workers: int | None = None, amp: str = "auto",
+def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test", label_column: str | None = None,
+                        batch_size: int = 64, device: str = "auto", workers: int | None = None, amp: str = "auto",
                         arch: str | None = None) -> tuple[Evaluation, list[tuple[str, int]], torch.Tensor]:
     """Score ``checkpoint`` (a trial's ``model_best.pth.tar``, or weights with ``arch``) on the test images of
-    ``data``; return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
+    ``data``, or with ``split="val"`` on the validation images its trial scored (of ``data``, default the trial's
+    ``--data``); return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
     probabilities (a CPU tensor). Problems the user can fix raise :class:`CLIError` (one line)."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from .data import DataError, default_workers, load_test_set
+    from .data import DataError, default_workers, load_test_set, load_validation_set
     from .datacache import dataset_samples
     from .export import ExportError, model_for_export, read_source
     from .metrics import EpochMetrics, macro_seen, most_confused, per_class
@@ -85,8 +90,20 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
     if names is None:
         raise CLIError(f"checkpoint {checkpoint!r} records no class names, so its outputs cannot be matched to the "
                        "test labels; evaluate a trial's model_best.pth.tar")
+    if split == "val":
+        data = data or ckpt.settings.get("data")
+        if not data:
+            raise CLIError(f"checkpoint {checkpoint!r} does not record the trial's dataset; pass it as DATA")
+    elif not data:
+        raise CLIError("pass DATA, the held-out images to score (or --split val for the trial's own validation "
+                       "images)")
     try:
-        test = load_test_set(data, ckpt.spec, names, label_column=label_column or ckpt.settings.get("label_column"))
+        if split == "val":
+            test = load_validation_set(data, ckpt.spec, names, {**ckpt.settings, **(
+                {"label_column": label_column} if label_column else {})})
+        else:
+            test = load_test_set(data, ckpt.spec, names,
+                                 label_column=label_column or ckpt.settings.get("label_column"))
         dev, warning = resolve_device(device)
     except (DataError, TrainingError) as exc:
         raise CLIError(str(exc)) from None
@@ -117,10 +134,27 @@ def evaluate_checkpoint(checkpoint: str, data: str, *, label_column: str | None 
                "calibration_error": calibration_error(probabilities.numpy(), targets)}
     rows = [{**row, **by_class.get(i, {})} for i, row in enumerate(per_class(confusion, names))]
     validation = {k: ckpt.source[k] for k in ("eval_metric", "best_score", "best_epoch") if k in ckpt.source}
-    result = Evaluation(checkpoint, data, test.layout, str(ckpt.spec), scores.count, list(names),
+    result = Evaluation(checkpoint, data, split, test.layout, str(ckpt.spec), scores.count, list(names),
                         {k: round(v, 6) for k, v in metrics.items()}, rows, most_confused(confusion, names),
-                        confusion.tolist(), test.corrupt, round(time.perf_counter() - started, 2), validation)
+                        most_wrong(samples, probabilities, names), confusion.tolist(), test.corrupt,
+                        round(time.perf_counter() - started, 2), validation)
     return result, samples, probabilities
+
+
+def most_wrong(samples, probabilities, classes, k: int = 10) -> list[dict[str, Any]]:
+    """The ``k`` wrong answers the model was surest of (fastai's top losses): the images whose true class had the
+    lowest probability among those predicted wrong, with ``image``, ``true``, ``predicted``, ``probability`` (of the
+    prediction) and ``true_probability``."""
+    import torch
+
+    targets = torch.tensor([target for _, target in samples])
+    truth = probabilities[torch.arange(len(targets)), targets]
+    predicted = probabilities.argmax(dim=1)
+    wrong = (predicted != targets).nonzero().flatten()
+    order = wrong[truth[wrong].argsort(stable=True)][:k].tolist()
+    return [{"image": samples[i][0], "true": classes[int(targets[i])], "predicted": classes[int(predicted[i])],
+             "probability": round(float(probabilities[i, predicted[i]]), 4),
+             "true_probability": round(float(truth[i]), 4)} for i in order]
 
 
 def ranking_metrics(probabilities, targets) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
@@ -162,8 +196,11 @@ def calibration_error(probabilities, targets, bins: int = 15) -> float:
 
 def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a trial's model_best.pth.tar (or checkpoint.pth.tar)")
-    p.add_argument("data", metavar="DATA", help="held-out labelled images: a dataset folder with test/, a folder of "
-                   "class folders, or a label CSV (its test rows, or every row when it has no split column)")
+    p.add_argument("data", metavar="DATA", nargs="?", help="held-out labelled images: a dataset folder with test/, a "
+                   "folder of class folders, or a label CSV (its test rows, or every row when it has no split column)")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="val: score the trial's own validation "
+                   "images instead (DATA defaults to the trial's --data, split as the trial split it), to see its "
+                   "mistakes (default %(default)s)")
     p.add_argument("--label-column", help="a label CSV's label column (default: the trial's, else found by name)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -194,7 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     logger.addHandler(warnings_seen)
     try:
         result, samples, probabilities = evaluate_checkpoint(
-            args.checkpoint, args.data, label_column=args.label_column, batch_size=args.batch_size,
+            args.checkpoint, args.data, split=args.split, label_column=args.label_column, batch_size=args.batch_size,
             device=args.device, workers=args.workers, amp=args.amp, arch=args.arch)
     finally:
         logger.removeHandler(warnings_seen)
@@ -255,7 +292,7 @@ def summary(result: Evaluation) -> list[str]:
     m = result.metrics
     lines = [f"evaluate {result.checkpoint} on {result.data} ({result.layout}): {result.images} images, "
              f"{len(result.classes)} classes, {result.seconds:.1f} s",
-             f"test top-1 {m['top1']:.2f} %" + (f", top-5 {m['top5']:.2f} %" if "top5" in m else "")
+             f"{result.split} top-1 {m['top1']:.2f} %" + (f", top-5 {m['top5']:.2f} %" if "top5" in m else "")
              + f", macro F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}), "
              f"loss {m['loss']:.4f}"]
     if "auc" in m:
@@ -281,4 +318,8 @@ def summary(result: Evaluation) -> list[str]:
     if result.most_confused:
         lines += ["", "most confused (true -> predicted: images):"]
         lines += [f"  {c['true']} -> {c['predicted']}: {c['count']}" for c in result.most_confused]
+    if result.most_wrong:
+        lines += ["", "most wrong (sure of a wrong class; true -> predicted, probabilities):"]
+        lines += [f"  {w['image']}: {w['true']} -> {w['predicted']} ({w['true_probability']:.3f} -> "
+                  f"{w['probability']:.3f})" for w in result.most_wrong]
     return lines

@@ -161,6 +161,17 @@ def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: P
     assert code == 0, err
     again = json.loads(text)
     assert again["layout"] == "csv: images file, labels digit, every row" and again["metrics"] == got["metrics"]
+    # --split val: the trial's own validation rows, found from its checkpoint (the table, its label column), with
+    # the scores the trial recorded; and the images it was surest of and wrong about
+    code, text, err = evaluate(capsys, ckpt, "--split", "val", "--json")
+    assert code == 0, err
+    val = json.loads(text)
+    result = json.loads((out / "result.json").read_text())
+    assert val["layout"] == ("the trial's validation split: csv: images file, labels digit, validation split column")
+    assert val["images"] == 9 and val["metrics"]["top1"] == pytest.approx(result["top1"])
+    probabilities = {r["image"]: r for r in val["most_wrong"]}
+    assert all(w["true"] != w["predicted"] and w["true_probability"] < w["probability"] for w in val["most_wrong"])
+    assert len(probabilities) == round(9 * (1 - result["top1"] / 100))  # every wrong answer, at most 10
     # what cannot be scored: one line each, naming the fix
     cases = [
         (write_table(tmp_path / "odd.csv", ["file", "digit"], [[rows[0][0], "9"], [rows[1][0], "1"]]), (),
@@ -179,6 +190,8 @@ def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: P
 
 @pytest.mark.parametrize("args, words", [
     (["missing.pth.tar", "{digits}/val"], "checkpoint 'missing.pth.tar' does not exist"),
+    (["{ckpt}"], "pass DATA, the held-out images to score (or --split val for the trial's own validation images)"),
+    (["lite0", "--split", "val"], "checkpoint 'lite0' does not record the trial's dataset; pass it as DATA"),
     (["{ckpt}", "{tmp}/nowhere"], "test data {tmp}/nowhere does not exist"),
     (["{ckpt}", "{digits}/val", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["{ckpt}", "{digits}/val", "--plot", "{ckpt}/cm.png"], "cannot write --plot {ckpt}/cm.png: {ckpt} is a file, not "
@@ -233,3 +246,29 @@ def test_calibration_error_and_ranking_by_hand():
     means, by_class = ranking_metrics(p, [0, 1, 1, 0])
     assert means["auc"] == pytest.approx(roc_auc_score([0, 1, 1, 0], p[:, 1])) and set(by_class) == {0, 1}
     assert ranking_metrics(p, [1, 1, 1, 1]) == ({}, {})
+
+
+def test_split_val_splits_a_folder_of_classes_as_the_trial_did(digits: Path, tmp_path: Path, capsys):
+    """A folder of class folders is split by the trial (``--val-split``, ``--seed``): ``--split val`` holds out the
+    same images again and gives the trial's scores, and its mistakes by name."""
+    for c in ("2", "5", "7"):
+        shutil.copytree(digits / "train" / c, tmp_path / "flat" / c)
+    out = tmp_path / "run"
+    assert main_efficientnet.main(["--data", str(tmp_path / "flat"), "--val-split", "0.3", "--seed", "3",
+                                   "--output-dir", str(out), *TINY]) == 0
+    capsys.readouterr()
+    code, text, err = evaluate(capsys, out / "model_best.pth.tar", "--split", "val", "--json")
+    assert code == 0, err
+    got = json.loads(text)
+    result = json.loads((out / "result.json").read_text())
+    assert got["split"] == "val" and got["layout"] == "the trial's validation split: split"
+    assert got["images"] == sum(r["support"] for r in result["per_class"])
+    for key in ("top1", "f1", "loss"):
+        assert got["metrics"][key] == pytest.approx(result[key], abs=1e-5), key
+    (tmp_path / "flat" / "9").mkdir()  # the folder changed since: a class the model does not know
+    for image in sorted((digits / "train" / "9").iterdir())[:3]:
+        shutil.copy(image, tmp_path / "flat" / "9")
+    code, _, err = evaluate(capsys, out / "model_best.pth.tar", "--split", "val")
+    assert code == 2 and one_error_line(err) == (
+        f"error: {tmp_path / 'flat'} no longer has the classes the model was trained on (they differ in 9); pass the "
+        "test images as DATA instead")
