@@ -68,7 +68,6 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
     ``data``, or with ``split="val"`` on the validation images its trial scored (of ``data``, default the trial's
     ``--data``); return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
     probabilities (a CPU tensor). Problems the user can fix raise :class:`CLIError` (one line)."""
-    import torch
     from torch import nn
     from torch.utils.data import DataLoader
 
@@ -114,23 +113,16 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
     loader = DataLoader(test.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=dev.type == "cuda")
 
-    class Scores(EpochMetrics):  # the trial's metrics, and each image's probabilities
-        def __init__(self) -> None:
-            super().__init__(len(names))
-            self.probabilities: list[torch.Tensor] = []
-
-        def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
-            super().update(logits, targets, loss)
-            self.probabilities.append(logits.float().softmax(-1).cpu())
-
     batches = progress_bar(loader, "evaluate", sys.stderr.isatty())  # a bar by hand on a terminal, none in a pipe
-    scores = evaluate(model, batches, nn.CrossEntropyLoss(), Scores(), dtype=amp_dtype(dev, amp))
+    scores = evaluate(model, batches, nn.CrossEntropyLoss(), EpochMetrics(len(names), ranking=True),
+                      dtype=amp_dtype(dev, amp))  # the trial's metrics, each image's probabilities kept on the device
     samples = dataset_samples(test.dataset)
-    probabilities = torch.cat(scores.probabilities)
+    probabilities = scores.probabilities()
     targets = [target for _, target in samples]
     confusion = scores.confusion()
     ranking, by_class = ranking_metrics(probabilities.numpy(), targets)
-    metrics = {**scores.compute(), **macro_seen(confusion), **ranking,
+    trial_metrics = {k: v for k, v in scores.compute().items() if k != "auc"}  # the AUC below, with each class's
+    metrics = {**trial_metrics, **macro_seen(confusion), **ranking,
                "calibration_error": calibration_error(probabilities.numpy(), targets)}
     rows = [{**row, **by_class.get(i, {})} for i, row in enumerate(per_class(confusion, names))]
     validation = {k: ckpt.source[k] for k in ("eval_metric", "best_score", "best_epoch") if k in ckpt.source}

@@ -95,6 +95,13 @@ class EpochMetrics:
             out["auc"] = macro_auc(torch.cat(self._probabilities).cpu(), torch.cat(self._targets).cpu())
         return out
 
+    def probabilities(self) -> torch.Tensor:
+        """Each image's class probabilities in the order the batches came (CPU; with ``ranking`` only): one
+        transfer."""
+        if not self._probabilities:
+            return torch.zeros(0, self.num_classes)
+        return torch.cat(self._probabilities).cpu()
+
     def confusion(self) -> torch.Tensor:
         """The epoch's confusion matrix (CPU, int64): rows are the true classes, columns the predicted ones. Made
         once (one transfer) until more batches come."""
