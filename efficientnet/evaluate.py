@@ -120,8 +120,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
     probabilities = scores.probabilities()
     targets = [target for _, target in samples]
     confusion = scores.confusion()
-    ranking, by_class = ranking_metrics(probabilities.numpy(), targets)
-    trial_metrics = {k: v for k, v in scores.compute().items() if k != "auc"}  # the AUC below, with each class's
+    ranking, by_class = ranking_metrics(probabilities.numpy(), targets, scores.class_aucs())
+    trial_metrics = {k: v for k, v in scores.compute().items() if k != "auc"}  # ranking's: none when no class ranks
     metrics = {**trial_metrics, **macro_seen(confusion), **ranking,
                "calibration_error": calibration_error(probabilities.numpy(), targets)}
     rows = [{**row, **by_class.get(i, {})} for i, row in enumerate(per_class(confusion, names))]
@@ -149,25 +149,28 @@ def most_wrong(samples, probabilities, classes, k: int = 10) -> list[dict[str, A
              "true_probability": round(float(truth[i]), 4)} for i in order]
 
 
-def ranking_metrics(probabilities, targets) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-    """How well each class's probability ranks its images above the others: scikit-learn's ROC AUC and average
-    precision of each class against the rest, for the classes with test images and other images beside them; and
-    their means, ``auc`` and ``average_precision`` (macro one-vs-rest; for two classes, the second class's, as
-    scikit-learn's binary scores). Returns the means (none without such a class) and each class's ``auc``/``ap``
-    by index."""
+def ranking_metrics(probabilities, targets, aucs: dict[int, float] | None = None
+                    ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """How well each class's probability ranks its images above the others: the ROC AUC of each class against the
+    rest (``aucs``, else :func:`~efficientnet.metrics.class_aucs`: the trial's) and scikit-learn's average
+    precision, for the classes with test images and other images beside them; and their means, ``auc`` and
+    ``average_precision`` (:func:`~efficientnet.metrics.one_vs_rest_mean`: for two classes, the second class's).
+    Returns the means (none without such a class) and each class's ``auc``/``ap`` by index."""
     import numpy as np
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    import torch
+    from sklearn.metrics import average_precision_score
+
+    from .metrics import class_aucs, one_vs_rest_mean
 
     y = np.asarray(targets)
-    scores = {int(c): (roc_auc_score(y == c, probabilities[:, c]), average_precision_score(y == c, probabilities[:, c]))
-              for c in np.unique(y) if not (y == c).all()}
-    if not scores:
+    if aucs is None:
+        aucs = class_aucs(torch.as_tensor(probabilities), torch.as_tensor(y))
+    if not aucs:
         return {}, {}
-    means = np.mean(list(scores.values()), axis=0)
-    if probabilities.shape[1] == 2 and 1 in scores:  # two classes: the second one's, as scikit-learn's binary score
-        means = scores[1]
-    return ({"auc": float(means[0]), "average_precision": float(means[1])},
-            {c: {"auc": round(float(auc), 4), "ap": round(float(ap), 4)} for c, (auc, ap) in scores.items()})
+    aps = {c: float(average_precision_score(y == c, probabilities[:, c])) for c in aucs}
+    n = probabilities.shape[1]
+    return ({"auc": one_vs_rest_mean(aucs, n), "average_precision": one_vs_rest_mean(aps, n)},
+            {c: {"auc": round(float(aucs[c]), 4), "ap": round(aps[c], 4)} for c in aucs})
 
 
 def calibration_error(probabilities, targets, bins: int = 15) -> float:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["topk_accuracy", "EpochMetrics", "TrainMeter", "auc_scores", "confusion_matrix", "macro_auc",
-           "macro_precision_recall_f1", "macro_seen", "per_class", "most_confused"]
+           "class_aucs", "macro_precision_recall_f1", "macro_seen", "one_vs_rest_mean", "per_class", "most_confused"]
 
 
 @torch.no_grad()
@@ -40,6 +40,7 @@ class EpochMetrics:
         self._targets: list[torch.Tensor] = []
         self._probabilities: list[torch.Tensor] = []
         self._confusion: torch.Tensor | None = None  # made by confusion(), until the next update
+        self._aucs: dict[int, float] | None = None  # made by class_aucs(), until the next update
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor | float) -> None:
@@ -56,7 +57,7 @@ class EpochMetrics:
         self._targets.append(targets)
         if self.ranking:
             self._probabilities.append(logits.float().softmax(dim=1))
-        self._confusion = None
+        self._confusion = self._aucs = None
 
     def cpu(self) -> "EpochMetrics":
         """This accumulator with its tensors on the CPU (e.g. to gather it from other ranks)."""
@@ -92,7 +93,7 @@ class EpochMetrics:
             out["top5"] = 100.0 * top5_sum / self.count
         out.update(_macro(self.confusion()))
         if self.ranking:
-            out["auc"] = macro_auc(torch.cat(self._probabilities).cpu(), torch.cat(self._targets).cpu())
+            out["auc"] = one_vs_rest_mean(self.class_aucs(), self.num_classes, empty=0.5)
         return out
 
     def probabilities(self) -> torch.Tensor:
@@ -101,6 +102,13 @@ class EpochMetrics:
         if not self._probabilities:
             return torch.zeros(0, self.num_classes)
         return torch.cat(self._probabilities).cpu()
+
+    def class_aucs(self) -> dict[int, float]:
+        """Each class's one-vs-rest ROC AUC (:func:`class_aucs`; with ``ranking`` only), made once until more
+        batches come."""
+        if self._aucs is None:
+            self._aucs = class_aucs(self.probabilities(), torch.cat(self._targets).cpu()) if self._targets else {}
+        return self._aucs
 
     def confusion(self) -> torch.Tensor:
         """The epoch's confusion matrix (CPU, int64): rows are the true classes, columns the predicted ones. Made
@@ -161,16 +169,25 @@ def auc_scores(scores: torch.Tensor, positive: torch.Tensor) -> float:
     return u / (n_pos * n_neg)
 
 
+def class_aucs(probabilities: torch.Tensor, targets: torch.Tensor) -> dict[int, float]:
+    """Each class's one-vs-rest ROC AUC (:func:`auc_scores` of its probability), by class index, for the classes
+    with images of their own and others beside them."""
+    return {c: auc_scores(probabilities[:, c], targets == c) for c in torch.unique(targets).tolist()
+            if 0 < int((targets == c).sum()) < targets.numel()}
+
+
+def one_vs_rest_mean(scores: dict[int, float], num_classes: int, empty: float | None = None) -> float | None:
+    """The macro score of per-class one-vs-rest ``scores``, as scikit-learn averages them: their mean, or for two
+    classes the second class's (its binary score); ``empty`` when there is none."""
+    if not scores:
+        return empty
+    return scores[1] if num_classes == 2 else sum(scores.values()) / len(scores)
+
+
 def macro_auc(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
-    """Macro one-vs-rest ROC AUC, as scikit-learn's ``roc_auc_score`` gives it: the mean of :func:`auc_scores` of
-    each class's probability, over the classes with images of their own and others beside them; for two classes,
-    the second class's AUC. 0.5 when no class can be ranked."""
-    if probabilities.shape[1] == 2:
-        positive = targets == 1
-        return auc_scores(probabilities[:, 1], positive) if 0 < int(positive.sum()) < targets.numel() else 0.5
-    aucs = [auc_scores(probabilities[:, c], targets == c) for c in torch.unique(targets).tolist()
-            if 0 < int((targets == c).sum()) < targets.numel()]
-    return sum(aucs) / len(aucs) if aucs else 0.5
+    """Macro one-vs-rest ROC AUC, as scikit-learn's ``roc_auc_score`` gives it: the mean of :func:`class_aucs`; for
+    two classes, the second class's AUC. 0.5 when no class can be ranked."""
+    return one_vs_rest_mean(class_aucs(probabilities, targets), probabilities.shape[1], empty=0.5)
 
 
 def per_class(confusion: torch.Tensor, classes: Sequence[str]) -> list[dict[str, float | int | str]]:
