@@ -228,18 +228,15 @@ def _table_test_rows(args: argparse.Namespace) -> dict[str, list[tuple[str, str]
         table = read_test_table(args.data, args.label_column)
     except DataError:
         return {}
-    return {"test": [(str(p), label) for p, label in table.pairs]} if table.rows.startswith("test rows") else {}
+    return {"test": [(str(p), label) for p, label in table.pairs]} if table.split_column is not None else {}
 
 
 def _test_folder(data: str) -> Path | None:
     """A dataset folder's ``test/`` (which trials never read), or None."""
     from .label_table import is_label_table
-    from .layout import TEST_FOLDERS
+    from .layout import test_folder
 
-    root = Path(data).expanduser()
-    if is_label_table(data):
-        return None
-    return next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+    return None if is_label_table(data) else test_folder(Path(data).expanduser())
 
 
 def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int],

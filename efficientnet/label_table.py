@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .layout import IMAGE_SUFFIXES, VAL_FOLDERS, DataError, walk_files
+from .layout import IMAGE_SUFFIXES, VAL_FOLDERS, DataError, test_folder, walk_files
 
-__all__ = ["LabelTable", "TestTable", "is_label_table", "read_label_table", "read_test_table", "validation_table"]
+__all__ = ["LabelTable", "TestTable", "has_test_images", "is_label_table", "read_label_table", "read_test_table",
+           "validation_table"]
 
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "classname", "category", "target")
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "image_path", "img", "filename", "file_name", "file", "path",
@@ -388,12 +389,16 @@ class TestTable:
     path: Path
     image_column: str
     label_column: str
-    rows: str  # "test rows of its split column" or "every row"
+    split_column: str | None  # the column whose test rows these are; None: every row
     pairs: tuple[tuple[Path, str], ...]
     missing: tuple[str, ...] = ()
     unlabelled: int = 0
     repeated: int = 0
-    other_rows: int = 0  # training and validation rows (left out)
+
+    @property
+    def rows(self) -> str:
+        """Which rows: ``"test rows of its split column"`` or ``"every row"``."""
+        return f"test rows of its {self.split_column} column" if self.split_column else "every row"
 
 
 def read_test_table(path: str | os.PathLike, label_column: str | None = None) -> TestTable:
@@ -404,11 +409,8 @@ def read_test_table(path: str | os.PathLike, label_column: str | None = None) ->
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a CSV file; pass the CSV that lists the test images' labels")
     table = _read_table(path, label_column, {})
-    if table.split_column is None:
-        rows, pairs, other = "every row", table.parts["train"], 0
-    else:
-        rows, pairs = f"test rows of its {table.split_column} column", table.parts["test"]
-        other = len(table.parts["train"]) + len(table.parts["val"])
+    pairs = table.parts["train" if table.split_column is None else "test"]
+    if table.split_column is not None:
         if not pairs:
             raise DataError(f"{path.name} has no test rows in its {table.split_column} column; mark the held-out "
                             "rows test, or pass a CSV that lists only the test images")
@@ -417,6 +419,17 @@ def read_test_table(path: str | os.PathLike, label_column: str | None = None) ->
                         f"{path.parent} (e.g. {table.missing[0]!r}, column {table.image_column}); put the CSV in the "
                         "folder that holds the images, or fix the names")
     labelled = _integer_labels({"test": pairs})["test"]
-    return TestTable(path, table.image_column, table.label_column, rows,
+    return TestTable(path, table.image_column, table.label_column, table.split_column,
                      tuple((Path(f), label) for f, label in labelled), tuple(table.missing), table.unlabelled,
-                     table.repeated, other)
+                     table.repeated)
+
+
+def has_test_images(data: str | os.PathLike, label_column: str | None = None) -> bool:
+    """Whether a trial's ``--data`` holds images no trial reads: a dataset folder's ``test/``, or a label CSV's rows
+    that its split column marks test (a table without one is the training data, not a test set)."""
+    if not is_label_table(data):
+        return test_folder(Path(data).expanduser()) is not None
+    try:
+        return read_test_table(data, label_column).split_column is not None
+    except DataError:
+        return False

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["DataError", "DatasetLayout", "HEIF_EXTENSIONS", "IMAGE_SUFFIXES", "OTHER_IMAGE_EXTENSIONS", "READ_EXTENSIONS",
-           "VAL_FOLDERS", "class_folders", "find_layout", "find_test_folder", "walk_files"]
+           "VAL_FOLDERS", "class_folders", "find_layout", "find_test_folder", "test_folder", "walk_files"]
 
 TRAIN_FOLDERS = ("train", "training")  # names of the training folder, first found wins
 VAL_FOLDERS = ("val", "valid", "validation")  # names of a validation folder beside it, first found wins
@@ -121,6 +121,11 @@ def find_layout(root: Path, num_classes: int | None = None) -> DatasetLayout:
     return DatasetLayout(root, train_root, val_root, tuple(classes), unused)
 
 
+def test_folder(root: Path) -> Path | None:
+    """``root``'s held-out ``test/`` (or ``testing/``) folder, or None."""
+    return next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+
+
 def find_test_folder(root: Path) -> tuple[Path, str]:
     """The class folders to evaluate a model on, and how they were found: ``root``'s ``test/`` folder when it has
     one (``"test/"``), else ``root`` itself when its sub-folders are classes (``"class folders"``). A dataset of
@@ -128,7 +133,7 @@ def find_test_folder(root: Path) -> tuple[Path, str]:
     if not root.is_dir():
         raise DataError(f"test data {root} does not exist; pass a folder with one sub-folder per class (or a "
                         "dataset folder with test/), or a label CSV")
-    test = next((root / name for name in TEST_FOLDERS if (root / name).is_dir()), None)
+    test = test_folder(root)
     if test is not None:
         class_folders(test)
         return test, f"{test.name}/"

@@ -285,14 +285,13 @@ def _model_of(trial: Trial, result: dict[str, Any] | None) -> tuple[Path, str] |
     """The trial's ``model_best.pth.tar`` when it is on this machine, and the test data to evaluate it on: the
     trial's dataset when that holds test images (a ``test/`` folder, a CSV's test rows), else ``TEST_DATA``."""
     from .checkpoint import BEST_NAME
-    from .label_table import is_label_table
-    from .layout import TEST_FOLDERS
+    from .label_table import has_test_images
 
     if trial.folder is None or not (trial.folder / BEST_NAME).is_file():
         return None
     config = result.get("config") if result else None
     data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, str) and (is_label_table(data) or any((Path(data) / d).is_dir() for d in TEST_FOLDERS)):
+    if isinstance(data, str) and has_test_images(data, config.get("label_column")):
         return trial.folder / BEST_NAME, shlex.quote(data)
     return trial.folder / BEST_NAME, "TEST_DATA"
 
@@ -341,7 +340,8 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     best = ranked[0] if ranked else max(proxy, key=lambda r: r.default)
     best_doc: dict[str, Any] = {"trial": best.trial, "budget": best.budget, "metrics": best.final, "arch": best.arch}
-    own = trial_result(next(t for t in trials if t.id == best.trial))
+    best_trial = next(t for t in trials if t.id == best.trial)
+    own = trial_result(best_trial)
     if own and isinstance(own.get("per_class"), list) and own["per_class"]:
         best_doc["per_class"] = own["per_class"]
         lines += [f"## Per class: trial {best.trial} (epoch {own.get('best_epoch')}, validation)", "",
@@ -355,7 +355,7 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
                   "| true class | predicted as | images |", "|---|---|---|"]
         lines += [f"| {m.get('true')} | {m.get('predicted')} | {m.get('count')} |" for m in own["most_confused"]]
         lines.append("")
-    model = _model_of(next(t for t in trials if t.id == best.trial), own)
+    model = _model_of(best_trial, own)
     if model is not None:
         checkpoint, data = model
         best_doc["checkpoint"] = str(checkpoint)

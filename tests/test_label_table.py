@@ -407,3 +407,18 @@ def test_the_data_command_names_test_rows_that_copy_training_images(tmp_path: Pa
     assert out.splitlines()[-1] == (f"leak: 1 test image(s) are byte-for-byte copies of train images (e.g. "
                                     f"{tmp_path / 'img' / 'again.png'} = {tmp_path / 'img' / '3_0.png'}): the test "
                                     "scores will be optimistic; remove the copies from one side")
+
+
+def test_has_test_images_only_for_a_test_folder_or_rows_marked_test(tmp_path: Path, digits):
+    """What the report offers to evaluate: a folder's test/ or a table's test rows; a table without a split column
+    is the training data, not a test set."""
+    from efficientnet.label_table import has_test_images
+
+    table, _ = kaggle(tmp_path, digits, classes=("3", "8"), n=4)
+    assert not has_test_images(table)
+    rows = [[f"train_images/{p.name}", "3", "test" if i == 0 else "train"]
+            for i, p in enumerate(sorted((tmp_path / "train_images").iterdir()))]
+    assert has_test_images(write_table(tmp_path / "split.csv", ["image", "label", "split"], rows))
+    assert not has_test_images(tmp_path) and not has_test_images(tmp_path / "missing.csv")
+    (tmp_path / "test" / "3").mkdir(parents=True)
+    assert has_test_images(tmp_path)
