@@ -184,15 +184,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     val = class_counts([label for _, label in dataset_samples(split.val)], split.num_classes)
     ratio = max(train) / max(min(train), 1)
     test = _test_folder(args.data)
+    test_images = image_files(test) if test is not None else []  # one walk of test/
     sides = {"train": [(p, split.classes[c]) for p, c in dataset_samples(split.train)],
              "val": [(p, split.classes[c]) for p, c in dataset_samples(split.val)],
-             **({"test": [(str(p), p.relative_to(test).parts[0]) for p in image_files(test)]} if test else {}),
+             **({"test": [(str(p), p.relative_to(test).parts[0]) for p in test_images]} if test else {}),
              **_table_test_rows(args)}
     copies = identical_files(sides)
     if args.json:
         print(json.dumps({"root": str(split.root), "layout": split.layout, "classes": split.classes,
                           "train": train, "val": val, "skipped_unreadable": split.corrupt,
-                          "imbalance": round(ratio, 2), "test": test and len(image_files(test)),
+                          "imbalance": round(ratio, 2), "test": len(test_images) if test else None,
                           "identical": {f"{a}-{b}": len(v) for (a, b), v in copies.items()}}, indent=2))
         return 0
     print(f"data {split.root} ({split.layout}): {split.num_classes} classes, {sum(train)} train / {sum(val)} val "
@@ -206,7 +207,7 @@ def cmd_data(args: argparse.Namespace) -> int:
               "--eval-metric f1 --class-weights balanced to the trial command")
     print(f"in the tuner's classArgs: num_classes: {split.num_classes}")
     if test is not None:
-        print(f"{test.name}/: {len(image_files(test))} images no trial reads; after the search, python -m efficientnet "
+        print(f"{test.name}/: {len(test_images)} images no trial reads; after the search, python -m efficientnet "
               f"evaluate CHECKPOINT {args.data} scores a model on them")
     for (later, earlier), pairs in copies.items():
         path, copy, _ = pairs[0]
