@@ -161,24 +161,19 @@ def _build_data(p: argparse.ArgumentParser) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """Read a dataset folder as a trial will: its layout, classes, images per class, and what is left out."""
-    import logging
-
     from .data import IMBALANCE_RATIO, DataError, class_counts, dataset_samples, load_dataset
     from .scan import identical_files, image_files
     from .spec import preset
+    from .trial_log import warnings_on_stderr
 
     if not 0 < args.val_split < 1:
         raise CLIError(f"--val-split must be in (0, 1), got {args.val_split}")
-    warnings_seen = logging.StreamHandler(sys.stderr)  # the trial's warnings (skipped files, unused folders, ...)
-    logger = logging.getLogger("efficientnet.trial")
-    logger.addHandler(warnings_seen)
     try:
-        split = load_dataset(args.data, preset("lite0"), val_split=args.val_split, seed=args.seed,
-                             label_column=args.label_column, group_column=args.group_column)
+        with warnings_on_stderr():
+            split = load_dataset(args.data, preset("lite0"), val_split=args.val_split, seed=args.seed,
+                                 label_column=args.label_column, group_column=args.group_column)
     except DataError as exc:
         raise CLIError(str(exc)) from None
-    finally:
-        logger.removeHandler(warnings_seen)
 
     train = class_counts(split.train_targets, split.num_classes)
     val = class_counts([label for _, label in dataset_samples(split.val)], split.num_classes)

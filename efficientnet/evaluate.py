@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -213,6 +212,7 @@ def build(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the checkpoint's scores on the test images (and write ``--csv``)."""
     from .predict import check_output, write_output, write_predictions
+    from .trial_log import warnings_on_stderr
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -221,15 +221,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             check_output(flag, path)  # before the work, not after it
     if args.workers is not None and args.workers < 0:
         raise CLIError(f"--workers must be 0 or more, got {args.workers}")
-    warnings_seen = logging.StreamHandler(sys.stderr)  # the data's warnings (skipped files, rows left out, ...)
-    logger = logging.getLogger("efficientnet.trial")
-    logger.addHandler(warnings_seen)
-    try:
+    with warnings_on_stderr():  # the data's warnings: skipped files, rows left out, ...
         result, samples, probabilities = evaluate_checkpoint(
             args.checkpoint, args.data, split=args.split, label_column=args.label_column, batch_size=args.batch_size,
             device=args.device, workers=args.workers, amp=args.amp, arch=args.arch)
-    finally:
-        logger.removeHandler(warnings_seen)
     if args.csv:
         rows = []
         for (path, target), p in zip(samples, probabilities):

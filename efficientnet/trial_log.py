@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .atomic_files import OutputError
 
-__all__ = ["log", "setup_logging", "remove_logging", "epoch_line", "progress_bar", "Scalars"]
+__all__ = ["log", "setup_logging", "remove_logging", "warnings_on_stderr", "epoch_line", "progress_bar", "Scalars"]
 
 log = logging.getLogger("efficientnet.trial")
 
@@ -45,6 +46,18 @@ def setup_logging(out_dir: Path, rank: int = 0) -> list[logging.Handler]:
     log.setLevel(level)
     log.propagate = False
     return handlers
+
+
+@contextlib.contextmanager
+def warnings_on_stderr() -> Iterator[None]:
+    """While a command reads a dataset as a trial would, show the trial's warnings (skipped files, rows left out,
+    unused folders, ...) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
 
 
 def remove_logging(handlers: Iterable[logging.Handler]) -> None:
