@@ -297,6 +297,14 @@ def _read_table(path: Path, label_column: str | None, seen: dict[str, str], grou
     return out
 
 
+def _check_missing(path: Path, missing: list[str], rows: int, image_column: str) -> None:
+    """More than :data:`MAX_MISSING_FRACTION` of a table's rows without an image file is an error, not a warning."""
+    if len(missing) > MAX_MISSING_FRACTION * rows:
+        raise DataError(f"{len(missing)} of the {rows} images {path.name} names were not found under "
+                        f"{path.parent} (e.g. {missing[0]!r}, column {image_column}); put the CSV in the folder "
+                        "that holds the images, or fix the names")
+
+
 def validation_table(path: Path) -> Path | None:
     """The validation table that goes with the training table ``path``, if there is one: ``val.csv`` (or
     ``valid.csv``, ``validation.csv``) beside ``train.csv`` (``train_labels.csv`` gives ``val_labels.csv``), or a
@@ -337,11 +345,7 @@ def read_label_table(path: str | os.PathLike, num_classes: int | None = None, la
         tables.append(val)
         validation = os.path.relpath(other, path.parent) if other.parent != path.parent else other.name
     missing = [name for t in tables for name in t.missing]
-    rows = sum(t.rows for t in tables)
-    if len(missing) > MAX_MISSING_FRACTION * rows:
-        raise DataError(f"{len(missing)} of the {rows} images {path.name} names were not found under "
-                        f"{path.parent} (e.g. {missing[0]!r}, column {table.image_column}); put the CSV in the folder "
-                        "that holds the images, or fix the names")
+    _check_missing(path, missing, sum(t.rows for t in tables), table.image_column)
     parts = _integer_labels(table.parts)
     if not parts["train"]:
         raise DataError(f"{path.name} has no training rows in its {table.split_column} column; mark some rows train")
@@ -414,10 +418,7 @@ def read_test_table(path: str | os.PathLike, label_column: str | None = None) ->
         if not pairs:
             raise DataError(f"{path.name} has no test rows in its {table.split_column} column; mark the held-out "
                             "rows test, or pass a CSV that lists only the test images")
-    if len(table.missing) > MAX_MISSING_FRACTION * table.rows:
-        raise DataError(f"{len(table.missing)} of the {table.rows} images {path.name} names were not found under "
-                        f"{path.parent} (e.g. {table.missing[0]!r}, column {table.image_column}); put the CSV in the "
-                        "folder that holds the images, or fix the names")
+    _check_missing(path, table.missing, table.rows, table.image_column)
     labelled = _integer_labels({"test": pairs})["test"]
     return TestTable(path, table.image_column, table.label_column, table.split_column,
                      tuple((Path(f), label) for f, label in labelled), tuple(table.missing), table.unlabelled,
