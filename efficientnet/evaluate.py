@@ -8,7 +8,8 @@ evaluation transform, and scored with the trial's metrics (top-1, top-5, macro p
 class's row, the largest mistakes) and with what the probabilities say: ROC AUC and average precision, and how well
 they are calibrated, and the images it was surest of and wrong about. ``--plot`` draws the confusion matrix.
 ``--split val`` scores the trial's own validation images instead, split again as the trial split them, to look at
-its mistakes.
+its mistakes. ``--heatmaps`` draws where the model looked in the images it was surest of and wrong about
+(:mod:`efficientnet.explain`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from .arguments import CLIError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-__all__ = ["Evaluation", "build", "calibration_error", "cmd_evaluate", "confusion_figure", "evaluate_checkpoint",
-           "ranking_metrics", "summary"]
+__all__ = ["Evaluation", "Scored", "build", "calibration_error", "cmd_evaluate", "confusion_figure",
+           "evaluate_checkpoint", "mistakes_figure", "ranking_metrics", "summary"]
 
 MAX_CLASS_ROWS = 30  # classes printed; --json gives every one
 MAX_PLOT_CLASSES = 30  # classes drawn by --plot; beyond, those of the largest mistakes
@@ -60,13 +62,24 @@ class Evaluation:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What :func:`evaluate_checkpoint` gives: the :class:`Evaluation`, each image's ``(path, true class index)``,
+    each image's class probabilities (a CPU tensor, in the same order) and the model scored (eval mode, on its
+    device)."""
+
+    evaluation: Evaluation
+    samples: list[tuple[str, int]]
+    probabilities: torch.Tensor
+    model: nn.Module
+
+
 def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test", label_column: str | None = None,
                         batch_size: int = 64, device: str = "auto", workers: int | None = None, amp: str = "auto",
-                        arch: str | None = None) -> tuple[Evaluation, list[tuple[str, int]], torch.Tensor]:
+                        arch: str | None = None) -> Scored:
     """Score ``checkpoint`` (a trial's ``model_best.pth.tar``, or weights with ``arch``) on the test images of
     ``data``, or with ``split="val"`` on the validation images its trial scored (of ``data``, default the trial's
-    ``--data``); return the :class:`Evaluation`, each image's ``(path, true class index)`` and each image's class
-    probabilities (a CPU tensor). Problems the user can fix raise :class:`CLIError` (one line)."""
+    ``--data``). Problems the user can fix raise :class:`CLIError` (one line)."""
     from torch import nn
     from torch.utils.data import DataLoader
 
@@ -129,7 +142,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
                         {k: round(v, 6) for k, v in metrics.items()}, rows, most_confused(confusion, names),
                         most_wrong(samples, probabilities, names), confusion.tolist(), test.corrupt,
                         round(time.perf_counter() - started, 2), validation)
-    return result, samples, probabilities
+    return Scored(result, samples, probabilities, model)
 
 
 def most_wrong(samples, probabilities, classes, k: int = 10) -> list[dict[str, Any]]:
@@ -206,45 +219,81 @@ def build(p: argparse.ArgumentParser) -> None:
                    "and probability, and its probability of every class")
     p.add_argument("--plot", metavar="FILE", help="also draw the confusion matrix (rows: true classes, normalised to "
                    "each class's images) as a PNG")
+    p.add_argument("--heatmaps", metavar="FILE", help="also draw, as a PNG, the images the model was surest of and "
+                   "wrong about, with where it saw the predicted and the true class (Grad-CAM heatmaps)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Print the checkpoint's scores on the test images (and write ``--csv``)."""
-    from .predict import check_output, write_output, write_predictions
+    """Print the checkpoint's scores on the test images (and write ``--csv``, ``--plot``, ``--heatmaps``)."""
+    from .predict import check_output, write_figure, write_predictions
     from .trial_log import warnings_on_stderr
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
+    for flag, path in (("--csv", args.csv), ("--plot", args.plot), ("--heatmaps", args.heatmaps)):
         if path:
             check_output(flag, path)  # before the work, not after it
     if args.workers is not None and args.workers < 0:
         raise CLIError(f"--workers must be 0 or more, got {args.workers}")
     with warnings_on_stderr():  # the data's warnings: skipped files, rows left out, ...
-        result, samples, probabilities = evaluate_checkpoint(
+        scored = evaluate_checkpoint(
             args.checkpoint, args.data, split=args.split, label_column=args.label_column, batch_size=args.batch_size,
             device=args.device, workers=args.workers, amp=args.amp, arch=args.arch)
+    result = scored.evaluation
     if args.csv:
         rows = []
-        for (path, target), p in zip(samples, probabilities):
+        for (path, target), p in zip(scored.samples, scored.probabilities):
             best = int(p.argmax())
             rows.append({"image": path, "true": result.classes[target], "predictions": [
                 {"class_id": best, "name": result.classes[best], "probability": round(float(p[best]), 6)}]})
-        write_predictions(args.csv, rows, probabilities, result.classes)
+        write_predictions(args.csv, rows, scored.probabilities, result.classes)
     if args.plot:
-        figure = confusion_figure(result)
-        try:
-            write_output("--plot", args.plot, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
-        finally:
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
+        write_figure("--plot", args.plot, confusion_figure(result))
+    if args.heatmaps:
+        if result.most_wrong:
+            write_figure("--heatmaps", args.heatmaps, mistakes_figure(scored))
+        else:
+            print(f"warning: every image was classified right, so there is no mistake to draw; {args.heatmaps} was "
+                  "not written", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print("\n".join(summary(result)))
     return 0
+
+
+def mistakes_figure(scored: Scored):
+    """The images the model was surest of and wrong about (:func:`most_wrong`), a row each, as fastai's
+    ``plot_top_losses(heatmap=True)``: the image as the model saw it, then the Grad-CAM heatmap
+    (:mod:`efficientnet.explain`) of the class it predicted and that of the true class."""
+    import torch
+
+    from .explain import Panel, cam_layer, grad_cam, heatmap_figure, shown_image
+    from .predict import predict_input
+    from .preprocess import eval_transform, normalization
+
+    result, model = scored.evaluation, scored.model
+    index = {c: i for i, c in enumerate(result.classes)}
+    wrong = result.most_wrong
+    norm = normalization(model.spec)
+    images = torch.stack([predict_input(w["image"], eval_transform(model.spec)) for w in wrong])
+    layer = cam_layer(model, images)
+    heat = grad_cam(model, torch.cat([images, images]), [index[w["predicted"]] for w in wrong]
+                    + [index[w["true"]] for w in wrong], layer)  # the predicted classes', then the true ones'
+    rows = []
+    for i, (w, image) in enumerate(zip(wrong, images)):
+        picture = shown_image(image, norm.mean, norm.std)
+        rows.append([Panel(picture, None, _short(w["image"])),
+                     Panel(picture, heat[i], f"predicted {w['predicted']} ({w['probability']:.2f})"),
+                     Panel(picture, heat[len(wrong) + i], f"true {w['true']} ({w['true_probability']:.2f})")])
+    return heatmap_figure(rows, f"the {len(rows)} images it was surest of and wrong about: where it saw each class "
+                                f"(Grad-CAM, {layer.name}, {layer.cells} x {layer.cells})")
+
+
+def _short(path: str, width: int = 40) -> str:
+    """A path cut to its last ``width`` characters, for a panel's title."""
+    return path if len(path) <= width else "..." + path[-(width - 3):]
 
 
 def confusion_figure(result: Evaluation):

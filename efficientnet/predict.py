@@ -1,5 +1,6 @@
 """``python -m efficientnet predict IMAGE...``: the top-k classes of images, from a trial's checkpoint (its own class
-names) or pretrained ImageNet weights; ``--csv`` writes every image's probabilities."""
+names) or pretrained ImageNet weights; ``--csv`` writes every image's probabilities, ``--heatmaps`` where the model
+saw its top class in each image (:mod:`efficientnet.explain`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from .spec import resolve_arch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["build", "check_output", "cmd_predict", "imagenet_categories", "predict_input", "write_output",
-           "write_predictions"]
+__all__ = ["HeatmapWriter", "build", "check_folder", "check_output", "cmd_predict", "imagenet_categories", "predict_input", "write_figure",
+           "write_output", "write_predictions"]
 
 
 def build(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,8 @@ def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--csv", metavar="FILE", help="also write a CSV: each image's path, label and probability, and "
                    "its probability of every class (one column each)")
+    p.add_argument("--heatmaps", metavar="DIR", help="also draw, for each image, where the model saw its top class "
+                   "(a Grad-CAM heatmap) as DIR/<image name>.png")
 
 
 def imagenet_categories() -> list[str]:
@@ -52,6 +55,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     if args.csv:
         check_output("--csv", args.csv)
+    if args.heatmaps:
+        check_folder("--heatmaps", args.heatmaps)
     paths: list[str] = []
     in_folders: set[str] = set()  # an image of a folder that cannot be read is skipped, one named is an error
     for given in args.images:  # a folder stands for its image files (hidden ones left out), in name order
@@ -86,6 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if names is None and num_classes == 1000:
         names = imagenet_categories()
     transform = eval_transform(spec)
+    drawn = HeatmapWriter(args.heatmaps, model, spec) if args.heatmaps else None
     results = []
     probabilities: list[torch.Tensor] = []  # each image's, for --csv
     skipped: list[str] = []
@@ -110,6 +116,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      for q, i in zip(top.values, top.indices)]
             results.append({"image": path, "predictions": preds})
             probabilities.append(p)
+        if drawn is not None:
+            drawn.write(batch, x, [r["predictions"][0] for r in results[-len(batch):]])
     if skipped:
         print(f"warning: skipped {len(skipped)} image(s) of the folder(s) that cannot be read, e.g. {skipped[0]}",
               file=sys.stderr)
@@ -124,7 +132,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(r["image"])
             for p in r["predictions"]:
                 print(f"  {p['probability']:7.2%}  {p['class_id']:4d}  {p['name'] or ''}")
+    if drawn is not None:
+        print(f"heatmaps of {len(drawn.written)} image(s) in {args.heatmaps}", file=sys.stderr)
     return 0
+
+
+class HeatmapWriter:
+    """``--heatmaps DIR``: for each image, ``DIR/<its name>.png`` (``<its name>-2.png`` for a second image of that
+    name), the image as the model saw it beside the Grad-CAM heatmap of its top class."""
+
+    def __init__(self, folder: str, model, spec) -> None:
+        from .preprocess import normalization
+
+        self.folder = Path(folder)
+        self.model = model
+        self.norm = normalization(spec)
+        self.written: list[Path] = []
+
+    def write(self, paths: Sequence[str], inputs: torch.Tensor, top: Sequence[dict]) -> None:
+        """Draw a batch: its image paths, its model inputs and each image's top prediction."""
+        from .explain import Panel, cam_layer, grad_cam, heatmap_figure, shown_image
+
+        layer = cam_layer(self.model, inputs)
+        heat = grad_cam(self.model, inputs, [t["class_id"] for t in top], layer)
+        for path, image, h, t in zip(paths, inputs, heat, top):
+            picture = shown_image(image, self.norm.mean, self.norm.std)
+            label = t["name"] if t["name"] is not None else t["class_id"]
+            figure = heatmap_figure([[Panel(picture, None, Path(path).name),
+                                      Panel(picture, h, f"{label} ({t['probability']:.2f})")]],
+                                    f"Grad-CAM, {layer.name}, {layer.cells} x {layer.cells}")
+            out = self._free(Path(path).stem)
+            write_figure("--heatmaps", os.fspath(out), figure)
+            self.written.append(out)
+
+    def _free(self, stem: str) -> Path:
+        taken = set(self.written)
+        out, n = self.folder / f"{stem}.png", 1
+        while out in taken:
+            n += 1
+            out = self.folder / f"{stem}-{n}.png"
+        return out
 
 
 # images per forward pass: one launch instead of 32 on a GPU; on a 2-core CPU the model's arithmetic is the time
@@ -167,6 +214,13 @@ def write_predictions(path: str, results: Sequence[dict], probabilities: Sequenc
     write_output("--csv", path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def check_folder(flag: str, path: str) -> None:
+    """Refuse, before any work, an output folder that is a file or lies under one."""
+    above = next((p for p in [Path(path), *Path(path).parents] if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CLIError(f"cannot write {flag} {path}: {above} is a file, not a folder; give a folder path")
+
+
 def check_output(flag: str, path: str) -> None:
     """Refuse, before any work, an output path that cannot be a file: one under a file, or a folder."""
     above = next((p for p in Path(path).parents if p.exists()), None)
@@ -174,6 +228,16 @@ def check_output(flag: str, path: str) -> None:
         raise CLIError(f"cannot write {flag} {path}: {above} is a file, not a folder; give another path")
     if Path(path).is_dir():
         raise CLIError(f"cannot write {flag} {path}: it is a folder; give a file path")
+
+
+def write_figure(flag: str, path: str, figure) -> None:
+    """Save a matplotlib ``figure`` as the PNG file ``flag`` names (:func:`write_output`), and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        write_output(flag, path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
+    finally:
+        plt.close(figure)
 
 
 def write_output(flag: str, path: str, write: Callable[[Path], object]) -> None:

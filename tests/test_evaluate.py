@@ -23,7 +23,8 @@ import main_efficientnet
 from efficientnet.cli import main
 from efficientnet.data import export_digits
 from efficientnet import evaluate as evaluate_module
-from efficientnet.evaluate import calibration_error, confusion_figure, evaluate_checkpoint, ranking_metrics
+from efficientnet.evaluate import (calibration_error, confusion_figure, evaluate_checkpoint, mistakes_figure,
+                                   ranking_metrics)
 from trial_process import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +198,8 @@ def test_a_label_table_gives_its_test_rows_and_the_trials_label_column(digits: P
     (["{ckpt}", "{digits}/val", "--plot", "{ckpt}/cm.png"], "cannot write --plot {ckpt}/cm.png: {ckpt} is a file, not "
      "a folder; give another path"),
     (["{ckpt}", "{digits}/val", "--csv", "{tmp}"], "cannot write --csv {tmp}: it is a folder; give a file path"),
+    (["{ckpt}", "{digits}/val", "--heatmaps", "{tmp}"], "cannot write --heatmaps {tmp}: it is a folder; give a file "
+     "path"),
     (["lite0", "{digits}/val"], "{digits}/val has class folders the model was not trained on (0, 1, 2, 3, 4; it "
      "knows tench, goldfish, great white shark, tiger shark, hammerhead, electric ray, ...)"),
 ])
@@ -204,6 +207,45 @@ def test_bad_input_is_one_error_line(args, words, trained: Path, digits: Path, t
     fill = {"digits": digits, "ckpt": trained / "model_best.pth.tar", "tmp": tmp_path}
     code, _, err = evaluate(capsys, *(a.format(**fill) for a in args))
     assert code == 2 and words.format(**fill) in one_error_line(err)
+
+
+def test_heatmaps_show_where_the_model_saw_the_predicted_and_the_true_class_of_its_worst_mistakes(
+        trained: Path, digits: Path, capsys, tmp_path: Path):
+    """--heatmaps: a row per image of most_wrong, the image and two Grad-CAM heatmaps (the predicted class's, the true
+    class's) computed on the model that was scored; with no mistake, nothing to draw is a warning, not a file."""
+    ckpt = trained / "model_best.pth.tar"
+    scored = evaluate_checkpoint(str(ckpt), str(digits / "val"))
+    wrong = scored.evaluation.most_wrong
+    assert len(wrong) == 10  # a 1-epoch model at width 0.25 gets more than 10 of 359 wrong
+    figure = mistakes_figure(scored)
+    try:
+        titles = [ax.get_title() for ax in figure.axes]
+        assert len(figure.axes) == 30 and "(Grad-CAM, block 2, 8 x 8)" in figure._suptitle.get_text()
+        for i, w in enumerate(wrong):
+            assert titles[3 * i].endswith(Path(w["image"]).name)
+            assert titles[3 * i + 1] == f"predicted {w['predicted']} ({w['probability']:.2f})"
+            assert titles[3 * i + 2] == f"true {w['true']} ({w['true_probability']:.2f})"
+            image, predicted, true = (ax.images for ax in figure.axes[3 * i:3 * i + 3])
+            assert len(image) == 1 and len(predicted) == len(true) == 2  # the picture, and a heatmap over it
+            assert not np.allclose(predicted[1].get_array(), true[1].get_array())  # two classes, two maps
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    code, _, err = evaluate(capsys, ckpt, digits / "val", "--heatmaps", tmp_path / "out" / "mistakes.png")
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "mistakes.png") as img:
+        assert img.format == "PNG" and img.size[1] > 10 * 250 and len(img.convert("RGB").getcolors(1 << 20)) > 100
+    # one image the model classifies right: no mistake to draw
+    right = next((path, target) for (path, target), p in zip(scored.samples, scored.probabilities)
+                 if int(p.argmax()) == target)
+    single = tmp_path / "one" / str(right[1])
+    single.mkdir(parents=True)
+    shutil.copy(right[0], single)
+    code, out, err = evaluate(capsys, ckpt, tmp_path / "one", "--heatmaps", tmp_path / "none.png")
+    assert code == 0 and "test top-1 100.00 %" in out
+    assert "warning: every image was classified right, so there is no mistake to draw" in err
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_the_command_runs_as_a_process(trained: Path, digits: Path, tmp_path: Path):
@@ -224,7 +266,8 @@ def test_pretrained_imagenet_weights_are_scored_by_their_class_names_and_plotted
     monkeypatch.setattr(evaluate_module, "MAX_PLOT_CLASSES", 8)
     for name, digit in (("tench", "0"), ("goldfish", "1")):
         shutil.copytree(digits / "val" / digit, tmp_path / "data" / name)
-    result, samples, _ = evaluate_checkpoint("lite0", str(tmp_path / "data"))
+    scored = evaluate_checkpoint("lite0", str(tmp_path / "data"))
+    result, samples = scored.evaluation, scored.samples
     assert len(result.classes) == 1000 and result.images == len(samples) == 72
     assert {result.classes[target] for _, target in samples} == {"tench", "goldfish"}
     predicted = sum(1 for j in range(1000) if any(row[j] for row in result.confusion))
