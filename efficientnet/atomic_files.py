@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -50,9 +51,32 @@ def why_not_written(directory: Path, exc: BaseException) -> str:
 
 
 def _temp_in(directory: Path, name: str) -> Path:
+    """An empty temporary file in ``directory`` with the permissions the file ``name`` gets: those of the file it
+    replaces, else what ``open`` would give a new file under the umask (0644 under the usual 022), not
+    ``mkstemp``'s 0600, which would keep a shared folder's users (or a model server's account) out."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     os.close(fd)
+    try:
+        mode = stat.S_IMODE(os.stat(directory / name).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``os.umask`` can only read it by setting
+    it, which another thread could see)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

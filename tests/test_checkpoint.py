@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import stat
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +37,29 @@ def test_save_checkpoint_round_trips_with_weights_only_and_copies_the_best(tmp_p
     save_checkpoint(dict(small_state(), epoch=2), tmp_path, is_best=False)
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["epoch"] == 2
     assert load_checkpoint(tmp_path / BEST_NAME)["epoch"] == 1
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)], ids=["022", "027", "077"])
+def test_written_files_get_the_permissions_of_a_plain_open_not_mkstemps_0600(tmp_path: Path, umask, mode):
+    """Checkpoints, results and reports are written through a temporary file: they get the mode a plain ``open``
+    would give them under the umask (0644 usually, so a shared folder's users and a model server's account can
+    read them), and a file they replace keeps the mode its owner gave it."""
+    from efficientnet.atomic_files import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        save_checkpoint(small_state(), tmp_path, is_best=True)
+        atomic_write_json({"top1": 1.0}, tmp_path / "result.json")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("the mode open gives")
+        assert os.umask(umask) == umask  # the umask was read, not changed
+    finally:
+        os.umask(old)
+    for name in (CHECKPOINT_NAME, BEST_NAME, "result.json", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    os.chmod(tmp_path / "result.json", 0o604)
+    atomic_write_json({"top1": 2.0}, tmp_path / "result.json")
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o604
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path: Path):
