@@ -123,6 +123,14 @@ def _build_export(p: argparse.ArgumentParser) -> None:
                    "where dynamo fails on this torch (default %(default)s)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed logit difference (default %(default)g)")
+    p.add_argument("--int8", action="store_true", help="also write <stem>.int8.onnx: int8 weights and activations "
+                   "(onnxruntime's static quantisation), calibrated on the trial's training images and checked on its "
+                   "validation images")
+    p.add_argument("--calibration", metavar="FOLDER", help="calibrate --int8 on this folder's images instead (needed "
+                   "when the checkpoint does not record its trial's data)")
+    p.add_argument("--calibration-images", type=int, metavar="N", help="images to calibrate --int8 on (default 256)")
+    p.add_argument("--calibration-method", default="percentile", choices=("percentile", "minmax", "entropy"),
+                   help="how --int8 sets each activation's range (default %(default)s: its 99.999th percentile)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -133,7 +141,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         result = export_checkpoint(
             args.checkpoint, args.format, out_dir=args.out, arch=resolve_arch(args.arch) if args.arch else None,
-            opset=args.opset, exporter=args.exporter, tolerance=args.tolerance,
+            opset=args.opset, exporter=args.exporter, tolerance=args.tolerance, int8=args.int8,
+            calibration=args.calibration, calibration_images=args.calibration_images,
+            calibration_method=args.calibration_method,
         )
     except ExportError as exc:
         raise CLIError(str(exc)) from None
@@ -144,6 +154,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {result.model_path} and {result.sidecar_path} ({result.exporter}, {result.seconds:.1f} s)")
         print(f"check: max |logit difference| {result.max_abs_diff:.2e} (tolerance {result.tolerance:g})")
+        if result.int8 is not None:
+            from .quantize import Int8Check, describe
+
+            entry = result.int8
+            print(f"wrote {Path(result.model_path).with_name(entry['file'])} ({entry['bytes'] / 1e6:.2f} MB, fp32 "
+                  f"{entry['fp32_bytes'] / 1e6:.2f} MB), calibrated on {entry['calibration']}")
+            print(describe(Int8Check(**entry["check"])))
+    if result.int8 is not None:
+        check = result.int8["check"]
+        if check["top1_int8"] is not None and check["top1_int8"] < check["top1_fp32"] - 1.0:
+            print(f"warning: the int8 model's top-1 is {check['top1_fp32'] - check['top1_int8']:.1f} points below "
+                  "fp32's; deploy the fp32 model, or calibrate on more images (--calibration-images)", file=sys.stderr)
     return 0
 
 

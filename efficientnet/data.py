@@ -57,6 +57,7 @@ __all__ = [
     "load_dataset",
     "TestSet",
     "load_test_set",
+    "load_trial_split",
     "load_validation_set",
     "train_transform",
     "make_loaders",
@@ -392,17 +393,25 @@ def load_test_set(data: str, spec: ArchSpec, classes: Sequence[str], *, label_co
     return TestSet(CheckedImageFolder(scan, eval_transform(spec)), root, kind, list(classes), corrupt)
 
 
-def load_validation_set(data: str, spec: ArchSpec, classes: Sequence[str], settings: dict) -> TestSet:
-    """The validation images a trial of ``settings`` (its flags, as its checkpoint records them) scored, to score a
-    model of ``classes`` on again: the same dataset ``data``, split with the same ``--val-split``, ``--seed`` and
-    columns. A dataset whose classes are no longer the model's is an error."""
+def load_trial_split(data: str, spec: ArchSpec, classes: Sequence[str], settings: dict,
+                     fix: str = "pass the test images as DATA instead") -> DatasetSplit:
+    """The training and validation images of a trial of ``settings`` (its flags, as its checkpoint records them),
+    for a model of ``classes``: the same dataset ``data``, split with the same ``--val-split``, ``--seed`` and
+    columns. A dataset whose classes are no longer the model's is an error (ending with ``fix``)."""
     split = load_dataset(data, spec, val_split=settings.get("val_split") or 0.2, seed=settings.get("seed") or 0,
                          label_column=settings.get("label_column"), group_column=settings.get("group_column"),
                          cache_dir=settings.get("download_dir") if data == DIGITS_NAME else None)
     if list(split.classes) != list(classes):
         changed = sorted(set(split.classes) ^ set(classes)) or ["their order"]
         raise DataError(f"{data} no longer has the classes the model was trained on (they differ in "
-                        f"{', '.join(changed[:5])}); pass the test images as DATA instead")
+                        f"{', '.join(changed[:5])}); {fix}")
+    return split
+
+
+def load_validation_set(data: str, spec: ArchSpec, classes: Sequence[str], settings: dict) -> TestSet:
+    """The validation images a trial of ``settings`` scored (:func:`load_trial_split`), to score a model of
+    ``classes`` on again."""
+    split = load_trial_split(data, spec, classes, settings)
     return TestSet(split.val, split.root, f"the trial's validation split: {split.layout}", list(classes),
                    split.corrupt)
 

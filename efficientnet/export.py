@@ -63,6 +63,8 @@ TRACE_BATCH = 2
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+INT8_SUFFIX = ".int8.onnx"
+INT8_KEY = "onnx-int8"  # the int8 model's entry in the sidecar's "exports"
 
 
 class ExportError(RuntimeError):
@@ -93,6 +95,7 @@ class ExportResult:
     tolerance: float
     seconds: float
     note: str | None = None  # what the caller should hear (the auto exporter's fallback)
+    int8: dict[str, Any] | None = None  # with int8: the sidecar's "onnx-int8" entry (file, calibration, check)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -363,11 +366,26 @@ def export_checkpoint(
     exporter: str = "auto",
     tolerance: float = DEFAULT_TOLERANCE,
     stem: str | None = None,
+    int8: bool = False,
+    calibration: str | None = None,
+    calibration_images: int | None = None,
+    calibration_method: str = "percentile",
 ) -> ExportResult:
-    """Export ``checkpoint`` as ``fmt`` into ``out_dir`` (default: the checkpoint's folder) with its JSON sidecar."""
+    """Export ``checkpoint`` as ``fmt`` into ``out_dir`` (default: the checkpoint's folder) with its JSON sidecar;
+    with ``int8`` (ONNX only), also ``<stem>.int8.onnx``, calibrated on ``calibration_images`` of the trial's
+    training images or of the folder ``calibration`` (:mod:`efficientnet.quantize`)."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ExportError(f"--int8 makes an int8 ONNX model; use it with --format onnx, not {fmt}")
+    if calibration_images is not None and calibration_images < 1:
+        raise ExportError(f"--calibration-images must be at least 1, got {calibration_images}")
+    from .quantize import CALIBRATION_METHODS
+
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown --calibration-method {calibration_method!r}: choose one of "
+                          f"{', '.join(CALIBRATION_METHODS)}")
     if not tolerance > 0:
         raise ExportError(f"tolerance must be positive, got {tolerance!r}")
     started = time.perf_counter()
@@ -388,6 +406,7 @@ def export_checkpoint(
     sidecar_path = out / f"{stem}.json"
     model = model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state)
     res = ckpt.spec.resolution
+    images = _int8_images(ckpt, calibration, calibration_images) if int8 else None  # the data's errors first
     note = None
     if fmt == "onnx":
         diff, used, note = export_onnx(model, res, model_path, opset=opset, exporter=exporter, tolerance=tolerance)
@@ -403,10 +422,15 @@ def export_checkpoint(
         "check": {"runtime": runtime, "batch": CHECK_BATCH, "max_abs_diff": diff, "tolerance": tolerance},
     }
     exports = {fmt: this}
-    try:  # a sidecar left by exporting the same model to the other format: keep its entry
+    int8_entry = None
+    if images is not None:
+        int8_entry = _export_int8(model_path, out / f"{stem}{INT8_SUFFIX}", images, calibration_method)
+        exports[INT8_KEY] = int8_entry
+    try:  # a sidecar left by exporting the same model to another format: keep its entries
         previous = json.loads(sidecar_path.read_text())
         if previous.get("arch") == str(ckpt.spec) and previous.get("num_classes") == ckpt.num_classes:
-            exports = {k: v for k, v in previous.get("exports", {}).items() if k in FORMATS and k != fmt} | exports
+            exports = {k: v for k, v in previous.get("exports", {}).items()
+                       if k in (*FORMATS, INT8_KEY) and k not in exports} | exports
     except (OSError, ValueError, AttributeError):
         pass
     meta = sidecar(
@@ -429,4 +453,30 @@ def export_checkpoint(
         tolerance=tolerance,
         seconds=time.perf_counter() - started,
         note=note,
+        int8=int8_entry,
     )
+
+
+def _int8_images(ckpt: LoadedCheckpoint, calibration: str | None, count: int | None):
+    from .quantize import CALIBRATION_IMAGES, Int8Error, int8_images
+
+    try:
+        return int8_images(ckpt, calibration, count or CALIBRATION_IMAGES)
+    except Int8Error as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _export_int8(fp32: Path, path: Path, images, method: str) -> dict[str, Any]:
+    """Write the int8 model of the fp32 ONNX file ``fp32`` to ``path`` and check it; its sidecar entry."""
+    from .atomic_files import OutputError
+    from .quantize import Int8Error, compare_int8, quantize_onnx
+
+    try:
+        quantize_onnx(fp32, path, images.calibration, INPUT_NAME, method)
+    except (Int8Error, OutputError) as exc:
+        raise ExportError(str(exc)) from None
+    check = compare_int8(fp32, path, images)
+    return {"file": path.name, "bytes": path.stat().st_size, "fp32_bytes": fp32.stat().st_size,
+            "quantization": "onnxruntime quantize_static " + __import__("onnxruntime").__version__ + ": QDQ, int8 "
+                            f"weights per output channel, uint8 activations, {method} calibration",
+            "calibration": images.calibration_from, "check": check.to_dict()}

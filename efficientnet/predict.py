@@ -17,8 +17,8 @@ from .spec import resolve_arch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HeatmapWriter", "build", "check_folder", "check_output", "cmd_predict", "imagenet_categories", "predict_input", "write_figure",
-           "write_output", "write_predictions"]
+__all__ = ["HeatmapWriter", "build", "check_folder", "check_output", "cmd_predict", "imagenet_categories",
+           "predict_input", "write_figure", "write_output", "write_predictions"]
 
 
 def build(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,115 @@
+"""``export --int8``: a real trained checkpoint quantised by onnxruntime, calibrated on its trial's images, and its
+reported check recomputed here from the written files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import main_efficientnet
+from efficientnet.cli import main
+from efficientnet.data import export_digits
+from efficientnet.export import onnx_session
+from efficientnet.preprocess import eval_transform, load_image
+from efficientnet.spec import ArchSpec
+from trial_process import one_error_line
+
+TINY = ["--arch", "lite0", "--width", "0.25", "--resolution", "32", "--weights", "lite0", "--epochs", "1",
+        "--threads", "1", "--no-latency"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def trained(digits: Path, tmp_path_factory) -> Path:
+    """A trial's checkpoint: 1 epoch on the digits demo (train/ and val/, classes 0-9)."""
+    out = tmp_path_factory.mktemp("run")
+    assert main_efficientnet.main(["--data", str(digits), "--output-dir", str(out), *TINY]) == 0
+    return out / "model_best.pth.tar"
+
+
+def export(capsys, *args) -> tuple[int, str, str]:
+    code = main(["export", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_int8_model_is_calibrated_on_the_trials_images_and_its_check_is_what_the_files_give(
+        trained: Path, digits: Path, tmp_path: Path, capsys):
+    code, out, err = export(capsys, trained, "--out", tmp_path, "--int8", "--calibration-images", 40, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    entry = result["int8"]
+    fp32, int8 = tmp_path / "model_best.onnx", tmp_path / "model_best.int8.onnx"
+    assert entry["file"] == int8.name and entry["bytes"] == int8.stat().st_size
+    assert "QDQ, int8 weights per output channel, uint8 activations, percentile calibration" in entry["quantization"]
+    assert entry["calibration"] == "32 training images of " + str(digits)  # whole batches of 16
+    # int8 weights per channel and quantised activations, in the QDQ format; a third of the fp32 file's size
+    model = onnx.load(str(int8))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) > 20 and entry["bytes"] < 0.45 * fp32.stat().st_size
+    # the check: the trial's 359 validation images through both files, recomputed here
+    spec = ArchSpec.parse(json.loads((tmp_path / "model_best.json").read_text())["arch"])
+    transform = eval_transform(spec)
+    files = sorted((digits / "val").glob("*/*.png"))
+    images = np.stack([transform(load_image(f)).numpy() for f in files])
+    labels = np.array([int(f.parent.name) for f in files])
+    tops = [onnx_session(path).run(["logits"], {"input": images})[0].argmax(axis=1) for path in (fp32, int8)]
+    check = entry["check"]
+    assert check["images"] == len(files) == 359 and check["images_from"] == f"359 validation images of {digits}"
+    assert check["top1_fp32"] == pytest.approx(100 * (tops[0] == labels).mean(), abs=0.01)
+    assert check["top1_int8"] == pytest.approx(100 * (tops[1] == labels).mean(), abs=0.01)
+    assert check["agreement"] == pytest.approx((tops[0] == tops[1]).mean(), abs=1e-4) and check["agreement"] > 0.8
+    assert check["latency_ms_fp32"] > 0 and check["latency_ms_int8"] > 0
+    # the checkpoint's trial-validated top-1 is fp32's: the same model, the same images
+    trial = json.loads((trained.parent / "result.json").read_text())
+    assert check["top1_fp32"] == pytest.approx(trial["top1"], abs=0.01)
+    sidecar = json.loads((tmp_path / "model_best.json").read_text())
+    assert sidecar["exports"]["onnx-int8"] == entry and "onnx" in sidecar["exports"]
+    # the text output, and a later fp32-only export keeps the int8 entry of the same model
+    code, out, err = export(capsys, trained, "--out", tmp_path)
+    assert code == 0, err
+    assert json.loads((tmp_path / "model_best.json").read_text())["exports"]["onnx-int8"] == entry
+
+
+def test_weights_without_their_trials_data_are_calibrated_on_a_folder_and_checked_by_agreement(
+        digits: Path, tmp_path: Path, capsys):
+    folder = tmp_path / "photos"
+    shutil.copytree(digits / "val" / "3", folder / "some" / "where")
+    code, out, err = export(capsys, "lite0", "--out", tmp_path / "out", "--int8", "--calibration", folder,
+                            "--calibration-images", 8, "--exporter", "legacy")
+    assert code == 0, err
+    assert f"calibrated on 8 images of {folder}" in out
+    assert f"int8 check on the calibration images (8 images of {folder}): same top-1 class as fp32 for" in out
+    entry = json.loads((tmp_path / "out" / "lite0.json").read_text())["exports"]["onnx-int8"]
+    assert entry["check"]["top1_int8"] is None and entry["check"]["images"] == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{ckpt}", "--int8", "--format", "torchscript"], "--int8 makes an int8 ONNX model; use it with --format onnx, "
+     "not torchscript"),
+    (["lite0", "--int8"], "the checkpoint does not record its trial's data to calibrate on; pass --calibration "
+     "FOLDER with images like those the model will see"),
+    (["{ckpt}", "--int8", "--calibration", "{tmp}/none"], "--calibration {tmp}/none: not a folder; give a folder of "
+     "images like those the model will see"),
+    (["{ckpt}", "--int8", "--calibration", "{tmp}"], "--calibration {tmp} holds no image files (.jpg, .png, ...); "
+     "give a folder of images like those the model will see"),
+    (["{ckpt}", "--int8", "--calibration-images", "0"], "--calibration-images must be at least 1, got 0"),
+])
+def test_bad_int8_input_is_one_error_line_before_any_file_is_written(args, message, trained: Path, tmp_path: Path,
+                                                                     capsys):
+    fill = {"ckpt": trained, "tmp": tmp_path / "empty"}
+    (tmp_path / "empty").mkdir()
+    code, _, err = export(capsys, *(a.format(**fill) for a in args), "--out", tmp_path / "out")
+    assert code == 2 and one_error_line(err) == "error: " + message.format(**fill)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
