@@ -461,7 +461,7 @@ def _int8_images(ckpt: LoadedCheckpoint, calibration: str | None, count: int | N
     from .quantize import CALIBRATION_IMAGES, Int8Error, int8_images
 
     try:
-        return int8_images(ckpt, calibration, count or CALIBRATION_IMAGES)
+        return int8_images(ckpt.spec, ckpt.class_names, ckpt.settings, calibration, count or CALIBRATION_IMAGES)
     except Int8Error as exc:
         raise ExportError(str(exc)) from None
 
@@ -475,7 +475,8 @@ def _export_int8(fp32: Path, path: Path, images, method: str) -> dict[str, Any]:
         quantize_onnx(fp32, path, images.calibration, INPUT_NAME, method)
     except (Int8Error, OutputError) as exc:
         raise ExportError(str(exc)) from None
-    check = compare_int8(fp32, path, images)
+    check = compare_int8(fp32, path, images, lambda file, threads: onnx_session(file, threads=threads), INPUT_NAME,
+                         OUTPUT_NAME)
     return {"file": path.name, "bytes": path.stat().st_size, "fp32_bytes": fp32.stat().st_size,
             "quantization": "onnxruntime quantize_static " + __import__("onnxruntime").__version__ + ": QDQ, int8 "
                             f"weights per output channel, uint8 activations, {method} calibration",

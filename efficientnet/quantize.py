@@ -25,12 +25,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
-    from .export import LoadedCheckpoint
+    from .spec import ArchSpec
 
 __all__ = ["CALIBRATION_IMAGES", "CALIBRATION_METHODS", "CHECK_IMAGES", "Int8Check", "Int8Error", "Int8Images",
            "compare_int8", "describe", "int8_images", "quantize_onnx"]
@@ -74,9 +74,10 @@ class Int8Images:
     labelled: bool  # whether the check images have labels (top-1 is measured), or only agreement
 
 
-def int8_images(ckpt: LoadedCheckpoint, calibration: str | None = None, count: int = CALIBRATION_IMAGES,
-                seed: int = 0) -> Int8Images:
-    """The images to calibrate an int8 model of ``ckpt`` on, and to check it on: ``count`` of its trial's training
+def int8_images(spec: ArchSpec, classes: Sequence[str] | None, settings: dict[str, Any],
+                calibration: str | None = None, count: int = CALIBRATION_IMAGES, seed: int = 0) -> Int8Images:
+    """The images to calibrate an int8 model of ``spec`` and ``classes`` on, and to check it on, from its trial's
+    ``settings`` (its flags, as its checkpoint records them): ``count`` of its trial's training
     images (seeded, stratified by class, cut to whole batches: :func:`_batch_count`) and up to
     :data:`CHECK_IMAGES` of its validation images; or, with ``calibration`` (a folder of images, searched
     recursively), ``count`` of those, checked on the same images."""
@@ -86,7 +87,7 @@ def int8_images(ckpt: LoadedCheckpoint, calibration: str | None = None, count: i
     from .preprocess import eval_transform
     from .scan import image_files
 
-    transform = eval_transform(ckpt.spec)
+    transform = eval_transform(spec)
     if calibration is not None:
         folder = Path(calibration).expanduser()
         if not folder.is_dir():
@@ -100,13 +101,13 @@ def int8_images(ckpt: LoadedCheckpoint, calibration: str | None = None, count: i
         images = _Images([(os.fspath(files[i]), -1) for i in picked], transform)
         where = f"{len(images)} images of {folder}"
         return Int8Images(images, where, images, f"the calibration images ({where})", labelled=False)
-    data = ckpt.settings.get("data")
-    if not data or not ckpt.class_names:
+    data = settings.get("data")
+    if not data or not classes:
         raise Int8Error("the checkpoint does not record its trial's data to calibrate on; pass --calibration FOLDER "
                         "with images like those the model will see")
     fix = "pass --calibration FOLDER with images like those the model will see"
     try:
-        split = load_trial_split(data, ckpt.spec, ckpt.class_names, ckpt.settings, fix=fix)
+        split = load_trial_split(data, spec, classes, settings, fix=fix)
     except DataError as exc:
         raise Int8Error(f"{exc}" if fix in str(exc) else f"{exc} (or {fix})") from None
     train = dataset_samples(split.train)
@@ -193,18 +194,18 @@ class Int8Check:
         return asdict(self)
 
 
-def compare_int8(fp32: Path, int8: Path, images: Int8Images, threads: int | None = None) -> Int8Check:
-    """Run both models on ``images.check`` and time each at batch 1 (:class:`Int8Check`)."""
-    from .export import INPUT_NAME, OUTPUT_NAME, onnx_session
-
+def compare_int8(fp32: Path, int8: Path, images: Int8Images, open_session: Callable[[Path, int], Any],
+                 input_name: str = "input", output_name: str = "logits", threads: int | None = None) -> Int8Check:
+    """Run both models on ``images.check`` and time each at batch 1 (:class:`Int8Check`), in onnxruntime sessions
+    that ``open_session(path, threads)`` makes."""
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    sessions = [onnx_session(path, threads=threads) for path in (fp32, int8)]
+    sessions = [open_session(path, threads) for path in (fp32, int8)]
     n = agree = 0
     correct = [0, 0]
     first = None
     for batch, labels in _batches(images.check):
-        tops = [s.run([OUTPUT_NAME], {INPUT_NAME: batch})[0].argmax(axis=1) for s in sessions]
+        tops = [s.run([output_name], {input_name: batch})[0].argmax(axis=1) for s in sessions]
         agree += int((tops[0] == tops[1]).sum())
         for i, top in enumerate(tops):
             correct[i] += int((top == labels).sum())
@@ -213,11 +214,11 @@ def compare_int8(fp32: Path, int8: Path, images: Int8Images, threads: int | None
     latency = []
     for session in sessions:
         for _ in range(3):
-            session.run([OUTPUT_NAME], {INPUT_NAME: first})
+            session.run([output_name], {input_name: first})
         runs = []
         for _ in range(LATENCY_RUNS):
             started = time.perf_counter()
-            session.run([OUTPUT_NAME], {INPUT_NAME: first})
+            session.run([output_name], {input_name: first})
             runs.append(1000 * (time.perf_counter() - started))
         latency.append(round(statistics.median(runs), 3))
     top1 = [round(100 * c / n, 2) if images.labelled else None for c in correct]
