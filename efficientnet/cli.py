@@ -272,8 +272,8 @@ def _commands() -> dict[str, tuple[Callable[[argparse.ArgumentParser], None], Ca
                     "ImageNet weights"),
         "evaluate": (evaluate.build, evaluate.cmd_evaluate, "score a trained checkpoint on held-out labelled "
                      "images: top-1, top-5, F1, each class and the largest mistakes"),
-        "export": (_build_export, cmd_export, "export a checkpoint to ONNX or TorchScript with its spec and "
-                   "preprocessing"),
+        "export": (_build_export, cmd_export, "export a checkpoint to ONNX (fp32, or int8 too) or TorchScript with "
+                   "its spec and preprocessing"),
         "create": (launcher.build_create, launcher.cmd_create, "check an experiment config, then start it with "
                    "nnictl, bound to this machine"),
         "resume": (launcher.build_resume, launcher.cmd_resume, "resume a stopped experiment with nnictl, bound to "

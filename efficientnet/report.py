@@ -361,9 +361,9 @@ def build_report(trials: Sequence[Trial], out_dir: Path, title: str, top: int = 
         best_doc["checkpoint"] = str(checkpoint)
         lines += [f"## The model of trial {best.trial}", "", "Score it on images no trial has seen, then export it:", "",
                   "```bash", f"python -m efficientnet evaluate {shlex.quote(str(checkpoint))} {data}",
-                  f"python -m efficientnet export {shlex.quote(str(checkpoint))}",
-                  f"python -m efficientnet evaluate {shlex.quote(str(checkpoint))} --split val   # its mistakes on "
-                  "its validation images", "```", ""]
+                  f"python -m efficientnet export {shlex.quote(str(checkpoint))} --int8   # ONNX, fp32 and int8",
+                  f"python -m efficientnet evaluate {shlex.quote(str(checkpoint))} --split val --heatmaps "
+                  "mistakes.png   # its mistakes on its validation images, and where it looked", "```", ""]
     try:
         best_doc["spec"] = ArchSpec.parse(best.arch).to_dict() if best.arch else None
     except SpecError:

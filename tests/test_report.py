@@ -89,7 +89,8 @@ def test_report_from_the_rest_api_writes_table_csv_png_and_best_spec(finished, t
     folder = next(t.folder for t in trials if t.id == order[0].id)
     checkpoint = Path(doc["checkpoint"])
     assert checkpoint == folder / "model_best.pth.tar" and checkpoint.is_file()
-    assert f"python -m efficientnet evaluate {checkpoint} TEST_DATA\npython -m efficientnet export {checkpoint}" in text
+    assert f"python -m efficientnet evaluate {checkpoint} TEST_DATA\npython -m efficientnet export {checkpoint} " \
+        "--int8   # ONNX, fp32 and int8\n" in text
     assert main(["evaluate", str(checkpoint), str(export_digits() / "val"), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["metrics"]["top1"] == pytest.approx(json.loads((folder / "result.json").read_text())["top1"])
