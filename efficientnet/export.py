@@ -52,6 +52,8 @@ __all__ = [
     "export_torchscript",
     "export_checkpoint",
     "onnx_session",
+    "ExportedModel",
+    "load_exported",
 ]
 
 FORMATS = ("onnx", "torchscript")
@@ -250,6 +252,53 @@ def onnx_session(path: str | os.PathLike, device: str = "cpu", threads: int | No
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+
+
+@dataclass
+class ExportedModel:
+    """An exported ONNX model (fp32 or int8) ready to run: its onnxruntime session and what its sidecar says."""
+
+    path: Path
+    session: Any
+    spec: ArchSpec
+    num_classes: int
+    class_names: list[str] | None
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a batch of model inputs (CPU tensors in, CPU tensor out)."""
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
+        return torch.from_numpy(logits).float().softmax(dim=-1)
+
+
+def load_exported(path: str | os.PathLike, device: str = "cpu") -> ExportedModel:
+    """An ONNX model written by :func:`export_checkpoint` (``<stem>.onnx`` or ``<stem>.int8.onnx``), with the
+    architecture and class names of its sidecar ``<stem>.json``; one-line :class:`ExportError` s otherwise."""
+    path = Path(path)
+    stem = path.name[: -len(INT8_SUFFIX)] if path.name.endswith(INT8_SUFFIX) else path.stem
+    side = path.with_name(f"{stem}.json")
+    try:
+        meta = json.loads(side.read_text())
+        files = {entry.get("file") for entry in meta.get("exports", {}).values() if isinstance(entry, dict)}
+        spec = ArchSpec.parse(meta["arch"])
+        num_classes, names = int(meta["num_classes"]), meta.get("class_names")
+    except FileNotFoundError:
+        raise ExportError(f"{path.name} has no sidecar {side.name} beside it (export writes one, with its classes "
+                          "and preprocessing); export the checkpoint again, or pass the checkpoint") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SpecError) as exc:
+        raise ExportError(f"cannot read {side} ({_first_line(exc)}); export the checkpoint again") from None
+    if path.name not in files:
+        raise ExportError(f"{side.name} does not describe {path.name} (it lists {', '.join(sorted(map(str, files)))}); "
+                          "export the checkpoint again")
+    if not path.is_file():
+        raise ExportError(f"ONNX model {str(path)!r} does not exist")
+    try:
+        session = onnx_session(path, device)
+    except ImportError as exc:
+        raise ExportError(f"running an ONNX model needs onnxruntime ({exc.name} is missing): pip install "
+                          "onnxruntime") from None
+    except Exception as exc:
+        raise ExportError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from None
+    return ExportedModel(path, session, spec, num_classes, names)
 
 
 def export_onnx(

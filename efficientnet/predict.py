@@ -24,7 +24,8 @@ __all__ = ["HeatmapWriter", "build", "check_folder", "check_output", "cmd_predic
 def build(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them (searched recursively)")
     p.add_argument("--weights", default="lite0",
-                   help="a trial's checkpoint (model_best.pth.tar), lite0, efficientnet-bN (online), URL or .pth path")
+                   help="a trial's checkpoint (model_best.pth.tar), an exported .onnx model (fp32 or int8, with its "
+                   "sidecar), lite0, efficientnet-bN (online), URL or .pth path")
     p.add_argument("--arch", help="architecture of a weights file that does not record it (preset or spec)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -69,29 +70,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             paths.append(given)
     arch = resolve_arch(args.arch) if args.arch else None
-    names = None
-    if os.path.isfile(args.weights):  # a trial's checkpoint: read as export reads it, with its class names
-        from .export import ExportError, read_source
-
-        try:
-            ckpt = read_source(args.weights, arch)
-        except ExportError as exc:
-            raise CLIError(str(exc)) from None
-        state, spec, names = ckpt.state, ckpt.spec, ckpt.class_names
-    else:
-        state, spec = load_weights(args.weights, weights_spec=arch)
-    num_classes = state["_fc.weight"].shape[0] if "_fc.weight" in state else 1000
     try:
         device, warning = resolve_device(args.device)
     except TrainingError as exc:
         raise CLIError(str(exc)) from None
     if warning:
         print(warning, file=sys.stderr)
-    model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval().to(device)
+    names = None
+    drawn = None
+    if args.weights.lower().endswith(".onnx"):  # an exported model: run by onnxruntime, as it will be deployed
+        from .export import ExportError, load_exported
+
+        if args.heatmaps:
+            raise CLIError("--heatmaps needs the PyTorch checkpoint (Grad-CAM takes gradients); pass --weights "
+                           "model_best.pth.tar")
+        try:
+            exported = load_exported(args.weights, device.type)
+        except ExportError as exc:
+            raise CLIError(str(exc)) from None
+        spec, names, num_classes = exported.spec, exported.class_names, exported.num_classes
+        run: Callable[[torch.Tensor], torch.Tensor] = exported.probabilities
+    else:
+        if os.path.isfile(args.weights):  # a trial's checkpoint: read as export reads it, with its class names
+            from .export import ExportError, read_source
+
+            try:
+                ckpt = read_source(args.weights, arch)
+            except ExportError as exc:
+                raise CLIError(str(exc)) from None
+            state, spec, names = ckpt.state, ckpt.spec, ckpt.class_names
+        else:
+            state, spec = load_weights(args.weights, weights_spec=arch)
+        num_classes = state["_fc.weight"].shape[0] if "_fc.weight" in state else 1000
+        model = build_model(spec, num_classes, weights=state, weights_spec=spec).eval().to(device)
+        drawn = HeatmapWriter(args.heatmaps, model, spec) if args.heatmaps else None
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(x.to(device)).softmax(-1).float().cpu()
+
     if names is None and num_classes == 1000:
         names = imagenet_categories()
     transform = eval_transform(spec)
-    drawn = HeatmapWriter(args.heatmaps, model, spec) if args.heatmaps else None
     results = []
     probabilities: list[torch.Tensor] = []  # each image's, for --csv
     skipped: list[str] = []
@@ -108,8 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not batch:
             continue
         x = torch.stack(inputs)
-        with torch.inference_mode():
-            probs = model(x.to(device)).softmax(-1).float().cpu()
+        probs = run(x)
         for path, p in zip(batch, probs):
             top = p.topk(min(args.topk, num_classes))
             preds = [{"class_id": int(i), "name": names[int(i)] if names else None, "probability": round(float(q), 6)}

@@ -113,3 +113,43 @@ def test_bad_int8_input_is_one_error_line_before_any_file_is_written(args, messa
     code, _, err = export(capsys, *(a.format(**fill) for a in args), "--out", tmp_path / "out")
     assert code == 2 and one_error_line(err) == "error: " + message.format(**fill)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_predict_runs_the_exported_onnx_models_with_their_sidecars_classes_and_preprocessing(
+        trained: Path, digits: Path, tmp_path: Path, capsys):
+    """predict --weights model.onnx (or model.int8.onnx) runs the file in onnxruntime, as it will be deployed: the
+    fp32 file gives the checkpoint's own probabilities, and the int8 one the classes the export's check counted."""
+    code, out, err = export(capsys, trained, "--out", tmp_path, "--int8", "--calibration-images", 32, "--json")
+    assert code == 0, err
+    agreement = json.loads(out)["int8"]["check"]["agreement"]
+    images = sorted((digits / "val").glob("*/*.png"))[::6]
+
+    def predict(weights) -> list[dict]:
+        code = main(["predict", "--weights", str(weights), "--topk", "10", "--json", *map(str, images)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return json.loads(out)
+
+    torch_run, fp32_run, int8_run = (predict(w) for w in (trained, tmp_path / "model_best.onnx",
+                                                          tmp_path / "model_best.int8.onnx"))
+    assert len(torch_run) == len(fp32_run) == len(int8_run) == len(images) == 60
+    for a, b in zip(torch_run, fp32_run):
+        assert a["image"] == b["image"]
+        assert [p["name"] for p in a["predictions"]][:1] == [p["name"] for p in b["predictions"]][:1]
+        probs = {p["name"]: p["probability"] for p in b["predictions"]}
+        for p in a["predictions"]:
+            assert probs[p["name"]] == pytest.approx(p["probability"], abs=1e-4)
+    assert {p["name"] for r in int8_run for p in r["predictions"]} <= {str(i) for i in range(10)}
+    same = np.mean([a["predictions"][0]["name"] == b["predictions"][0]["name"] for a, b in zip(fp32_run, int8_run)])
+    assert same >= agreement - 0.15  # a sixth of the images the check ran on
+    # an ONNX file without its sidecar, or one the sidecar does not list, is one error line
+    shutil.copy(tmp_path / "model_best.onnx", tmp_path / "renamed.onnx")
+    shutil.copy(tmp_path / "model_best.json", tmp_path / "renamed.json")
+    shutil.copy(tmp_path / "model_best.onnx", tmp_path / "alone.onnx")
+    for name, message in (("alone.onnx", "alone.onnx has no sidecar alone.json beside it (export writes one, with "
+                                         "its classes and preprocessing); export the checkpoint again, or pass the "
+                                         "checkpoint"),
+                          ("renamed.onnx", "renamed.json does not describe renamed.onnx (it lists model_best.int8.onnx, "
+                                           "model_best.onnx); export the checkpoint again")):
+        code = main(["predict", "--weights", str(tmp_path / name), str(images[0])])
+        assert code == 2 and one_error_line(capsys.readouterr().err) == f"error: {message}"
