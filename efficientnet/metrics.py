@@ -47,16 +47,18 @@ class EpochMetrics:
         """Add one batch (``loss`` is the batch mean, a tensor on the logits' device or a number)."""
         targets = targets.to(logits.device, non_blocking=True)
         n = targets.shape[0]
-        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
-        correct = top.eq(targets.view(-1, 1))
+        logits = logits.float()
+        predicted = logits.argmax(dim=1)  # of tied logits the first, as numpy and scikit-learn pick (topk: any)
+        right = predicted.eq(targets)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets.view(-1, 1)).any(dim=1) | right
         loss = torch.as_tensor(loss, dtype=torch.float32, device=logits.device).detach()
-        batch = torch.stack([loss * n, correct[:, 0].sum(), correct.any(dim=1).sum()]).to(torch.float64)
+        batch = torch.stack([loss * n, right.sum(), top5.sum()]).to(torch.float64)
         self._sums = batch if self._sums is None else self._sums + batch
         self.count += n
-        self._preds.append(top[:, 0])
+        self._preds.append(predicted)
         self._targets.append(targets)
         if self.ranking:
-            self._probabilities.append(logits.float().softmax(dim=1))
+            self._probabilities.append(logits.softmax(dim=1))
         self._confusion = self._aucs = None
 
     def cpu(self) -> "EpochMetrics":

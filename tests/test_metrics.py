@@ -128,3 +128,25 @@ def test_macro_over_the_classes_seen_matches_sklearns_default_labels(seed):
     p, r, f, _ = precision_recall_fscore_support(targets.numpy(), preds.numpy(), average="macro", zero_division=0)
     assert ours == pytest.approx({"precision": p, "recall": r, "f1": f})
     assert ours["recall"] > macro_precision_recall_f1(preds, targets, 10)["recall"]  # all 10 classes: absent ones 0
+
+
+def test_tied_logits_predict_the_first_class_as_numpy_does():
+    """An int8 model's logits often tie (they come in 256 steps): of tied maxima the first class is the prediction,
+    as numpy's and torch's argmax pick it, whatever the batch, so evaluate and the int8 export check agree on an
+    ONNX model's top-1. Top-5 still counts a target among the first five."""
+    rng = np.random.default_rng(0)
+    logits = np.round(rng.normal(size=(512, 10)) * 2) / 2  # coarse steps: many rows have tied maxima
+    targets = rng.integers(0, 10, size=512)
+    assert sum((row == row.max()).sum() > 1 for row in logits) > 50
+    for batch in (1, 7, 512):
+        metrics = EpochMetrics(10)
+        for i in range(0, 512, batch):
+            chunk = torch.tensor(logits[i:i + batch], dtype=torch.float32)
+            metrics.update(chunk, torch.tensor(targets[i:i + batch]), 0.0)
+        got = metrics.compute()
+        assert got["top1"] == pytest.approx(100 * (logits.argmax(axis=1) == targets).mean())
+        fifth = np.sort(logits, axis=1)[:, -5]  # a target above the fifth-largest logit is in any top 5, one
+        own = logits[np.arange(512), targets]  # below it in none; one tied with it may be left out
+        assert 100 * (own > fifth).mean() <= got["top5"] <= 100 * (own >= fifth).mean()
+        assert metrics.confusion().tolist() == confusion_matrix(
+            torch.tensor(logits.argmax(axis=1)), torch.tensor(targets), 10).tolist()
