@@ -205,6 +205,7 @@ def compare_int8(fp32: Path, int8: Path, images: Int8Images, open_session: Calla
     correct = [0, 0]
     first = None
     for batch, labels in _batches(images.check):
+        # of tied logits (int8's often tie) the first, as the trial's metrics and evaluate pick it
         tops = [s.run([output_name], {input_name: batch})[0].argmax(axis=1) for s in sessions]
         agree += int((tops[0] == tops[1]).sum())
         for i, top in enumerate(tops):
