@@ -71,7 +71,7 @@ class Scored:
     evaluation: Evaluation
     samples: list[tuple[str, int]]
     probabilities: torch.Tensor
-    model: nn.Module
+    model: nn.Module | None  # None for an exported ONNX model
 
 
 def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test", label_column: str | None = None,
@@ -85,7 +85,7 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
 
     from .data import DataError, default_workers, load_test_set, load_validation_set
     from .datacache import dataset_samples
-    from .export import ExportError, model_for_export, read_source
+    from .export import ExportError, LoadedCheckpoint, load_exported, model_for_export, read_source
     from .metrics import EpochMetrics, macro_seen, most_confused, per_class
     from .predict import imagenet_categories
     from .spec import resolve_arch
@@ -94,7 +94,20 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
 
     started = time.perf_counter()
     try:
-        ckpt = read_source(checkpoint, resolve_arch(arch) if arch else None)
+        dev, warning = resolve_device(device)
+    except TrainingError as exc:
+        raise CLIError(str(exc)) from None
+    exported = None
+    try:
+        if checkpoint.lower().endswith(".onnx"):  # an exported model (fp32 or int8), run by onnxruntime
+            if split == "val" or arch:
+                raise CLIError(f"{'--split val' if split == 'val' else '--arch'} needs the checkpoint: an ONNX model "
+                               "records neither its trial's data nor another architecture; pass DATA, or the "
+                               ".pth.tar")
+            exported = load_exported(checkpoint, dev.type)
+            ckpt = LoadedCheckpoint({}, exported.spec, exported.num_classes, exported.class_names, exported.source)
+        else:
+            ckpt = read_source(checkpoint, resolve_arch(arch) if arch else None)
     except ExportError as exc:
         raise CLIError(str(exc)) from None
     names = ckpt.class_names or (imagenet_categories() if ckpt.num_classes == 1000 else None)
@@ -115,19 +128,25 @@ def evaluate_checkpoint(checkpoint: str, data: str | None, *, split: str = "test
         else:
             test = load_test_set(data, ckpt.spec, names,
                                  label_column=label_column or ckpt.settings.get("label_column"))
-        dev, warning = resolve_device(device)
-    except (DataError, TrainingError) as exc:
+    except DataError as exc:
         raise CLIError(str(exc)) from None
     if warning:
         print(warning, file=sys.stderr)
-    model = prepare_model(model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state), dev, bn_momentum=None)
     workers = default_workers(dev) if workers is None else workers
     loader = DataLoader(test.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=dev.type == "cuda")
+                        pin_memory=dev.type == "cuda" and exported is None)
 
     batches = progress_bar(loader, "evaluate", sys.stderr.isatty())  # a bar by hand on a terminal, none in a pipe
-    scores = evaluate(model, batches, nn.CrossEntropyLoss(), EpochMetrics(len(names), ranking=True),
-                      dtype=amp_dtype(dev, amp))  # the trial's metrics, each image's probabilities kept on the device
+    model = None
+    if exported is not None:  # the same metrics from onnxruntime's logits
+        scores = EpochMetrics(len(names), ranking=True)
+        for images, targets in batches:
+            logits = exported.logits(images)
+            scores.update(logits, targets, nn.functional.cross_entropy(logits, targets))
+    else:
+        model = prepare_model(model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state), dev, bn_momentum=None)
+        scores = evaluate(model, batches, nn.CrossEntropyLoss(), EpochMetrics(len(names), ranking=True),
+                          dtype=amp_dtype(dev, amp))  # the trial's metrics, each image's probabilities on the device
     samples = dataset_samples(test.dataset)
     probabilities = scores.probabilities()
     targets = [target for _, target in samples]
@@ -202,7 +221,8 @@ def calibration_error(probabilities, targets, bins: int = 15) -> float:
 
 
 def build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a trial's model_best.pth.tar (or checkpoint.pth.tar)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a trial's model_best.pth.tar (or checkpoint.pth.tar), or "
+                   "an exported .onnx model (fp32 or int8, with its sidecar), run by onnxruntime")
     p.add_argument("data", metavar="DATA", nargs="?", help="held-out labelled images: a dataset folder with test/, a "
                    "folder of class folders, or a label CSV (its test rows, or every row when it has no split column)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="val: score the trial's own validation "
@@ -231,6 +251,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.heatmaps and args.checkpoint.lower().endswith(".onnx"):
+        raise CLIError("--heatmaps needs the PyTorch checkpoint (Grad-CAM takes gradients); pass the .pth.tar")
     for flag, path in (("--csv", args.csv), ("--plot", args.plot), ("--heatmaps", args.heatmaps)):
         if path:
             check_output(flag, path)  # before the work, not after it

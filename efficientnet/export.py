@@ -263,11 +263,15 @@ class ExportedModel:
     spec: ArchSpec
     num_classes: int
     class_names: list[str] | None
+    source: dict[str, Any] = field(default_factory=dict)  # the sidecar's record of the checkpoint it came from
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of model inputs (a CPU tensor in, a CPU float tensor out)."""
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]).float()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities of a batch of model inputs (CPU tensors in, CPU tensor out)."""
-        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0]
-        return torch.from_numpy(logits).float().softmax(dim=-1)
+        return self.logits(images).softmax(dim=-1)
 
 
 def load_exported(path: str | os.PathLike, device: str = "cpu") -> ExportedModel:
@@ -280,7 +284,7 @@ def load_exported(path: str | os.PathLike, device: str = "cpu") -> ExportedModel
         meta = json.loads(side.read_text())
         files = {entry.get("file") for entry in meta.get("exports", {}).values() if isinstance(entry, dict)}
         spec = ArchSpec.parse(meta["arch"])
-        num_classes, names = int(meta["num_classes"]), meta.get("class_names")
+        num_classes, names, source = int(meta["num_classes"]), meta.get("class_names"), dict(meta.get("source") or {})
     except FileNotFoundError:
         raise ExportError(f"{path.name} has no sidecar {side.name} beside it (export writes one, with its classes "
                           "and preprocessing); export the checkpoint again, or pass the checkpoint") from None
@@ -298,7 +302,7 @@ def load_exported(path: str | os.PathLike, device: str = "cpu") -> ExportedModel
                           "onnxruntime") from None
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from None
-    return ExportedModel(path, session, spec, num_classes, names)
+    return ExportedModel(path, session, spec, num_classes, names, source)
 
 
 def export_onnx(
