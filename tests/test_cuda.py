@@ -1,5 +1,6 @@
 """The GPU path on a real CUDA device: trials with mixed precision and channels_last, kill and resume, progressive
-learning, export, prediction and evaluation, the data cache in GPU memory, and data-parallel training on NCCL.
+learning, export, prediction and evaluation (Grad-CAM heatmaps too), the data cache in GPU memory, and data-parallel
+training on NCCL.
 
 Every test here is marked ``cuda``: on a machine without a CUDA GPU they are skipped and reported as skipped.
 Tiny models (width 0.25, 32 px digits) keep each test to seconds on a GPU.
@@ -108,6 +109,30 @@ def test_evaluate_on_cuda_gives_the_trials_validation_scores(digits: Path, tmp_p
     assert got["images"] == 359
     assert abs(got["metrics"]["top1"] - result["top1"]) <= 100 * 2 / 359 + 1e-9, (got["metrics"], result)
     assert abs(got["metrics"]["loss"] - result["loss"]) < 0.02
+
+
+def test_grad_cam_heatmaps_on_cuda_are_the_cpus(digits: Path, tmp_path: Path, capsys):
+    """Grad-CAM of a CUDA trial's model on the GPU (fp32, gradients on the device) draws what the CPU draws, and
+    evaluate --heatmaps and predict --heatmaps write their pictures from the GPU."""
+    from efficientnet.explain import grad_cam
+    from efficientnet.export import read_source, model_for_export
+
+    trial(digits, tmp_path / "run", capsys, "--epochs", "1")
+    ckpt_path = tmp_path / "run" / "model_best.pth.tar"
+    ckpt = read_source(ckpt_path)
+    images = torch.randn(4, 3, 32, 32)
+    heat = {}
+    for device in ("cuda", "cpu"):
+        model = model_for_export(ckpt.spec, ckpt.num_classes, ckpt.state).to(device)
+        heat[device] = grad_cam(model, images, [0, 3, 5, 9])
+    assert heat["cuda"].device.type == "cpu" and torch.allclose(heat["cuda"], heat["cpu"], atol=1e-3)
+    assert cli_main(["evaluate", str(ckpt_path), str(digits / "val"), "--device", "cuda", "--heatmaps",
+                     str(tmp_path / "mistakes.png")]) == 0
+    assert cli_main(["predict", str(digits / "val" / "3"), "--weights", str(ckpt_path), "--device", "cuda",
+                     "--heatmaps", str(tmp_path / "maps")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "mistakes.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "maps").glob("*.png"))) == len(list((digits / "val" / "3").glob("*.png")))
 
 
 def test_data_cache_on_the_gpu_serves_what_the_ram_cache_serves(digits: Path, tmp_path: Path):
