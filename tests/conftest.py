@@ -40,6 +40,15 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """The embedded digits demo exported as an ImageFolder (train/ and val/, 32 px, classes 0-9), once per test
+    module, into a folder of its own."""
+    from efficientnet.data import export_digits
+
+    return export_digits(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     """The project root."""

@@ -32,11 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--width", "0.25", "--resolution", "32", "--no-latency", "--device", "cuda"]
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
-
-
 def trial(digits: Path, out: Path, capsys, *extra: str) -> tuple[int, str, dict]:
     code = main_efficientnet.main(["--data", "digits", "--download-dir", str(digits.parent), "--output-dir", str(out),
                                    *TINY, *extra])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from efficientnet.data import CheckedImageFolder, build_data_cache, export_digits, load_dataset, seed_epoch, \
+from efficientnet.data import CheckedImageFolder, build_data_cache, load_dataset, seed_epoch, \
     train_transform
 from efficientnet.datacache import (BatchAugment, DataCacheError, cache_size, choose_cache, dataset_samples,
                                     decode_images, same_device)
@@ -21,11 +21,6 @@ from efficientnet.spec import preset
 
 TINY = preset("lite0").replace(width=0.15, resolution=32)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture()

@@ -17,18 +17,13 @@ import pytest
 import torch
 
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
-from efficientnet.data import export_digits, load_dataset, make_loaders, seed_epoch, subset_train
+from efficientnet.data import load_dataset, make_loaders, seed_epoch, subset_train
 from efficientnet.metrics import EpochMetrics
 from efficientnet.spec import ArchSpec, preset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = preset("lite0").replace(width=0.15, resolution=32)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 
 import main_efficientnet
 from efficientnet.cli import main
-from efficientnet.data import export_digits
 from efficientnet import evaluate as evaluate_module
 from efficientnet.evaluate import (calibration_error, confusion_figure, evaluate_checkpoint, mistakes_figure,
                                    ranking_metrics)
@@ -30,11 +29,6 @@ from trial_process import one_error_line
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--arch", "lite0", "--width", "0.25", "--resolution", "32", "--weights", "lite0", "--epochs", "1",
         "--threads", "1", "--no-latency"]
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 import main_efficientnet
 from efficientnet.cli import main
-from efficientnet.data import export_digits
 from efficientnet.export import onnx_session
 from efficientnet.preprocess import eval_transform, load_image
 from efficientnet.spec import ArchSpec
@@ -24,11 +23,6 @@ from trial_process import one_error_line
 # 65-78 %)
 SMALL = ["--arch", "lite0", "--width", "0.5", "--resolution", "32", "--weights", "lite0", "--epochs", "2",
          "--opt", "adamw", "--lr", "0.003", "--batch-size", "16", "--threads", "1", "--no-latency"]
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,12 @@ import torch
 import main_efficientnet
 from efficientnet.proposal import Proposal
 from efficientnet.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
-from efficientnet.data import export_digits
 from efficientnet.spec import ArchSpec, preset
 from trial_process import one_error_line
 from efficientnet.trial_config import ConfigError, apply_hyperparameters, output_dir_for, parse_config, resolve_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--width", "0.25", "--resolution", "32", "--threads", "1", "--no-latency"]
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    return export_digits(tmp_path_factory.mktemp("cache"))
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
