@@ -114,7 +114,7 @@ def heatmap_figure(rows: Sequence[Sequence[Panel]], caption: str = ""):
     width = 3.2 * columns
     caption = textwrap.fill(caption, int(width * 13))  # about 13 characters an inch at 10 points
     top = 0.2 * (caption.count("\n") + 1) + 0.15 if caption else 0.0  # inches kept above the panels for it
-    height = 3.4 * len(rows) + top
+    height = 3.6 * len(rows) + top
     fig, axes = plt.subplots(len(rows), columns, figsize=(width, height), squeeze=False, dpi=100)
     for r, row in enumerate(rows):
         for c in range(columns):
