@@ -522,10 +522,10 @@ def _int8_images(ckpt: LoadedCheckpoint, calibration: str | None, count: int | N
 def _export_int8(fp32: Path, path: Path, images, method: str) -> dict[str, Any]:
     """Write the int8 model of the fp32 ONNX file ``fp32`` to ``path`` and check it; its sidecar entry."""
     from .atomic_files import OutputError
-    from .quantize import Int8Error, compare_int8, quantize_onnx
+    from .quantize import Int8Error, compare_int8, image_batches, quantize_onnx
 
     try:
-        quantize_onnx(fp32, path, images.calibration, INPUT_NAME, method)
+        quantize_onnx(fp32, path, image_batches(images.calibration), INPUT_NAME, method)
     except (Int8Error, OutputError) as exc:
         raise ExportError(str(exc)) from None
     check = compare_int8(fp32, path, images, lambda file, threads: onnx_session(file, threads=threads), INPUT_NAME,

@@ -130,6 +130,11 @@ def _batch_count(count: int, available: int) -> int:
     return n if n <= BATCH else n // BATCH * BATCH
 
 
+def image_batches(dataset: Dataset) -> Iterable[Any]:
+    """The images of a dataset of ``(image, label)`` in batches of :data:`BATCH`, as numpy arrays."""
+    return (images for images, _ in _batches(dataset))
+
+
 def _batches(dataset: Dataset) -> Iterable[tuple[Any, Any]]:
     from torch.utils.data import DataLoader
 
@@ -137,11 +142,11 @@ def _batches(dataset: Dataset) -> Iterable[tuple[Any, Any]]:
         yield images.numpy(), labels.numpy()
 
 
-def quantize_onnx(fp32: Path, out: Path, calibration: Dataset, input_name: str = "input",
+def quantize_onnx(fp32: Path, out: Path, batches: Iterable[Any], input_name: str = "input",
                   method: str = CALIBRATION_METHODS[0]) -> None:
     """Write the int8 model of the fp32 ONNX model ``fp32`` to ``out`` (atomically): onnxruntime's shape
     pre-processing, then ``quantize_static`` (QDQ, int8 weights per channel, uint8 activations, their ranges set by
-    ``method`` on ``calibration``'s images)."""
+    ``method`` on the input ``batches``, numpy arrays: :func:`image_batches` of the calibration images)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -150,11 +155,11 @@ def quantize_onnx(fp32: Path, out: Path, calibration: Dataset, input_name: str =
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(_batches(calibration))
+            self.batches = iter(batches)
 
         def get_next(self) -> dict[str, Any] | None:
             batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch[0]}
+            return None if batch is None else {input_name: batch}
 
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # the quantizer logs every tensor whose shape inference it skipped
