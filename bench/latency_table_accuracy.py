@@ -10,7 +10,8 @@ It builds (or resumes) a table for ``--sample`` random candidates of the search 
 (:func:`efficientnet.profiler.measure_latency`, same threads), twice, and prints each architecture's predicted and
 measured latency, the median relative error, and the spread between the two direct measurements (the noise floor).
 With ``--backend onnxruntime`` both the table and the direct measurement run the exported ONNX model in onnxruntime
-(:func:`efficientnet.latency_table.measure_onnxruntime_latency`).
+(:func:`efficientnet.latency_table.measure_onnxruntime_latency`); with ``--backend onnxruntime-int8`` that model
+quantised to int8.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "onnxruntime-int8"))
     p.add_argument("--table", default="/tmp/latency-table-accuracy.json", help="built or resumed here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def direct_ms(spec, args: argparse.Namespace) -> float:
     """One direct measurement of the whole model's batch-1 latency with the table's backend."""
-    if args.backend == "onnxruntime":
-        return measure_onnxruntime_latency(spec, args.num_classes, args.threads, 1, args.repeats, 3)
+    if args.backend.startswith("onnxruntime"):
+        return measure_onnxruntime_latency(spec, args.num_classes, args.threads, 1, args.repeats, 3,
+                                           int8=args.backend == "onnxruntime-int8")
     return measure_latency(spec, num_classes=args.num_classes, repeats=args.repeats, warmup=3)
 
 

@@ -44,11 +44,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
                          "latency_table": table.describe()}
         except LatencyTableError as exc:
             raise CLIError(str(exc)) from None
-        if args.latency and table.backend == "onnxruntime":  # measured here as the table was, to compare
+        if args.latency and table.backend.startswith("onnxruntime"):  # measured here as the table was, to compare
             from .latency_table import measure_onnxruntime_latency
 
             predicted["onnxruntime_latency_ms"] = measure_onnxruntime_latency(
-                spec, args.num_classes, table.threads, table.batch_size)
+                spec, args.num_classes, table.threads, table.batch_size, int8=table.backend == "onnxruntime-int8")
     prof = profile(spec, num_classes=args.num_classes, latency=args.latency)
     if args.json:
         print(json.dumps({"arch": str(spec), "spec": spec.to_dict(), **prof.to_dict(), **predicted}, indent=2))
@@ -74,8 +74,9 @@ def _build_latency_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch or onnxruntime threads (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=1, help="(default %(default)s)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="time the eager model, or its ONNX export in onnxruntime (CPU) (default %(default)s)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "onnxruntime-int8"),
+                   help="time the eager model, its ONNX export in onnxruntime (CPU), or that export quantised to int8 "
+                   "as export --int8 quantises it (default %(default)s)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per layer, median kept (default %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per layer first (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

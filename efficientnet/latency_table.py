@@ -12,7 +12,8 @@ and activation (``block:56px:24>40:k5:s2:e6:se0.25:swish``). The table is built 
 :class:`~efficientnet.builder.SpecEfficientNet` (forward hooks check each layer's input against its key, then
 timestamp each layer inside whole forward passes), saves its progress every ~10 s and skips, when run again, the
 keys already in the file. With ``--backend onnxruntime`` it times the ONNX export of each model in onnxruntime
-instead, and splits a run into layers by the node names of onnxruntime's profile.
+instead, and splits a run into layers by the node names of onnxruntime's profile; ``--backend onnxruntime-int8``
+times that export quantised to int8 as ``export --int8`` quantises it.
 """
 
 from __future__ import annotations
@@ -221,15 +222,25 @@ def _measure_spec(spec: ArchSpec, num_classes: int, todo: set[str], device: torc
 
 
 _BLOCK_NODE = re.compile(r"^/_blocks\.(\d+)/")
+_BLOCK_WEIGHT = re.compile(r"^_blocks\.(\d+)\.")  # an int8 model's dequantisation of a block's weight
 
 
 def _layer_of_nodes(names: list[str], blocks: int) -> list[int]:
     """The layer (0 stem, 1..blocks a block repeat, blocks + 1 head) of each node an onnxruntime run executed, in
     execution order, from the names the legacy exporter gives (``/_blocks.3/_project_conv/Conv``): a block's nodes
     name it; a named node before the first block is the stem's, after it the head's; a node the runtime added
-    (``ReorderOutput_token_7``, not starting with ``/``) belongs to the layer running around it."""
+    (``ReorderOutput_token_7``, not starting with ``/``) belongs to the layer running around it. An int8 model's
+    dequantisation of a block's weight (``_blocks.3._bn1.bias_DequantizeLinear``, run before the stem) is its
+    block's."""
     out, current, seen_block = [], 0, False
     for name in names:
+        weight = _BLOCK_WEIGHT.match(name)
+        if weight:
+            if int(weight.group(1)) >= blocks:
+                raise LatencyTableError(f"onnxruntime ran node {name} of block {weight.group(1)}, but the model has "
+                                        f"{blocks} blocks")
+            out.append(int(weight.group(1)) + 1)
+            continue
         block = _BLOCK_NODE.match(name)
         if block:
             current, seen_block = int(block.group(1)) + 1, True
@@ -249,17 +260,29 @@ def _check_blocks(model: Any, spec_layers: list[Layer], spec: ArchSpec) -> None:
                                 f"expected, the model has {len(model._blocks)}")
 
 
-def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | Path) -> Path:
+def _onnx_file(spec: ArchSpec, num_classes: int, batch_size: int, folder: str | Path, int8: bool = False) -> Path:
     """``spec``'s model (random weights) exported to ``folder`` as ``python -m efficientnet export`` writes it, by
     the legacy exporter (its node names give each node's module) with the batch fixed at ``batch_size`` (so
-    onnxruntime folds the shape arithmetic of TF's "same" padding, as it does for a dynamo export)."""
-    from .export import DEFAULT_OPSET, model_for_export, write_onnx
+    onnxruntime folds the shape arithmetic of TF's "same" padding, as it does for a dynamo export); with ``int8``,
+    quantised as ``export --int8`` quantises it (calibrated on random images: the ranges change the values, not the
+    kernels that run)."""
+    from .export import DEFAULT_OPSET, INPUT_NAME, model_for_export, write_onnx
 
     model = model_for_export(spec, num_classes)
     _check_blocks(model, layers(spec, num_classes), spec)
     path = Path(folder) / "model.onnx"
     write_onnx(model, spec.resolution, path, DEFAULT_OPSET, "legacy", static_batch=batch_size)
-    return path
+    if not int8:
+        return path
+    import numpy as np
+
+    from .quantize import quantize_onnx
+
+    rng = np.random.default_rng(0)
+    shape = (batch_size, 3, spec.resolution, spec.resolution)
+    quantized = Path(folder) / "model.int8.onnx"
+    quantize_onnx(path, quantized, [rng.standard_normal(shape, np.float32) for _ in range(2)], INPUT_NAME, "minmax")
+    return quantized
 
 
 def _onnx_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
@@ -293,17 +316,18 @@ def _run_times(session: Any, spec: ArchSpec, batch_size: int, repeats: int, warm
 
 
 def measure_onnxruntime_latency(spec: ArchSpec, num_classes: int = 1000, threads: int = 1, batch_size: int = 1,
-                                repeats: int = 20, warmup: int = 3) -> float:
-    """Median latency in ms of ``spec``'s whole exported model in onnxruntime (what an onnxruntime table predicts)."""
+                                repeats: int = 20, warmup: int = 3, int8: bool = False) -> float:
+    """Median latency in ms of ``spec``'s whole exported model (``int8``: quantised) in onnxruntime (what an
+    ``onnxruntime`` or ``onnxruntime-int8`` table predicts)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
-        session = _onnx_session(_onnx_file(spec, num_classes, batch_size, tmp), threads)
+        session = _onnx_session(_onnx_file(spec, num_classes, batch_size, tmp, int8), threads)
         return statistics.median(_run_times(session, spec, batch_size, repeats, warmup))
 
 
 def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], threads: int, batch_size: int,
-                              repeats: int, warmup: int, done: Callable[[str, float], None]) -> None:
+                              repeats: int, warmup: int, done: Callable[[str, float], None], int8: bool = False) -> None:
     """Time each layer of ``spec`` whose key is in ``todo`` inside whole onnxruntime runs of its exported model
     (:func:`_onnx_file`).
 
@@ -318,7 +342,7 @@ def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], 
     spec_layers = layers(spec, num_classes)
     blocks = len(spec_layers) - 2
     with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
-        path = _onnx_file(spec, num_classes, batch_size, tmp)
+        path = _onnx_file(spec, num_classes, batch_size, tmp, int8)
         latency = statistics.median(_run_times(_onnx_session(path, threads), spec, batch_size, repeats, warmup))
         profiled = _onnx_session(path, threads, str(Path(tmp) / "profile"))
         _run_times(profiled, spec, batch_size, repeats, warmup)
@@ -341,7 +365,7 @@ def _measure_spec_onnxruntime(spec: ArchSpec, num_classes: int, todo: set[str], 
             todo.discard(layer.key)
 
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")  # the eager model, its ONNX export, that quantised
 
 
 def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1000, device: str = "cpu",
@@ -350,7 +374,8 @@ def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1
                 backend: str = "torch") -> tuple[LatencyTable, int, int]:
     """Measure every layer of ``specs`` that ``out`` lacks (created, or resumed when it exists) and save it.
 
-    ``backend`` ``torch`` times the eager model, ``onnxruntime`` the exported ONNX model (on the CPU).
+    ``backend`` ``torch`` times the eager model, ``onnxruntime`` the exported ONNX model (on the CPU),
+    ``onnxruntime-int8`` that model quantised as ``export --int8`` quantises it.
     Returns ``(table, layers measured now, distinct layers of specs)``. The file is rewritten every
     ``save_every_s`` seconds, so an interrupted run loses little and a new run continues where it stopped.
     """
@@ -359,19 +384,20 @@ def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1
 
     out = Path(out)
     if backend not in BACKENDS:
-        raise LatencyTableError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+        raise LatencyTableError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     dev = torch.device(device)
-    if dev.type == "cuda" and backend == "onnxruntime":
-        raise LatencyTableError("--backend onnxruntime measures on the CPU only: use --backend torch for --device "
+    onnx = backend.startswith("onnxruntime")
+    if dev.type == "cuda" and onnx:
+        raise LatencyTableError(f"--backend {backend} measures on the CPU only: use --backend torch for --device "
                                 "cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LatencyTableError("--device cuda but CUDA is not available on this machine")
     runtime = torch.__version__
-    if backend == "onnxruntime":
+    if onnx:
         try:
             import onnxruntime
         except ImportError:
-            raise LatencyTableError("--backend onnxruntime needs onnxruntime and onnx: pip install onnx "
+            raise LatencyTableError(f"--backend {backend} needs onnxruntime and onnx: pip install onnx "
                                     "onnxruntime") from None
         runtime = f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"
     torch.set_num_threads(threads)
@@ -406,8 +432,9 @@ def build_table(specs: Iterable[ArchSpec], out: str | Path, num_classes: int = 1
         for spec, keys in zip(specs, keys_of):
             todo = keys & missing
             if todo:
-                if backend == "onnxruntime":
-                    _measure_spec_onnxruntime(spec, num_classes, todo, threads, batch_size, repeats, warmup, done)
+                if onnx:
+                    _measure_spec_onnxruntime(spec, num_classes, todo, threads, batch_size, repeats, warmup, done,
+                                              int8=backend == "onnxruntime-int8")
                 else:
                     _measure_spec(spec, num_classes, todo, dev, batch_size, repeats, warmup, done)
                 missing -= keys

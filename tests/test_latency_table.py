@@ -155,35 +155,50 @@ def test_profile_prints_the_predicted_latency(root, table_file):
     preset("lite0").replace(width=0.1, resolution=33),  # odd sizes: padded stem, cropped stride-2 depthwise
     preset("b0").replace(width=0.15, depth=0.5, resolution=32).with_stage_choices({5: StageChoice(kernel=5)}),
 ], ids=["lite0-odd", "b0-se-swish"])
-def test_onnxruntime_backend_times_every_layer_of_the_exported_model(tmp_path, spec):
-    """Every layer gets a share of real onnxruntime runs; a second table of the same model resumes to nothing new,
-    and a torch run on the file is refused."""
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_onnxruntime_backend_times_every_layer_of_the_exported_model(tmp_path, spec, backend):
+    """Every layer gets a share of real onnxruntime runs (of the int8 model with onnxruntime-int8); a second table
+    of the same model resumes to nothing new, and a torch run on the file is refused."""
     out = tmp_path / "ort.json"
     table, measured, distinct = build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False,
-                                            backend="onnxruntime")
+                                            backend=backend)
     keys = set(layer_keys(spec, 10))
     assert measured == distinct == len(keys) and set(table.entries) == keys
     assert all(v > 0 for v in table.entries.values())
     loaded = LatencyTable.load(out)
-    assert loaded.backend == "onnxruntime" and loaded.predict(spec, 10) == pytest.approx(table.predict(spec, 10))
-    assert "onnxruntime" in loaded.describe() and "onnxruntime" in loaded.torch
-    assert build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False,
-                       backend="onnxruntime")[1] == 0
-    with pytest.raises(LatencyTableError, match=r"backend onnxruntime \(not torch\)"):
+    assert loaded.backend == backend and loaded.predict(spec, 10) == pytest.approx(table.predict(spec, 10))
+    assert f"{backend} on cpu" in loaded.describe() and "onnxruntime" in loaded.torch
+    assert build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False, backend=backend)[1] == 0
+    with pytest.raises(LatencyTableError, match=rf"backend {backend} \(not torch\)"):
         build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False)
 
 
-def test_profile_measures_the_onnxruntime_latency_beside_an_onnxruntime_table(root, tmp_path):
+def test_the_int8_backend_times_the_model_export_int8_writes(tmp_path):
+    """onnxruntime-int8 times a QDQ model with int8 weights, as export --int8 writes one, at the table's batch."""
+    import onnx
+
+    from efficientnet.latency_table import _onnx_file
+
+    spec = preset("lite0").replace(width=0.1, resolution=32)
+    path = _onnx_file(spec, 10, 2, tmp_path, int8=True)
+    model = onnx.load(str(path))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
+    assert sum(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in model.graph.initializer) > 10
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 32, 32]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_profile_measures_the_onnxruntime_latency_beside_an_onnxruntime_table(root, tmp_path, backend):
     spec = preset("lite0").replace(width=0.1, resolution=32)
     out = tmp_path / "ort.json"
-    build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False, backend="onnxruntime")
+    build_table([spec], out, num_classes=10, repeats=3, warmup=1, progress=False, backend=backend)
     result = run(root, "profile", "--arch", str(spec), "--num-classes", "10", "--latency-table", str(out),
                  "--latency", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["predicted_latency_ms"] == pytest.approx(LatencyTable.load(out).predict(spec, 10))
     assert data["onnxruntime_latency_ms"] > 0 and data["latency_ms"] > 0
-    assert "onnxruntime on cpu" in data["latency_table"]
+    assert f"{backend} on cpu" in data["latency_table"]
 
 
 def test_onnxruntime_nodes_are_assigned_to_their_layer():
@@ -195,6 +210,14 @@ def test_onnxruntime_nodes_are_assigned_to_their_layer():
     assert _layer_of_nodes(names, 2) == [0, 0, 0, 1, 1, 2, 2, 3, 3, 3, 3, 3]
     with pytest.raises(LatencyTableError, match="block 2, but the model has 2 blocks"):
         _layer_of_nodes(["/_blocks.2/_project_conv/Conv"], 2)
+    # an int8 model dequantises some blocks' weights before the stem runs: each is its block's, and the nodes
+    # around them stay the stem's
+    int8 = ["_blocks.1._bn1.bias4_DequantizeLinear/duplicated", "_blocks.0._bn1.weight_DequantizeLinear/duplicated",
+            "input_QuantizeLinear", "Transpose", "/_conv_stem/Conv_token_1", "/_blocks.0/_depthwise_conv/Conv_token_4",
+            "/_blocks.1/_project_conv/Conv_token_9", "/_conv_head/Conv_token_12", "/_fc/Gemm", "logits_DequantizeLinear"]
+    assert _layer_of_nodes(int8, 2) == [2, 1, 0, 0, 0, 1, 2, 3, 3, 3]
+    with pytest.raises(LatencyTableError, match="block 2, but the model has 2 blocks"):
+        _layer_of_nodes(["_blocks.2._bn1.bias_DequantizeLinear"], 2)
 
 
 def test_backend_and_device_errors_are_one_line(root, tmp_path):
