@@ -84,6 +84,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.heatmaps:
             raise CLIError("--heatmaps needs the PyTorch checkpoint (Grad-CAM takes gradients); pass --weights "
                            "model_best.pth.tar")
+        if arch is not None:
+            raise CLIError("--arch: an ONNX model's architecture is in its sidecar; leave --arch out")
         try:
             exported = load_exported(args.weights, device.type)
         except ExportError as exc:

@@ -150,6 +150,9 @@ def test_predict_runs_the_exported_onnx_models_with_their_sidecars_classes_and_p
                                            "model_best.onnx); export the checkpoint again")):
         code = main(["predict", "--weights", str(tmp_path / name), str(images[0])])
         assert code == 2 and one_error_line(capsys.readouterr().err) == f"error: {message}"
+    code = main(["predict", "--weights", str(tmp_path / "model_best.onnx"), "--arch", "lite0", str(images[0])])
+    assert code == 2 and "--arch: an ONNX model's architecture is in its sidecar" in one_error_line(
+        capsys.readouterr().err)
 
 
 def test_evaluate_scores_the_exported_onnx_models_as_the_checkpoint_and_the_int8_check(
