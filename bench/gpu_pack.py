@@ -39,13 +39,15 @@ IMAGE = {
     "torch", "torchvision", "triton", "numpy", "scipy", "scikit-learn", "joblib", "threadpoolctl", "pillow", "pyyaml",
     "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "typing-extensions", "packaging", "tqdm",
     "setuptools", "narwhals", "timm", "onnx", "onnxruntime", "pytest",
+    # matplotlib, which captum (the heatmaps' Grad-CAM) imports, with what it needs (the image's package list)
+    "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "python-dateutil", "six",
 }
 IMAGE_PREFIXES = ("nvidia-", "cuda-")  # torch's CUDA libraries
 NOT_IMAGE = {"nvidia-ml-py"}  # NNI's (pynvml, for its GPU scheduler), not torch's
-# Run-time dependencies of the report's plots, TensorBoard logging and NNI's data export, which no GPU check uses.
+# Run-time dependencies of TensorBoard logging and NNI's data export, which no GPU check uses.
 UNUSED = {
-    "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver", "pyparsing", "python-dateutil", "tensorboard",
-    "tensorboard-data-server", "absl-py", "grpcio", "markdown", "protobuf", "werkzeug", "pandas", "tzdata",
+    "tensorboard", "tensorboard-data-server", "absl-py", "grpcio", "markdown", "protobuf", "werkzeug", "pandas",
+    "tzdata",
 }
 FALLBACK = {"charset-normalizer", "websockets", "simplejson"}  # their extensions are optional speed-ups
 NNI_MANAGER = "nni_node"  # NNI's Node.js manager: packed into .gpu/nni.tar.xz by gpu_prepare.sh, not copied
@@ -131,6 +133,7 @@ from nni.tools.nnictl.nnictl import get_parser  # nnictl: pkg_resources, nni_ass
 import nni.tools.nni_manager_scripts.collect_gpu_info  # NNI's GPU scheduler asks it for the GPUs (pynvml)
 from nni.tools.nnictl.config_utils import Experiments
 Experiments(home_dir=sys.argv[1])  # NNI's experiment list behind its file lock (waits forever with filelock>=3.12)
+from captum.attr import LayerGradCam  # the heatmaps of evaluate and predict (with the image's matplotlib)
 import filelock, torch
 print("imports as on the GPU image: nni", nni.__version__, "filelock", filelock.__version__, "torch", torch.__version__)
 """
