@@ -37,6 +37,7 @@ from torchvision.datasets import ImageFolder
 
 from .cache import default_cache_dir
 from .datacache import (DataCache, cache_size, choose_cache, dataset_samples, decode_images)
+from .environment import usable_cores
 from .label_table import LabelTable, TestTable, is_label_table, read_label_table, read_test_table
 from .layout import VAL_FOLDERS, DataError, find_layout, find_test_folder
 from .preprocess import eval_transform, load_image, normalization, to_rgb
@@ -463,11 +464,7 @@ def default_workers(device: torch.device) -> int:
     the GPU; on the CPU none, since the training itself uses every core."""
     if device.type != "cuda":
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 def make_loaders(

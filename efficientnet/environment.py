@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["REQUIRED", "missing_packages", "interpreter_problem", "exit_if_incomplete", "nvidia_driver",
-           "unusable_gpu"]
+           "unusable_gpu", "usable_cores"]
 
 REQUIRED = ("torch", "torchvision", "efficientnet_pytorch", "numpy", "PIL", "sklearn", "yaml")
 
@@ -74,3 +74,11 @@ def unusable_gpu(torch_version: str, torch_cuda: str | None, cuda_available: boo
             "torch build for your driver's CUDA version (nvidia-smi shows it; https://pytorch.org/get-started/locally "
             "gives the pip command, e.g. pip install torch torchvision --index-url "
             "https://download.pytorch.org/whl/cu121), or pass --device cpu")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity on Linux, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -203,8 +203,9 @@ def compare_int8(fp32: Path, int8: Path, images: Int8Images, open_session: Calla
                  input_name: str = "input", output_name: str = "logits", threads: int | None = None) -> Int8Check:
     """Run both models on ``images.check`` and time each at batch 1 (:class:`Int8Check`), in onnxruntime sessions
     that ``open_session(path, threads)`` makes."""
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from .environment import usable_cores
+
+    threads = usable_cores() if threads is None else threads
     sessions = [open_session(path, threads) for path in (fp32, int8)]
     n = agree = 0
     correct = [0, 0]
