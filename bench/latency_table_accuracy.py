@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from efficientnet.latency_table import build_table, measure_onnxruntime_latency  # noqa: E402
+from efficientnet.latency_table import BACKENDS, build_table, measure_onnxruntime_latency  # noqa: E402
 from efficientnet.search.specs import search_space_specs  # noqa: E402
 from efficientnet.profiler import measure_latency  # noqa: E402
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "onnxruntime-int8"))
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--table", default="/tmp/latency-table-accuracy.json", help="built or resumed here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

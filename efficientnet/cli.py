@@ -62,6 +62,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _build_latency_table(p: argparse.ArgumentParser) -> None:
+    from .latency_table import BACKENDS
+
     p.add_argument("--out", required=True, metavar="FILE", help="the table (JSON); an existing one is resumed")
     p.add_argument("--search-space", default="search_space.json", metavar="FILE",
                    help="search space whose candidates to cover (default %(default)s)")
@@ -74,7 +76,7 @@ def _build_latency_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch or onnxruntime threads (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=1, help="(default %(default)s)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "onnxruntime-int8"),
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="time the eager model, its ONNX export in onnxruntime (CPU), or that export quantised to int8 "
                    "as export --int8 quantises it (default %(default)s)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per layer, median kept (default %(default)s)")
@@ -116,6 +118,8 @@ def cmd_latency_table(args: argparse.Namespace) -> int:
 
 
 def _build_export(p: argparse.ArgumentParser) -> None:
+    from .quantize import CALIBRATION_METHODS
+
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="trial checkpoint (.pth.tar), state dict, or lite0")
     p.add_argument("--format", default="onnx", help="onnx or torchscript (default %(default)s)")
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
@@ -130,7 +134,7 @@ def _build_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="FOLDER", help="calibrate --int8 on this folder's images instead (needed "
                    "when the checkpoint does not record its trial's data)")
     p.add_argument("--calibration-images", type=int, metavar="N", help="images to calibrate --int8 on (default 256)")
-    p.add_argument("--calibration-method", default="percentile", choices=("percentile", "minmax", "entropy"),
+    p.add_argument("--calibration-method", default=CALIBRATION_METHODS[0], choices=CALIBRATION_METHODS,
                    help="how --int8 sets each activation's range (default %(default)s: its 99.999th percentile)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
