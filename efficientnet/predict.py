@@ -168,13 +168,14 @@ class HeatmapWriter:
         self.folder = Path(folder)
         self.model = model
         self.norm = normalization(spec)
-        self.written: list[Path] = []
+        self.written: set[Path] = set()
+        self._layer = None  # the feature map the heatmaps come from: the same for every batch (one input size)
 
     def write(self, paths: Sequence[str], inputs: torch.Tensor, top: Sequence[dict]) -> None:
         """Draw a batch: its image paths, its model inputs and each image's top prediction."""
         from .explain import Panel, cam_layer, grad_cam, heatmap_figure, shown_image
 
-        layer = cam_layer(self.model, inputs)
+        layer = self._layer = self._layer or cam_layer(self.model, inputs)
         heat = grad_cam(self.model, inputs, [t["class_id"] for t in top], layer)
         for path, image, h, t in zip(paths, inputs, heat, top):
             picture = shown_image(image, self.norm.mean, self.norm.std)
@@ -184,12 +185,11 @@ class HeatmapWriter:
                                     f"Grad-CAM, {layer.name}, {layer.cells} x {layer.cells}")
             out = self._free(Path(path).stem)
             write_figure("--heatmaps", os.fspath(out), figure)
-            self.written.append(out)
+            self.written.add(out)
 
     def _free(self, stem: str) -> Path:
-        taken = set(self.written)
         out, n = self.folder / f"{stem}.png", 1
-        while out in taken:
+        while out in self.written:
             n += 1
             out = self.folder / f"{stem}-{n}.png"
         return out
