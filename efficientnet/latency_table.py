@@ -235,18 +235,16 @@ def _layer_of_nodes(names: list[str], blocks: int) -> list[int]:
     out, current, seen_block = [], 0, False
     for name in names:
         weight = _BLOCK_WEIGHT.match(name)
-        if weight:
-            if int(weight.group(1)) >= blocks:
-                raise LatencyTableError(f"onnxruntime ran node {name} of block {weight.group(1)}, but the model has "
-                                        f"{blocks} blocks")
-            out.append(int(weight.group(1)) + 1)
-            continue
-        block = _BLOCK_NODE.match(name)
-        if block:
-            current, seen_block = int(block.group(1)) + 1, True
-            if current > blocks:
-                raise LatencyTableError(f"onnxruntime ran node {name} of block {current - 1}, but the model has "
-                                        f"{blocks} blocks")
+        named = weight or _BLOCK_NODE.match(name)
+        if named:
+            block = int(named.group(1))
+            if block >= blocks:
+                raise LatencyTableError(f"onnxruntime ran node {name} of block {block}, but the model has {blocks} "
+                                        "blocks")
+            if weight:  # the layer running around it goes on
+                out.append(block + 1)
+                continue
+            current, seen_block = block + 1, True
         elif name.startswith("/"):
             current = blocks + 1 if seen_block else 0
         out.append(current)
