@@ -302,15 +302,10 @@ def _run_times(session: Any, spec: ArchSpec, batch_size: int, repeats: int, warm
     import numpy as np
 
     from .export import INPUT_NAME
+    from .profiler import timed_runs
 
     x = np.random.default_rng(0).standard_normal((batch_size, 3, spec.resolution, spec.resolution), np.float32)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        session.run(None, {INPUT_NAME: x})
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
-    return times
+    return timed_runs(lambda: session.run(None, {INPUT_NAME: x}), repeats, warmup)
 
 
 def measure_onnxruntime_latency(spec: ArchSpec, num_classes: int = 1000, threads: int = 1, batch_size: int = 1,

@@ -13,7 +13,7 @@ import statistics
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .builder import SpecEfficientNet
 from .spec import ArchSpec
 
-__all__ = ["Profile", "profile", "measure_latency", "LiveTensorPeak"]
+__all__ = ["Profile", "profile", "measure_latency", "timed_runs", "LiveTensorPeak"]
 
 MB = 1024 * 1024
 
@@ -94,14 +94,19 @@ def measure_latency(
     res = resolution or spec.resolution
     model = SpecEfficientNet(spec.replace(resolution=res), num_classes).eval()
     x = torch.randn(1, 3, res, res)
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        return statistics.median(timed_runs(lambda: model(x), repeats, warmup))
+
+
+def timed_runs(run: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``run``, after ``warmup`` untimed ones."""
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
 
 
 def profile(

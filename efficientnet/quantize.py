@@ -22,7 +22,6 @@ import os
 import random
 import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -204,6 +203,7 @@ def compare_int8(fp32: Path, int8: Path, images: Int8Images, open_session: Calla
     """Run both models on ``images.check`` and time each at batch 1 (:class:`Int8Check`), in onnxruntime sessions
     that ``open_session(path, threads)`` makes."""
     from .environment import usable_cores
+    from .profiler import timed_runs
 
     threads = usable_cores() if threads is None else threads
     sessions = [open_session(path, threads) for path in (fp32, int8)]
@@ -218,16 +218,8 @@ def compare_int8(fp32: Path, int8: Path, images: Int8Images, open_session: Calla
             correct[i] += int((top == labels).sum())
         n += len(batch)
         first = batch[:1] if first is None else first
-    latency = []
-    for session in sessions:
-        for _ in range(3):
-            session.run([output_name], {input_name: first})
-        runs = []
-        for _ in range(LATENCY_RUNS):
-            started = time.perf_counter()
-            session.run([output_name], {input_name: first})
-            runs.append(1000 * (time.perf_counter() - started))
-        latency.append(round(statistics.median(runs), 3))
+    latency = [round(statistics.median(timed_runs(lambda s=session: s.run([output_name], {input_name: first}),
+                                                  LATENCY_RUNS, 3)), 3) for session in sessions]
     top1 = [round(100 * c / n, 2) if images.labelled else None for c in correct]
     return Int8Check(n, images.check_from, round(agree / n, 4), top1[0], top1[1], latency[0], latency[1],
                      int(threads))
