@@ -298,8 +298,8 @@ def mistakes_figure(scored: Scored):
     result, model = scored.evaluation, scored.model
     index = {c: i for i, c in enumerate(result.classes)}
     wrong = result.most_wrong
-    norm = normalization(model.spec)
-    images = torch.stack([predict_input(w["image"], eval_transform(model.spec)) for w in wrong])
+    norm, transform = normalization(model.spec), eval_transform(model.spec)
+    images = torch.stack([predict_input(w["image"], transform) for w in wrong])
     layer = cam_layer(model, images)
     heat = grad_cam(model, torch.cat([images, images]), [index[w["predicted"]] for w in wrong]
                     + [index[w["true"]] for w in wrong], layer)  # the predicted classes', then the true ones'
